@@ -1,0 +1,1 @@
+//! Streaming sample-rate conversion (placeholder until the resampler lands).

@@ -1,0 +1,27 @@
+//! Python bindings: the only module that imports pyo3.
+//!
+//! The extension is `speech_to_speech._core`; users import `speech_to_speech`.
+
+mod audio;
+pub(crate) mod errors;
+
+use pyo3::prelude::*;
+
+/// The compiled core of speech-to-speech.
+#[pymodule]
+#[pyo3(name = "_core")]
+mod core_module {
+    #[pymodule_export]
+    use super::audio::{
+        alaw_decode, alaw_encode, float32_to_pcm16, int16_to_pcm16, mulaw_decode, mulaw_encode,
+        pcm16_to_float32, pcm16_to_int16,
+    };
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        super::errors::register(m)
+    }
+}

@@ -1,0 +1,1 @@
+//! Bounded queues between threads and stages (placeholder until the queues land).
