@@ -1,0 +1,99 @@
+"""The `speech-to-speech` command: parse flags, pick a run mode, start it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from speech_to_speech import __version__
+
+MODES = ("realtime", "local", "socket", "websocket")
+
+# Modes whose transport has not landed yet, with the one line that says so.
+_NOT_READY = {
+    "realtime": "the OpenAI Realtime-compatible server is not ready yet",
+    "local": "local microphone/speaker mode is not ready yet",
+    "socket": "TCP socket mode is not ready yet",
+    "websocket": "plain WebSocket mode is not ready yet",
+}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show every default and keep the description's line breaks."""
+
+
+def _add(group: argparse._ArgumentGroup, name: str, **kwargs: object) -> None:
+    """Add an underscore flag with its dashed alias (`--min_speech_ms`, `--min-speech-ms`)."""
+    flags = [f"--{name}"]
+    if "_" in name:
+        flags.append(f"--{name.replace('_', '-')}")
+    group.add_argument(*flags, dest=name, **kwargs)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `speech-to-speech` command."""
+    parser = argparse.ArgumentParser(
+        prog="speech-to-speech",
+        description=(
+            "A voice-agent server: VAD -> STT -> LLM -> TTS, streamed end to end.\n"
+            "Default: an OpenAI Realtime-compatible WebSocket server at "
+            "ws://HOST:PORT/v1/realtime on the bundled local models."
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    run = parser.add_argument_group("run mode")
+    _add(
+        run,
+        "mode",
+        choices=MODES,
+        default="realtime",
+        help="realtime: OpenAI Realtime WebSocket server; local: microphone and speaker; "
+        "socket: TCP raw PCM (with listen_and_play); websocket: plain WebSocket of raw "
+        "16 kHz int16 mono PCM",
+    )
+    _add(run, "host", default="127.0.0.1", help="address the server listens on")
+    _add(run, "port", type=int, default=8765, help="port the server listens on")
+    _add(
+        run,
+        "log_level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="Python log level (the Rust core follows S2S_LOG)",
+    )
+
+    vad = parser.add_argument_group("voice activity detection (Silero)")
+    _add(vad, "vad_model_path", default=None, help="Silero ONNX model (default: from silero-vad)")
+    _add(vad, "thresh", type=float, default=0.5, help="speech probability that starts speech")
+    _add(vad, "min_speech_ms", type=int, default=250, help="shorter blips are not speech")
+    _add(vad, "min_silence_ms", type=int, default=500, help="silence that ends a turn")
+    _add(vad, "speech_pad_ms", type=int, default=300, help="audio kept before the speech start")
+    _add(
+        vad,
+        "max_speech_ms",
+        type=float,
+        default=float("inf"),
+        help="longest turn before it is cut",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    reason = _NOT_READY.get(args.mode)
+    if reason is not None:
+        print(f"speech-to-speech: --mode {args.mode}: {reason}", file=sys.stderr)
+        return 2
+    return 0  # pragma: no cover - every mode is listed above until its transport lands
+
+
+if __name__ == "__main__":
+    sys.exit(main())
