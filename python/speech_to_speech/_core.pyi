@@ -4,6 +4,21 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__ = [
+    "AudioFormatError",
+    "BufferTooSmallError",
+    "OddByteCountError",
+    "SpeechToSpeechError",
+    "__version__",
+    "alaw_decode",
+    "alaw_encode",
+    "float32_to_pcm16",
+    "int16_to_pcm16",
+    "mulaw_decode",
+    "mulaw_encode",
+    "pcm16_to_float32",
+    "pcm16_to_int16",
+]
 
 class SpeechToSpeechError(Exception): ...
 class AudioFormatError(SpeechToSpeechError): ...
