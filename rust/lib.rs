@@ -11,6 +11,7 @@
 )]
 
 pub mod audio;
+pub mod engine;
 pub mod queue;
 
 #[cfg(feature = "python")]

@@ -1,0 +1,188 @@
+//! Splits streamed LLM text into speakable clauses for TTS.
+//!
+//! The first clause goes to TTS as soon as it is speakable, so the first audio
+//! does not wait for a whole answer: a sentence end always closes a clause; a
+//! comma, semicolon, colon or dash closes one once enough words have come.
+
+/// When a clause is ready to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmenterConfig {
+    /// Words a clause needs before a comma or semicolon may end it.
+    pub min_words_at_comma: usize,
+    /// Words after which any whitespace ends a clause (a run-on sentence).
+    pub max_words: usize,
+    /// Words the first clause needs before a comma may end it (lower, for a
+    /// fast first sound).
+    pub first_min_words_at_comma: usize,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        Self {
+            min_words_at_comma: 6,
+            max_words: 40,
+            first_min_words_at_comma: 3,
+        }
+    }
+}
+
+/// Incremental clause splitter: push text deltas, take out finished clauses.
+#[derive(Debug, Default, Clone)]
+pub struct Segmenter {
+    config: SegmenterConfig,
+    buf: String,
+    emitted: usize,
+}
+
+fn is_sentence_end(c: char) -> bool {
+    matches!(c, '.' | '!' | '?' | '…' | '。' | '！' | '？' | '\n')
+}
+
+fn is_soft_break(c: char) -> bool {
+    matches!(c, ',' | ';' | ':' | '—' | '，' | '；')
+}
+
+impl Segmenter {
+    /// A segmenter with the given thresholds.
+    pub fn new(config: SegmenterConfig) -> Self {
+        Self {
+            config,
+            buf: String::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Add a text delta; return the clauses it completed, in order.
+    pub fn push(&mut self, delta: &str) -> Vec<String> {
+        self.buf.push_str(delta);
+        let mut out = Vec::new();
+        while let Some(end) = self.find_break() {
+            let clause: String = self.buf.drain(..end).collect();
+            let clause = clause.trim();
+            if !clause.is_empty() && clause.chars().any(char::is_alphanumeric) {
+                out.push(clause.to_owned());
+                self.emitted += 1;
+            }
+        }
+        out
+    }
+
+    /// The rest of the text at the end of the stream, if any is speakable.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.buf);
+        let rest = rest.trim();
+        if rest.chars().any(char::is_alphanumeric) {
+            self.emitted += 1;
+            Some(rest.to_owned())
+        } else {
+            None
+        }
+    }
+
+    /// Forget everything buffered (a cancelled response).
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.emitted = 0;
+    }
+
+    /// Byte index just past the first clause break in the buffer, if any.
+    fn find_break(&self) -> Option<usize> {
+        let min_comma = if self.emitted == 0 {
+            self.config.first_min_words_at_comma
+        } else {
+            self.config.min_words_at_comma
+        };
+        let mut words = 0;
+        let mut in_word = false;
+        let mut chars = self.buf.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c.is_whitespace() {
+                if in_word {
+                    words += 1;
+                    if words >= self.config.max_words {
+                        return Some(i);
+                    }
+                }
+                in_word = false;
+                continue;
+            }
+            in_word = true;
+            let next = chars.peek().map(|&(_, n)| n);
+            // A break needs the character after it, so "3.5" or "e.g." mid-token
+            // is not split: only punctuation followed by whitespace counts.
+            let followed_by_space = next.is_some_and(char::is_whitespace);
+            if c == '\n' || (is_sentence_end(c) && followed_by_space) {
+                return Some(i + c.len_utf8());
+            }
+            if is_soft_break(c) && followed_by_space && words + 1 >= min_comma {
+                return Some(i + c.len_utf8());
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(deltas: &[&str]) -> Vec<String> {
+        let mut s = Segmenter::default();
+        let mut out: Vec<String> = deltas.iter().flat_map(|d| s.push(d)).collect();
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn sentences_split_as_they_complete() {
+        let mut s = Segmenter::default();
+        assert!(s.push("Hello there").is_empty());
+        assert_eq!(s.push(". How are"), vec!["Hello there."]);
+        assert!(s.push(" you?").is_empty(), "no break before the next char");
+        assert_eq!(s.push(" Fine"), vec!["How are you?"]);
+        assert_eq!(s.finish().as_deref(), Some("Fine"));
+    }
+
+    #[test]
+    fn same_clauses_for_any_delta_split() {
+        let text = "Paris is the capital of France, and it is lovely. It has 2.1 million people; \
+                    many visit every year, especially in spring! Do you like it?";
+        let whole = run(&[text]);
+        let chars: Vec<String> = text.chars().map(String::from).collect();
+        let refs: Vec<&str> = chars.iter().map(String::as_str).collect();
+        assert_eq!(run(&refs), whole);
+        assert_eq!(
+            whole,
+            vec![
+                "Paris is the capital of France,",
+                "and it is lovely.",
+                // Five words are too few for a later clause to end at ";".
+                "It has 2.1 million people; many visit every year,",
+                "especially in spring!",
+                "Do you like it?"
+            ]
+        );
+    }
+
+    #[test]
+    fn commas_need_enough_words() {
+        // The first clause may end at a comma after 3 words; later ones need 6.
+        assert_eq!(
+            run(&["Well, I think so, but not sure, really, at all."]),
+            vec!["Well, I think so,", "but not sure, really, at all."]
+        );
+    }
+
+    #[test]
+    fn long_run_on_text_is_cut() {
+        let text = "word ".repeat(100);
+        let out = run(&[&text]);
+        assert!(out.len() >= 2);
+        assert!(out.iter().all(|c| c.split_whitespace().count() <= 40));
+    }
+
+    #[test]
+    fn punctuation_only_is_not_spoken() {
+        assert!(run(&["... !! ", "--"]).is_empty());
+    }
+}
