@@ -1,1 +1,0 @@
-//! Bounded queues between threads and stages (placeholder until the queues land).
