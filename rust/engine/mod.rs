@@ -1,4 +1,177 @@
 //! The pipeline engine: sessions, turn state, conversation items and stage dispatch.
+//!
+//! One [`Engine`] per process holds the three model backends and a worker
+//! pool for each; every [`Session`] shares them. Transports (the realtime
+//! server, the raw-audio modes, the in-process Python API, the tests) all
+//! drive the same session type.
 
+pub mod backend;
 pub mod conversation;
+pub mod events;
+pub mod fake;
 pub mod segmenter;
+pub mod session;
+pub mod stages;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use thiserror::Error;
+
+pub use backend::{LlmBackend, SttBackend, TtsBackend};
+pub use events::EngineEvent;
+pub use session::{ResponseOptions, Session, SessionConfig, TurnInput};
+use stages::StagePool;
+
+/// Errors from building the engine or opening a session.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A worker thread could not be started. The system is out of threads
+    /// or memory; lower the worker counts.
+    #[error("could not start a {stage} worker: {source}")]
+    Worker {
+        /// The stage.
+        stage: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Too many sessions are open. Close one or raise the limit.
+    #[error("session limit reached ({0} sessions)")]
+    SessionLimit(usize),
+    /// A setting is out of range.
+    #[error("invalid engine setting: {0}")]
+    InvalidConfig(String),
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// STT worker threads.
+    pub stt_workers: usize,
+    /// LLM worker threads.
+    pub llm_workers: usize,
+    /// TTS worker threads.
+    pub tts_workers: usize,
+    /// Jobs a stage queues before refusing more.
+    pub queue_capacity: usize,
+    /// Events a session buffers for a slow reader before flagging it.
+    pub session_event_capacity: usize,
+    /// Most sessions open at once.
+    pub max_sessions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            stt_workers: 1,
+            llm_workers: 1,
+            tts_workers: 1,
+            queue_capacity: 1024,
+            session_event_capacity: 8192,
+            max_sessions: 64,
+        }
+    }
+}
+
+/// The models and their workers, shared by every session.
+pub struct Engine {
+    stt: Arc<dyn SttBackend>,
+    llm: Arc<dyn LlmBackend>,
+    tts: Arc<dyn TtsBackend>,
+    stt_pool: StagePool,
+    llm_pool: StagePool,
+    tts_pool: StagePool,
+    config: EngineConfig,
+    epoch: Instant,
+    next_id: AtomicU64,
+    sessions: AtomicUsize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("sessions", &self.sessions.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Start the worker pools around these backends.
+    pub fn new(
+        stt: Arc<dyn SttBackend>,
+        llm: Arc<dyn LlmBackend>,
+        tts: Arc<dyn TtsBackend>,
+        config: EngineConfig,
+    ) -> Result<Arc<Self>, EngineError> {
+        if config.session_event_capacity < 16 || config.queue_capacity == 0 {
+            return Err(EngineError::InvalidConfig(
+                "queue_capacity must be >= 1 and session_event_capacity >= 16".into(),
+            ));
+        }
+        let pool = |stage: &'static str, n: usize| {
+            StagePool::new(stage, n, config.queue_capacity)
+                .map_err(|source| EngineError::Worker { stage, source })
+        };
+        Ok(Arc::new(Self {
+            stt_pool: pool("stt", config.stt_workers)?,
+            llm_pool: pool("llm", config.llm_workers)?,
+            tts_pool: pool("tts", config.tts_workers)?,
+            stt,
+            llm,
+            tts,
+            config,
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(1),
+            sessions: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Open a session, unless `max_sessions` are open already.
+    pub fn create_session(self: &Arc<Self>, config: SessionConfig) -> Result<Session, EngineError> {
+        let max = self.config.max_sessions;
+        let admitted = self
+            .sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if admitted.is_err() {
+            return Err(EngineError::SessionLimit(max));
+        }
+        Session::new(Arc::clone(self), config, self.config.session_event_capacity).map_err(|e| {
+            self.session_closed();
+            EngineError::InvalidConfig(e.to_string())
+        })
+    }
+
+    /// Sessions open now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Ordering::Acquire)
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub(crate) fn session_closed(&self) {
+        let _ = self
+            .sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// A new unique id with this prefix (`item_...`, `resp_...`).
+    pub fn new_id(&self, prefix: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Ids must be unique per process and not guessable across restarts.
+        let salt = self.epoch.elapsed().subsec_nanos() & 0xFFFF;
+        format!("{prefix}_{n:08X}{salt:04X}")
+    }
+
+    /// Milliseconds since the engine started (the clock of turn timings).
+    pub fn now_ms(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64() * 1000.0
+    }
+}

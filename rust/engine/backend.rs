@@ -1,0 +1,210 @@
+//! What the engine asks of a model stage: the backend traits and their outputs.
+//!
+//! A backend is stateless between calls (one instance serves every session).
+//! Python handlers implement these traits through the bindings in `py/`; tests
+//! and benchmarks use the scripted backends in [`fake`](super::fake).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use thiserror::Error;
+
+/// A failed model call.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StageError {
+    /// The backend raised or returned an error. The message says what; the
+    /// session reports it as a failed transcription or response and goes on.
+    #[error("{stage} backend failed: {message}")]
+    Backend {
+        /// `stt`, `llm` or `tts`.
+        stage: &'static str,
+        /// What went wrong, from the backend.
+        message: String,
+    },
+    /// The engine shut down before the job ran.
+    #[error("the {0} stage is shut down")]
+    ShutDown(&'static str),
+    /// The stage's job queue is full. The server is overloaded: try again
+    /// later, or start it with more workers for that stage.
+    #[error("the {0} stage is overloaded (its job queue is full)")]
+    Busy(&'static str),
+}
+
+/// A cheap handle a running job polls to learn it is stale.
+///
+/// It compares the session's generation with the one the job started in:
+/// barge-in or a cancel bumps the generation and every older job stops.
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    current: Arc<AtomicU64>,
+    generation: u64,
+}
+
+impl Cancel {
+    /// A handle that is cancelled once `current` moves past `generation`.
+    pub fn new(current: Arc<AtomicU64>, generation: u64) -> Self {
+        Self {
+            current,
+            generation,
+        }
+    }
+
+    /// A handle that is never cancelled.
+    pub fn never() -> Self {
+        Self::new(Arc::new(AtomicU64::new(0)), 0)
+    }
+
+    /// Whether the job should stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.current.load(Ordering::Acquire) != self.generation
+    }
+
+    /// The generation the job belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Options of one transcription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SttOptions {
+    /// Language code, or `None` to let the model decide.
+    pub language: Option<String>,
+    /// Prompt text that biases the transcription.
+    pub prompt: Option<String>,
+}
+
+/// What STT yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SttOutput {
+    /// A partial transcript (append-only deltas are derived by the engine).
+    Partial(String),
+    /// The final transcript.
+    Final {
+        /// The text.
+        text: String,
+        /// The detected or given language.
+        language: Option<String>,
+    },
+}
+
+/// A function tool the LLM may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    /// Tool name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// JSON schema of its parameters, as a JSON string.
+    pub parameters: String,
+}
+
+/// How the LLM may use tools.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// No tool calls.
+    None,
+    /// Some tool call is required.
+    Required,
+    /// This tool must be called.
+    Function(String),
+}
+
+/// One LLM call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRequest {
+    /// The chat so far, system prompt first.
+    pub messages: Vec<super::conversation::ChatMessage>,
+    /// Tools it may call.
+    pub tools: Vec<Tool>,
+    /// How it may use them.
+    pub tool_choice: ToolChoice,
+    /// Sampling temperature, or the backend default.
+    pub temperature: Option<f64>,
+    /// Token budget, or the backend default.
+    pub max_tokens: Option<u32>,
+}
+
+/// What the LLM yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmOutput {
+    /// A piece of the answer text.
+    Text(String),
+    /// A complete tool call.
+    ToolCall {
+        /// Correlates the call with its output.
+        call_id: String,
+        /// Tool name.
+        name: String,
+        /// Arguments as a JSON string.
+        arguments: String,
+    },
+    /// Token counts of the call.
+    Usage {
+        /// Prompt tokens.
+        input_tokens: u32,
+        /// Generated tokens.
+        output_tokens: u32,
+    },
+}
+
+/// One TTS call: a clause to speak.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TtsRequest {
+    /// The clause.
+    pub text: String,
+    /// Voice name, or the backend default.
+    pub voice: Option<String>,
+    /// Speaking rate, 1.0 is normal.
+    pub speed: f64,
+}
+
+/// A chunk of synthesised speech at the model's native rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TtsChunk {
+    /// Mono samples in [-1, 1].
+    pub samples: Vec<f32>,
+    /// Their rate.
+    pub sample_rate: u32,
+    /// Word timings (word, start ms, end ms from the chunk start) if known.
+    pub words: Option<Vec<(String, f64, f64)>>,
+}
+
+/// A speech-to-text model.
+pub trait SttBackend: Send + Sync {
+    /// Transcribe 16 kHz mono audio, calling `emit` for each output and
+    /// stopping early when `cancel` says so.
+    fn transcribe(
+        &self,
+        audio: &[f32],
+        options: &SttOptions,
+        cancel: &Cancel,
+        emit: &mut dyn FnMut(SttOutput),
+    ) -> Result<(), StageError>;
+}
+
+/// A language model.
+pub trait LlmBackend: Send + Sync {
+    /// Stream an answer to `request` through `emit`.
+    fn generate(
+        &self,
+        request: &LlmRequest,
+        cancel: &Cancel,
+        emit: &mut dyn FnMut(LlmOutput),
+    ) -> Result<(), StageError>;
+}
+
+/// A text-to-speech model.
+pub trait TtsBackend: Send + Sync {
+    /// Speak `request.text`, streaming chunks through `emit`.
+    fn synthesize(
+        &self,
+        request: &TtsRequest,
+        cancel: &Cancel,
+        emit: &mut dyn FnMut(TtsChunk),
+    ) -> Result<(), StageError>;
+}

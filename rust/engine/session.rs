@@ -1,0 +1,1520 @@
+//! A session: one conversation's turn state, items and active response.
+//!
+//! Transports feed it turn events and client requests; stage workers feed it
+//! model outputs. All of it goes through one short critical section, and
+//! everything the transport must hear goes out through a bounded event queue.
+//! Nothing here touches Python.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::Engine;
+use super::backend::{
+    Cancel, LlmOutput, LlmRequest, StageError, SttOptions, SttOutput, Tool, ToolChoice, TtsChunk,
+    TtsRequest,
+};
+use super::conversation::{
+    Content, Conversation, ConversationError, Item, ItemKind, ItemStatus, Role, SpokenClause,
+};
+use super::events::{EngineEvent, ResponseStatus, StopReason, TurnTimings, Usage};
+use super::segmenter::Segmenter;
+use super::stages::Job;
+use crate::audio::resample::Resampler;
+use crate::queue::{Overflow, Queue, QueueError};
+
+/// Input audio rate of the STT stage and the VAD.
+pub const STT_RATE: u32 = 16_000;
+
+/// Per-session settings; the realtime transport maps `session.update` here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// System prompt.
+    pub instructions: String,
+    /// Tools the model may call.
+    pub tools: Vec<Tool>,
+    /// How it may call them.
+    pub tool_choice: ToolChoice,
+    /// Sampling temperature (backend default when `None`).
+    pub temperature: Option<f64>,
+    /// Token budget of a response.
+    pub max_output_tokens: Option<u32>,
+    /// Speak the answer (true) or only write it.
+    pub audio_output: bool,
+    /// TTS voice.
+    pub voice: Option<String>,
+    /// TTS speed.
+    pub speed: f64,
+    /// Rate of the audio the session emits.
+    pub output_rate: u32,
+    /// Whether the VAD drives turns (false: push-to-talk).
+    pub turn_detection: bool,
+    /// Start a response when a turn is committed.
+    pub create_response: bool,
+    /// Cancel the active response when the user starts speaking.
+    pub interrupt_response: bool,
+    /// Emit input transcription events, with these options.
+    pub transcription: Option<SttOptions>,
+    /// Options of the STT the pipeline runs anyway.
+    pub stt: SttOptions,
+    /// Items of history the LLM sees (0: all).
+    pub chat_size: usize,
+    /// Start STT and the LLM on the VAD's soft end, before the commit.
+    pub speculation: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            instructions: String::new(),
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            temperature: None,
+            max_output_tokens: None,
+            audio_output: true,
+            voice: None,
+            speed: 1.0,
+            output_rate: 24_000,
+            turn_detection: true,
+            create_response: true,
+            interrupt_response: true,
+            transcription: None,
+            stt: SttOptions::default(),
+            chat_size: 0,
+            speculation: true,
+        }
+    }
+}
+
+/// Per-response overrides (`response.create`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseOptions {
+    /// Replaces the session instructions.
+    pub instructions: Option<String>,
+    /// Replaces the session tools.
+    pub tools: Option<Vec<Tool>>,
+    /// Replaces the session tool choice.
+    pub tool_choice: Option<ToolChoice>,
+    /// Replaces audio output (true) or text only (false).
+    pub audio_output: Option<bool>,
+    /// Replaces the token budget.
+    pub max_output_tokens: Option<u32>,
+    /// Replaces the voice.
+    pub voice: Option<String>,
+    /// Out-of-band: the response is not added to the conversation.
+    pub out_of_band: bool,
+    /// Items the model sees instead of the conversation (out-of-band input).
+    pub input: Option<Vec<Item>>,
+}
+
+/// A turn event from the VAD (audio times in ms since the stream began).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnInput {
+    /// Speech began.
+    SpeechStarted {
+        /// Where.
+        audio_start_ms: u64,
+    },
+    /// A short silence: the turn may be ending. Carries the audio so far.
+    SoftEnd {
+        /// Where.
+        audio_ms: u64,
+        /// The turn's audio up to here, 16 kHz.
+        audio: Vec<f32>,
+    },
+    /// Speech came back after a soft end.
+    SpeechResumed {
+        /// Where.
+        audio_ms: u64,
+    },
+    /// The turn ended; carries the utterance.
+    SpeechStopped {
+        /// Where.
+        audio_end_ms: u64,
+        /// The utterance with its padding, 16 kHz.
+        audio: Vec<f32>,
+    },
+}
+
+/// Why the session refused a request.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A response is already running. Cancel it or wait for `response.done`.
+    #[error("conversation already has an active response in progress: {0}")]
+    ActiveResponse(String),
+    /// There is no audio to commit. Append audio first.
+    #[error("buffer too small: expected at least 100ms of audio, got {0:.0}ms")]
+    EmptyBuffer(f64),
+    /// A conversation edit failed.
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
+    /// The session was closed.
+    #[error("the session is closed")]
+    Closed,
+    /// A model stage refused the job.
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+impl SessionError {
+    /// A stable error code for the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SessionError::ActiveResponse(_) => "conversation_already_has_active_response",
+            SessionError::EmptyBuffer(_) => "input_audio_buffer_commit_empty",
+            SessionError::Conversation(ConversationError::NoSuchItem(_)) => "item_not_found",
+            SessionError::Conversation(ConversationError::TruncateBeyondEnd { .. }) => {
+                "invalid_audio_end_ms"
+            }
+            SessionError::Conversation(ConversationError::DuplicateId(_)) => "item_id_duplicate",
+            SessionError::Conversation(_) => "invalid_item",
+            SessionError::Closed => "session_closed",
+            SessionError::Stage(_) => "server_overloaded",
+        }
+    }
+}
+
+/// Where the speculative work of the current turn stands.
+#[derive(Debug)]
+struct Speculation {
+    /// The `spec_gen` it runs under.
+    generation: u64,
+    /// Its transcript, once STT finished.
+    transcript: Option<String>,
+    /// The committed user item it turned into, once the turn committed.
+    committed_item: Option<String>,
+}
+
+/// A clause on its way through TTS.
+#[derive(Debug, Default)]
+struct ClauseSlot {
+    text: String,
+    chunks: Vec<TtsChunk>,
+    done: bool,
+    started_ms: Option<f64>,
+}
+
+#[derive(Debug)]
+struct ActiveResponse {
+    id: String,
+    generation: u64,
+    /// Events held back until the turn commits (speculative response).
+    held: Option<Vec<EngineEvent>>,
+    audio: bool,
+    out_of_band: bool,
+    voice: Option<String>,
+    speed: f64,
+    max_tokens: Option<u32>,
+    message: Option<(String, usize)>,
+    outputs: Vec<Item>,
+    previous_item_id: Option<String>,
+    text: String,
+    spoken: Vec<SpokenClause>,
+    segmenter: Segmenter,
+    clauses: Vec<ClauseSlot>,
+    next_clause: usize,
+    llm_done: bool,
+    usage: Usage,
+    resampler: Option<Resampler>,
+    out_buf: Vec<f32>,
+    audio_ms: f64,
+    timings: TurnTimings,
+}
+
+struct State {
+    config: SessionConfig,
+    conversation: Conversation,
+    speech_item: Option<String>,
+    spec: Option<Speculation>,
+    response: Option<ActiveResponse>,
+    timings: TurnTimings,
+}
+
+/// The shared part of a session, reached by its transport and the workers.
+pub(crate) struct Shared {
+    engine: Arc<Engine>,
+    id: String,
+    state: Mutex<State>,
+    events: Queue<EngineEvent>,
+    notify: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    resp_gen: Arc<AtomicU64>,
+    spec_gen: Arc<AtomicU64>,
+    closed: AtomicBool,
+    overflowed: AtomicBool,
+}
+
+/// A handle to one session; cheap to clone.
+#[derive(Clone)]
+pub struct Session(Arc<Shared>);
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.0.id).finish()
+    }
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic in another holder leaves consistent-enough state; keep serving.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Session {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        config: SessionConfig,
+        event_capacity: usize,
+    ) -> Result<Self, crate::queue::QueueConfigError> {
+        let id = engine.new_id("sess");
+        let events = Queue::new(event_capacity, Overflow::Reject)?;
+        Ok(Session(Arc::new(Shared {
+            engine,
+            id,
+            state: Mutex::new(State {
+                config,
+                conversation: Conversation::default(),
+                speech_item: None,
+                spec: None,
+                response: None,
+                timings: TurnTimings::default(),
+            }),
+            events,
+            notify: Mutex::new(None),
+            resp_gen: Arc::new(AtomicU64::new(0)),
+            spec_gen: Arc::new(AtomicU64::new(0)),
+            closed: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+        })))
+    }
+
+    /// The session id (`sess_...`).
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// A copy of the current settings.
+    pub fn config(&self) -> SessionConfig {
+        lock(&self.0.state).config.clone()
+    }
+
+    /// Change the settings.
+    pub fn update_config(&self, f: impl FnOnce(&mut SessionConfig)) {
+        f(&mut lock(&self.0.state).config);
+    }
+
+    /// Call `f` after each event is queued (for async transports).
+    pub fn set_notify(&self, f: Box<dyn Fn() + Send + Sync>) {
+        *self.0.notify.lock().unwrap_or_else(PoisonError::into_inner) = Some(f);
+    }
+
+    /// The next event, waiting up to `timeout` (`None`: forever).
+    /// `None` when the wait timed out or the session is closed and drained.
+    pub fn next_event(&self, timeout: Option<Duration>) -> Option<EngineEvent> {
+        self.0.events.pop(timeout).ok()
+    }
+
+    /// The next event if one is queued.
+    pub fn try_next_event(&self) -> Option<EngineEvent> {
+        self.0.events.try_pop().ok()
+    }
+
+    /// Whether the transport fell so far behind that events were lost; the
+    /// transport should close the connection with an error.
+    pub fn overflowed(&self) -> bool {
+        self.0.overflowed.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the conversation items.
+    pub fn items(&self) -> Vec<Item> {
+        lock(&self.0.state).conversation.items().to_vec()
+    }
+
+    /// One item by id.
+    pub fn item(&self, id: &str) -> Result<Item, SessionError> {
+        lock(&self.0.state)
+            .conversation
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ConversationError::NoSuchItem(id.to_owned()).into())
+    }
+
+    /// Whether a response is running.
+    pub fn has_active_response(&self) -> bool {
+        lock(&self.0.state)
+            .response
+            .as_ref()
+            .is_some_and(|r| r.held.is_none())
+    }
+
+    /// End the session: cancel its work and wake its event reader.
+    pub fn close(&self) {
+        if self.0.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.0.resp_gen.fetch_add(1, Ordering::AcqRel);
+        self.0.spec_gen.fetch_add(1, Ordering::AcqRel);
+        lock(&self.0.state).response = None;
+        self.0.events.close();
+        self.0.engine.session_closed();
+    }
+
+    /// Whether the session was closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    /// Handle a turn event from the VAD.
+    pub fn turn_event(&self, input: TurnInput) {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        match input {
+            TurnInput::SpeechStarted { audio_start_ms } => {
+                let interrupt = st.config.interrupt_response;
+                if interrupt && st.response.as_ref().is_some_and(|r| r.held.is_none()) {
+                    sh.cancel_response(&mut st, StopReason::TurnDetected);
+                }
+                sh.drop_speculation(&mut st);
+                let item_id = sh.engine.new_id("item");
+                st.speech_item = Some(item_id.clone());
+                st.timings = TurnTimings::default();
+                sh.emit(EngineEvent::SpeechStarted {
+                    item_id,
+                    audio_start_ms,
+                });
+            }
+            TurnInput::SoftEnd { audio, .. } => {
+                if !st.config.speculation || st.speech_item.is_none() || audio.is_empty() {
+                    return;
+                }
+                sh.drop_speculation(&mut st);
+                let generation = sh.spec_gen.fetch_add(1, Ordering::AcqRel) + 1;
+                let soft_end_ms = sh.engine.now_ms();
+                st.timings.soft_end = Some(soft_end_ms);
+                st.spec = Some(Speculation {
+                    generation,
+                    transcript: None,
+                    committed_item: None,
+                });
+                let job = SttJob {
+                    session: Arc::clone(sh),
+                    audio,
+                    options: st.config.stt.clone(),
+                    purpose: SttPurpose::Speculative,
+                    cancel: Cancel::new(Arc::clone(&sh.spec_gen), generation),
+                };
+                if sh.engine.stt_pool.submit(Box::new(job)).is_err() {
+                    st.spec = None;
+                }
+            }
+            TurnInput::SpeechResumed { .. } => sh.drop_speculation(&mut st),
+            TurnInput::SpeechStopped {
+                audio_end_ms,
+                audio,
+            } => {
+                let item_id = st
+                    .speech_item
+                    .take()
+                    .unwrap_or_else(|| sh.engine.new_id("item"));
+                st.timings.speech_end = Some(audio_end_ms as f64);
+                sh.emit(EngineEvent::SpeechStopped {
+                    item_id: item_id.clone(),
+                    audio_end_ms,
+                });
+                if let Err(e) = sh.commit(&mut st, item_id, audio) {
+                    sh.emit_error(&e);
+                }
+            }
+        }
+    }
+
+    /// Commit audio as a user turn (push-to-talk, or a client commit).
+    pub fn commit_input(&self, audio_16k: Vec<f32>) -> Result<String, SessionError> {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        let ms = audio_16k.len() as f64 * 1000.0 / f64::from(STT_RATE);
+        if ms < 100.0 {
+            return Err(SessionError::EmptyBuffer(ms));
+        }
+        sh.drop_speculation(&mut st);
+        let item_id = st
+            .speech_item
+            .take()
+            .unwrap_or_else(|| sh.engine.new_id("item"));
+        sh.commit(&mut st, item_id.clone(), audio_16k)?;
+        Ok(item_id)
+    }
+
+    /// Forget the speech in progress (`input_audio_buffer.clear`).
+    pub fn clear_input(&self) {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        sh.drop_speculation(&mut st);
+        st.speech_item = None;
+        sh.emit(EngineEvent::InputCleared);
+    }
+
+    /// Add an item (`conversation.item.create`); returns the previous item id.
+    pub fn add_item(&self, item: Item, previous: Option<&str>) -> Result<(), SessionError> {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        let prev = st.conversation.insert(item.clone(), previous)?;
+        sh.emit(EngineEvent::ItemAdded {
+            item: item.clone(),
+            previous_item_id: prev.clone(),
+        });
+        sh.emit(EngineEvent::ItemDone {
+            item,
+            previous_item_id: prev,
+        });
+        Ok(())
+    }
+
+    /// Remove an item.
+    pub fn delete_item(&self, id: &str) -> Result<(), SessionError> {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        st.conversation.delete(id)?;
+        sh.emit(EngineEvent::ItemDeleted {
+            item_id: id.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Trim an assistant item to the audio the client played.
+    pub fn truncate_item(
+        &self,
+        id: &str,
+        content_index: usize,
+        audio_end_ms: u64,
+    ) -> Result<(), SessionError> {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        // Truncating the item still being spoken stops the response first.
+        if st
+            .response
+            .as_ref()
+            .is_some_and(|r| r.message.as_ref().is_some_and(|(m, _)| m == id))
+        {
+            sh.cancel_response(&mut st, StopReason::ClientCancelled);
+        }
+        st.conversation.truncate(id, content_index, audio_end_ms)?;
+        sh.emit(EngineEvent::ItemTruncated {
+            item_id: id.to_owned(),
+            content_index,
+            audio_end_ms,
+        });
+        Ok(())
+    }
+
+    /// Start a response (`response.create`).
+    pub fn create_response(&self, options: ResponseOptions) -> Result<String, SessionError> {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        if let Some(r) = &st.response {
+            if r.held.is_none() {
+                return Err(SessionError::ActiveResponse(r.id.clone()));
+            }
+            // A speculative response for a turn not yet committed gives way.
+            sh.drop_speculation(&mut st);
+        }
+        sh.start_response(&mut st, &options, None, false)
+    }
+
+    /// Cancel the active response (`response.cancel`); false if none.
+    pub fn cancel_response(&self) -> bool {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        if st.response.as_ref().is_some_and(|r| r.held.is_none()) {
+            sh.cancel_response(&mut st, StopReason::ClientCancelled);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Shared {
+    fn emit(&self, event: EngineEvent) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        match self.events.try_push(event) {
+            Ok(_) => {
+                if let Some(f) = &*self.notify.lock().unwrap_or_else(PoisonError::into_inner) {
+                    f();
+                }
+            }
+            Err(e) if e.kind == QueueError::Full => {
+                // The reader is too slow: flag it so the transport closes the
+                // connection with a clear error instead of growing memory.
+                self.overflowed.store(true, Ordering::Release);
+                if let Some(f) = &*self.notify.lock().unwrap_or_else(PoisonError::into_inner) {
+                    f();
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn emit_error(&self, e: &SessionError) {
+        let kind = if matches!(e, SessionError::Stage(_)) {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        self.emit(EngineEvent::Error {
+            kind,
+            code: e.code(),
+            message: e.to_string(),
+        });
+    }
+
+    /// Emit for a response: held back while the response is speculative.
+    fn emit_resp(&self, resp: &mut ActiveResponse, event: EngineEvent) {
+        if let Some(held) = &mut resp.held {
+            held.push(event);
+        } else {
+            self.emit(event);
+        }
+    }
+
+    fn drop_speculation(&self, st: &mut State) {
+        if st.spec.take().is_some() {
+            self.spec_gen.fetch_add(1, Ordering::AcqRel);
+        }
+        if st.response.as_ref().is_some_and(|r| r.held.is_some()) {
+            // Never emitted, so nothing to tell the client.
+            self.resp_gen.fetch_add(1, Ordering::AcqRel);
+            st.response = None;
+        }
+    }
+
+    fn commit(
+        self: &Arc<Self>,
+        st: &mut State,
+        item_id: String,
+        audio: Vec<f32>,
+    ) -> Result<(), SessionError> {
+        let duration_ms = audio.len() as f64 * 1000.0 / f64::from(STT_RATE);
+        st.timings.commit = Some(self.engine.now_ms());
+        let item = Item {
+            id: item_id.clone(),
+            kind: ItemKind::Message {
+                role: Role::User,
+                content: vec![Content::InputAudio {
+                    transcript: None,
+                    duration_ms,
+                }],
+            },
+            status: ItemStatus::Completed,
+        };
+        let prev = st.conversation.insert(item.clone(), None)?;
+        self.emit(EngineEvent::InputCommitted {
+            item_id: item_id.clone(),
+            previous_item_id: prev.clone(),
+        });
+        self.emit(EngineEvent::ItemAdded {
+            item: item.clone(),
+            previous_item_id: prev.clone(),
+        });
+        self.emit(EngineEvent::ItemDone {
+            item,
+            previous_item_id: prev,
+        });
+        // Speculative work on the same speech is the transcript of this turn.
+        if let Some(spec) = &mut st.spec {
+            spec.committed_item = Some(item_id.clone());
+            st.timings.speculative = true;
+            if let Some(text) = spec.transcript.clone() {
+                st.spec = None;
+                self.transcript_ready(st, &item_id, Ok(text), duration_ms);
+            }
+            return Ok(());
+        }
+        let job = SttJob {
+            session: Arc::clone(self),
+            audio,
+            options: st.config.stt.clone(),
+            purpose: SttPurpose::Committed {
+                item_id,
+                duration_ms,
+            },
+            // A committed turn is transcribed even if a response is cancelled.
+            cancel: Cancel::never(),
+        };
+        self.engine.stt_pool.submit(Box::new(job))?;
+        Ok(())
+    }
+
+    /// A committed user item has its transcript (or its STT failed).
+    fn transcript_ready(
+        self: &Arc<Self>,
+        st: &mut State,
+        item_id: &str,
+        result: Result<String, String>,
+        duration_ms: f64,
+    ) {
+        st.timings.stt_done = Some(self.engine.now_ms());
+        let want_events = st.config.transcription.is_some();
+        match result {
+            Ok(text) => {
+                if let Some(Item {
+                    kind: ItemKind::Message { content, .. },
+                    ..
+                }) = st.conversation.get_mut(item_id)
+                {
+                    for c in content.iter_mut() {
+                        if let Content::InputAudio { transcript, .. } = c {
+                            *transcript = Some(text.clone());
+                        }
+                    }
+                }
+                if want_events {
+                    self.emit(EngineEvent::InputTranscriptCompleted {
+                        item_id: item_id.to_owned(),
+                        transcript: text.clone(),
+                        audio_seconds: duration_ms / 1000.0,
+                    });
+                }
+                // A speculative response for this turn is released now.
+                if let Some(resp) = &mut st.response
+                    && let Some(held) = resp.held.take()
+                {
+                    for e in held {
+                        self.emit(e);
+                    }
+                    resp.previous_item_id = Some(item_id.to_owned());
+                    return;
+                }
+                if st.config.turn_detection && st.config.create_response && !text.trim().is_empty()
+                {
+                    if st.response.is_some() {
+                        return;
+                    }
+                    if let Err(e) =
+                        self.start_response(st, &ResponseOptions::default(), None, false)
+                    {
+                        self.emit_error(&e);
+                    }
+                }
+            }
+            Err(message) => {
+                if want_events {
+                    self.emit(EngineEvent::InputTranscriptFailed {
+                        item_id: item_id.to_owned(),
+                        message: message.clone(),
+                    });
+                }
+                self.emit(EngineEvent::Error {
+                    kind: "server_error",
+                    code: "transcription_failed",
+                    message,
+                });
+            }
+        }
+    }
+
+    fn start_response(
+        self: &Arc<Self>,
+        st: &mut State,
+        options: &ResponseOptions,
+        pending_user_text: Option<&str>,
+        held: bool,
+    ) -> Result<String, SessionError> {
+        let cfg = &st.config;
+        let instructions = options.instructions.as_deref().unwrap_or(&cfg.instructions);
+        let mut messages = match &options.input {
+            Some(items) => {
+                let mut c = Conversation::default();
+                for it in items {
+                    c.insert(it.clone(), None)?;
+                }
+                c.chat_messages(instructions, 0)
+            }
+            None => st.conversation.chat_messages(instructions, cfg.chat_size),
+        };
+        if let Some(text) = pending_user_text {
+            messages.push(super::conversation::ChatMessage {
+                role: "user",
+                content: text.to_owned(),
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            });
+        }
+        let tool_choice = options
+            .tool_choice
+            .clone()
+            .unwrap_or_else(|| cfg.tool_choice.clone());
+        let tools = if tool_choice == ToolChoice::None {
+            Vec::new()
+        } else {
+            options.tools.clone().unwrap_or_else(|| cfg.tools.clone())
+        };
+        let max_tokens = options.max_output_tokens.or(cfg.max_output_tokens);
+        let request = LlmRequest {
+            messages,
+            tools,
+            tool_choice,
+            temperature: cfg.temperature,
+            max_tokens,
+        };
+        let generation = self.resp_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        let id = self.engine.new_id("resp");
+        let mut timings = st.timings;
+        timings.speculative |= held;
+        let mut resp = ActiveResponse {
+            id: id.clone(),
+            generation,
+            held: held.then(Vec::new),
+            audio: options.audio_output.unwrap_or(cfg.audio_output),
+            out_of_band: options.out_of_band,
+            voice: options.voice.clone().or_else(|| cfg.voice.clone()),
+            speed: cfg.speed,
+            max_tokens,
+            message: None,
+            outputs: Vec::new(),
+            previous_item_id: st.conversation.last_id().map(str::to_owned),
+            text: String::new(),
+            spoken: Vec::new(),
+            segmenter: Segmenter::default(),
+            clauses: Vec::new(),
+            next_clause: 0,
+            llm_done: false,
+            usage: Usage::default(),
+            resampler: None,
+            out_buf: Vec::new(),
+            audio_ms: 0.0,
+            timings,
+        };
+        self.emit_resp(
+            &mut resp,
+            EngineEvent::ResponseCreated {
+                response_id: id.clone(),
+            },
+        );
+        let job = LlmJob {
+            session: Arc::clone(self),
+            request,
+            response_id: id.clone(),
+            cancel: Cancel::new(Arc::clone(&self.resp_gen), generation),
+        };
+        st.response = Some(resp);
+        if let Err(e) = self.engine.llm_pool.submit(Box::new(job)) {
+            self.finish_response(st, ResponseStatus::Failed, None, Some(e.to_string()));
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// The response `id` of generation `gen`, if it is still the active one.
+    fn live_response<'a>(st: &'a mut State, id: &str) -> Option<&'a mut ActiveResponse> {
+        st.response.as_mut().filter(|r| r.id == id)
+    }
+
+    fn ensure_message(&self, resp: &mut ActiveResponse, st_conv: &mut Conversation) {
+        if resp.message.is_some() {
+            return;
+        }
+        let item_id = self.engine.new_id("item");
+        let output_index = resp.outputs.len();
+        let content = if resp.audio {
+            Content::OutputAudio {
+                transcript: String::new(),
+                duration_ms: 0.0,
+                clauses: Vec::new(),
+            }
+        } else {
+            Content::OutputText(String::new())
+        };
+        let item = Item {
+            id: item_id.clone(),
+            kind: ItemKind::Message {
+                role: Role::Assistant,
+                content: vec![content],
+            },
+            status: ItemStatus::InProgress,
+        };
+        resp.outputs.push(item.clone());
+        resp.message = Some((item_id.clone(), output_index));
+        let response_id = resp.id.clone();
+        self.emit_resp(
+            resp,
+            EngineEvent::OutputItemAdded {
+                response_id: response_id.clone(),
+                output_index,
+                item: item.clone(),
+            },
+        );
+        if !resp.out_of_band {
+            let prev = st_conv.insert(item.clone(), None).ok().flatten();
+            self.emit_resp(
+                resp,
+                EngineEvent::ItemAdded {
+                    item,
+                    previous_item_id: prev,
+                },
+            );
+        }
+        let audio = resp.audio;
+        self.emit_resp(
+            resp,
+            EngineEvent::ContentPartAdded {
+                response_id,
+                item_id,
+                output_index,
+                audio,
+            },
+        );
+    }
+
+    fn on_llm_output(self: &Arc<Self>, response_id: &str, out: LlmOutput) {
+        let mut guard = lock(&self.state);
+        let State {
+            response,
+            conversation,
+            ..
+        } = &mut *guard;
+        let now = self.engine.now_ms();
+        let Some(resp) = response.as_mut().filter(|r| r.id == response_id) else {
+            return;
+        };
+        match out {
+            LlmOutput::Text(delta) => {
+                if delta.is_empty() {
+                    return;
+                }
+                resp.timings.llm_first_token.get_or_insert(now);
+                self.ensure_message(resp, conversation);
+                resp.text.push_str(&delta);
+                if resp.audio {
+                    let clauses = resp.segmenter.push(&delta);
+                    for c in clauses {
+                        self.speak_clause(resp, c);
+                    }
+                } else {
+                    let (item_id, output_index) = resp.message.clone().unwrap_or_default();
+                    let response_id = resp.id.clone();
+                    self.emit_resp(
+                        resp,
+                        EngineEvent::TextDelta {
+                            response_id,
+                            item_id,
+                            output_index,
+                            delta,
+                        },
+                    );
+                }
+            }
+            LlmOutput::ToolCall {
+                call_id,
+                name,
+                arguments,
+            } => {
+                resp.timings.llm_first_token.get_or_insert(now);
+                let item_id = self.engine.new_id("item");
+                let output_index = resp.outputs.len();
+                let mut item = Item {
+                    id: item_id.clone(),
+                    kind: ItemKind::FunctionCall {
+                        call_id: call_id.clone(),
+                        name: name.clone(),
+                        arguments: String::new(),
+                    },
+                    status: ItemStatus::InProgress,
+                };
+                let rid = resp.id.clone();
+                self.emit_resp(
+                    resp,
+                    EngineEvent::OutputItemAdded {
+                        response_id: rid.clone(),
+                        output_index,
+                        item: item.clone(),
+                    },
+                );
+                self.emit_resp(
+                    resp,
+                    EngineEvent::FunctionCallArgumentsDelta {
+                        response_id: rid.clone(),
+                        item_id: item_id.clone(),
+                        output_index,
+                        call_id: call_id.clone(),
+                        delta: arguments.clone(),
+                    },
+                );
+                self.emit_resp(
+                    resp,
+                    EngineEvent::FunctionCallArgumentsDone {
+                        response_id: rid.clone(),
+                        item_id,
+                        output_index,
+                        call_id: call_id.clone(),
+                        name: name.clone(),
+                        arguments: arguments.clone(),
+                    },
+                );
+                item.kind = ItemKind::FunctionCall {
+                    call_id,
+                    name,
+                    arguments,
+                };
+                item.status = ItemStatus::Completed;
+                resp.outputs.push(item.clone());
+                if !resp.out_of_band {
+                    let prev = conversation.insert(item.clone(), None).ok().flatten();
+                    self.emit_resp(
+                        resp,
+                        EngineEvent::ItemAdded {
+                            item: item.clone(),
+                            previous_item_id: prev,
+                        },
+                    );
+                }
+                self.emit_resp(
+                    resp,
+                    EngineEvent::OutputItemDone {
+                        response_id: rid,
+                        output_index,
+                        item,
+                    },
+                );
+            }
+            LlmOutput::Usage {
+                input_tokens,
+                output_tokens,
+            } => {
+                resp.usage = Usage {
+                    input_tokens,
+                    output_tokens,
+                };
+            }
+        }
+    }
+
+    fn speak_clause(self: &Arc<Self>, resp: &mut ActiveResponse, text: String) {
+        let now = self.engine.now_ms();
+        resp.timings.first_clause.get_or_insert(now);
+        let index = resp.clauses.len();
+        resp.clauses.push(ClauseSlot {
+            text: text.clone(),
+            ..ClauseSlot::default()
+        });
+        let job = TtsJob {
+            session: Arc::clone(self),
+            response_id: resp.id.clone(),
+            index,
+            request: TtsRequest {
+                text,
+                voice: resp.voice.clone(),
+                speed: resp.speed,
+            },
+            cancel: Cancel::new(Arc::clone(&self.resp_gen), resp.generation),
+        };
+        if let Err(e) = self.engine.tts_pool.submit(Box::new(job)) {
+            // The clause is lost; mark it done so the rest still plays.
+            if let Some(slot) = resp.clauses.get_mut(index) {
+                slot.done = true;
+            }
+            tracing::warn!(session = %self.id, "TTS job refused: {e}");
+        }
+    }
+
+    fn on_llm_done(self: &Arc<Self>, response_id: &str, result: Result<(), StageError>) {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let Some(resp) = Self::live_response(st, response_id) else {
+            return;
+        };
+        if let Err(e) = result {
+            self.finish_response(st, ResponseStatus::Failed, None, Some(e.to_string()));
+            return;
+        }
+        resp.llm_done = true;
+        if resp.audio
+            && let Some(rest) = resp.segmenter.finish()
+        {
+            self.speak_clause(resp, rest);
+        }
+        self.pump_audio(st);
+    }
+
+    fn on_tts(
+        self: &Arc<Self>,
+        response_id: &str,
+        index: usize,
+        chunk: Option<TtsChunk>,
+        result: Option<Result<(), StageError>>,
+    ) {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let Some(resp) = Self::live_response(st, response_id) else {
+            return;
+        };
+        let now = self.engine.now_ms();
+        let Some(slot) = resp.clauses.get_mut(index) else {
+            return;
+        };
+        if let Some(c) = chunk {
+            resp.timings.tts_first_chunk.get_or_insert(now);
+            slot.chunks.push(c);
+        }
+        if let Some(r) = result {
+            slot.done = true;
+            if let Err(e) = r {
+                tracing::warn!(session = %self.id, "TTS failed on a clause: {e}");
+                self.emit(EngineEvent::Error {
+                    kind: "server_error",
+                    code: "tts_failed",
+                    message: e.to_string(),
+                });
+            }
+        }
+        self.pump_audio(st);
+    }
+
+    /// Send the audio that is ready, in clause order, and finish the response
+    /// when everything is out.
+    fn pump_audio(self: &Arc<Self>, st: &mut State) {
+        let output_rate = st.config.output_rate;
+        let now = self.engine.now_ms();
+        let Some(resp) = st.response.as_mut() else {
+            return;
+        };
+        while let Some(slot) = resp.clauses.get_mut(resp.next_clause) {
+            let chunks = std::mem::take(&mut slot.chunks);
+            let done = slot.done;
+            let mut started = slot.started_ms;
+            let text = slot.text.clone();
+            for chunk in chunks {
+                if started.is_none() {
+                    started = Some(resp.audio_ms);
+                    let (item_id, output_index) = resp.message.clone().unwrap_or_default();
+                    let delta = if resp.spoken.is_empty() {
+                        text.clone()
+                    } else {
+                        format!(" {text}")
+                    };
+                    let response_id = resp.id.clone();
+                    self.emit_resp(
+                        resp,
+                        EngineEvent::TranscriptDelta {
+                            response_id,
+                            item_id,
+                            output_index,
+                            delta,
+                        },
+                    );
+                    resp.spoken.push(SpokenClause {
+                        text: text.clone(),
+                        start_ms: resp.audio_ms,
+                        end_ms: resp.audio_ms,
+                        words: None,
+                    });
+                }
+                if let Some(words) = chunk.words.clone()
+                    && let Some(last) = resp.spoken.last_mut()
+                {
+                    let base = resp.audio_ms - last.start_ms;
+                    let w = last.words.get_or_insert_with(Vec::new);
+                    w.extend(words.into_iter().map(|(t, s, e)| (t, s + base, e + base)));
+                }
+                self.send_audio(resp, &chunk, output_rate, now);
+            }
+            if let Some(slot) = resp.clauses.get_mut(resp.next_clause) {
+                slot.started_ms = started;
+            }
+            if !done {
+                return;
+            }
+            if let Some(last) = resp.spoken.last_mut()
+                && started.is_some()
+            {
+                last.end_ms = resp.audio_ms;
+            }
+            resp.next_clause += 1;
+        }
+        if resp.llm_done {
+            let hit_budget = resp
+                .max_tokens
+                .is_some_and(|m| resp.usage.output_tokens >= m);
+            if hit_budget {
+                self.finish_response(
+                    st,
+                    ResponseStatus::Incomplete,
+                    Some(StopReason::MaxOutputTokens),
+                    None,
+                );
+            } else {
+                self.finish_response(st, ResponseStatus::Completed, None, None);
+            }
+        }
+    }
+
+    fn send_audio(&self, resp: &mut ActiveResponse, chunk: &TtsChunk, out_rate: u32, now: f64) {
+        let rate_ok = resp
+            .resampler
+            .as_ref()
+            .is_some_and(|r| r.input_rate() == chunk.sample_rate);
+        if !rate_ok {
+            match Resampler::new(chunk.sample_rate, out_rate) {
+                Ok(r) => resp.resampler = Some(r),
+                Err(e) => {
+                    self.emit(EngineEvent::Error {
+                        kind: "server_error",
+                        code: "tts_unsupported_rate",
+                        message: e.to_string(),
+                    });
+                    return;
+                }
+            }
+        }
+        let Some(rs) = resp.resampler.as_mut() else {
+            return;
+        };
+        let need = rs.output_len_max(chunk.samples.len());
+        resp.out_buf.resize(need, 0.0);
+        let n = rs
+            .process_into(&chunk.samples, &mut resp.out_buf)
+            .unwrap_or(0);
+        let samples: Vec<f32> = resp.out_buf[..n].to_vec();
+        self.send_samples(resp, samples, out_rate, now);
+    }
+
+    fn send_samples(&self, resp: &mut ActiveResponse, samples: Vec<f32>, out_rate: u32, now: f64) {
+        if samples.is_empty() {
+            return;
+        }
+        resp.timings.first_audio_out.get_or_insert(now);
+        resp.audio_ms += samples.len() as f64 * 1000.0 / f64::from(out_rate);
+        let (item_id, output_index) = resp.message.clone().unwrap_or_default();
+        // Deltas of at most 200 ms keep every frame under client size limits.
+        let max = (out_rate / 5) as usize;
+        for piece in samples.chunks(max.max(1)) {
+            let response_id = resp.id.clone();
+            self.emit_resp(
+                resp,
+                EngineEvent::AudioDelta {
+                    response_id,
+                    item_id: item_id.clone(),
+                    output_index,
+                    samples: piece.to_vec(),
+                },
+            );
+        }
+    }
+
+    fn finish_response(
+        self: &Arc<Self>,
+        st: &mut State,
+        status: ResponseStatus,
+        reason: Option<StopReason>,
+        error: Option<String>,
+    ) {
+        let output_rate = st.config.output_rate;
+        let now = self.engine.now_ms();
+        let Some(mut resp) = st.response.take() else {
+            return;
+        };
+        // Stop the jobs of this response.
+        self.resp_gen.fetch_add(1, Ordering::AcqRel);
+        if status == ResponseStatus::Completed
+            && let Some(rs) = resp.resampler.as_mut()
+        {
+            let mut tail = vec![0.0; rs.flush_len()];
+            if let Ok(n) = rs.flush_into(&mut tail) {
+                tail.truncate(n);
+                self.send_samples(&mut resp, tail, output_rate, now);
+            }
+        }
+        let item_status = if status == ResponseStatus::Completed {
+            ItemStatus::Completed
+        } else {
+            ItemStatus::Incomplete
+        };
+        if let Some((item_id, output_index)) = resp.message.clone() {
+            // Audio: the transcript is what was spoken. Text: what was written.
+            let text = if resp.audio {
+                resp.spoken
+                    .iter()
+                    .map(|c| c.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                resp.text.clone()
+            };
+            let content = if resp.audio {
+                Content::OutputAudio {
+                    transcript: text.clone(),
+                    duration_ms: resp.audio_ms,
+                    clauses: resp.spoken.clone(),
+                }
+            } else {
+                Content::OutputText(text.clone())
+            };
+            let item = Item {
+                id: item_id.clone(),
+                kind: ItemKind::Message {
+                    role: Role::Assistant,
+                    content: vec![content],
+                },
+                status: item_status,
+            };
+            if !resp.out_of_band
+                && let Some(slot) = st.conversation.get_mut(&item_id)
+            {
+                *slot = item.clone();
+            }
+            if let Some(o) = resp.outputs.get_mut(output_index) {
+                *o = item.clone();
+            }
+            let audio = resp.audio;
+            let response_id = resp.id.clone();
+            self.emit_resp(
+                &mut resp,
+                EngineEvent::ContentPartDone {
+                    response_id: response_id.clone(),
+                    item_id,
+                    output_index,
+                    audio,
+                    text,
+                },
+            );
+            self.emit_resp(
+                &mut resp,
+                EngineEvent::OutputItemDone {
+                    response_id,
+                    output_index,
+                    item: item.clone(),
+                },
+            );
+            if !resp.out_of_band {
+                let previous_item_id = resp.previous_item_id.clone();
+                self.emit_resp(
+                    &mut resp,
+                    EngineEvent::ItemDone {
+                        item,
+                        previous_item_id,
+                    },
+                );
+            }
+        }
+        let response_id = resp.id.clone();
+        let output = resp.outputs.clone();
+        let usage = resp.usage;
+        self.emit_resp(
+            &mut resp,
+            EngineEvent::ResponseDone {
+                response_id: response_id.clone(),
+                status,
+                reason,
+                output,
+                usage,
+                error,
+            },
+        );
+        if resp.held.is_none() {
+            let t = resp.timings;
+            tracing::info!(
+                session = %self.id,
+                response = %response_id,
+                status = status.as_str(),
+                speculative = t.speculative,
+                commit_to_stt_ms = delta(t.commit, t.stt_done),
+                commit_to_first_token_ms = delta(t.commit, t.llm_first_token),
+                commit_to_first_clause_ms = delta(t.commit, t.first_clause),
+                commit_to_tts_chunk_ms = delta(t.commit, t.tts_first_chunk),
+                commit_to_audio_ms = delta(t.commit, t.first_audio_out),
+                "turn"
+            );
+            self.emit(EngineEvent::Timings {
+                response_id,
+                timings: t,
+            });
+        }
+    }
+
+    fn cancel_response(self: &Arc<Self>, st: &mut State, reason: StopReason) {
+        self.finish_response(st, ResponseStatus::Cancelled, Some(reason), None);
+    }
+
+    fn on_stt(
+        self: &Arc<Self>,
+        purpose: &SttPurpose,
+        generation: u64,
+        out: Result<String, String>,
+    ) {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        match purpose {
+            SttPurpose::Committed {
+                item_id,
+                duration_ms,
+            } => {
+                self.transcript_ready(st, item_id, out, *duration_ms);
+            }
+            SttPurpose::Speculative => {
+                let Some(spec) = st.spec.as_mut().filter(|s| s.generation == generation) else {
+                    return;
+                };
+                match out {
+                    Ok(text) => {
+                        if let Some(item_id) = spec.committed_item.clone() {
+                            // The turn committed while STT ran: it is final.
+                            let duration_ms = committed_duration(st, &item_id);
+                            st.spec = None;
+                            self.transcript_ready(st, &item_id, Ok(text), duration_ms);
+                            return;
+                        }
+                        spec.transcript = Some(text.clone());
+                        st.timings.stt_done = Some(self.engine.now_ms());
+                        let may_respond = st.config.turn_detection
+                            && st.config.create_response
+                            && st.response.is_none()
+                            && !text.trim().is_empty();
+                        if may_respond {
+                            // Start the answer now; it is emitted on commit.
+                            let _ = self.start_response(
+                                st,
+                                &ResponseOptions::default(),
+                                Some(&text),
+                                true,
+                            );
+                        }
+                    }
+                    Err(message) => {
+                        if let Some(item_id) = spec.committed_item.clone() {
+                            let duration_ms = committed_duration(st, &item_id);
+                            st.spec = None;
+                            self.transcript_ready(st, &item_id, Err(message), duration_ms);
+                        } else {
+                            st.spec = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn committed_duration(st: &State, item_id: &str) -> f64 {
+    match st.conversation.get(item_id).map(|i| &i.kind) {
+        Some(ItemKind::Message { content, .. }) => content
+            .iter()
+            .find_map(|c| match c {
+                Content::InputAudio { duration_ms, .. } => Some(*duration_ms),
+                _ => None,
+            })
+            .unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
+fn delta(from: Option<f64>, to: Option<f64>) -> f64 {
+    match (from, to) {
+        (Some(a), Some(b)) => ((b - a) * 10.0).round() / 10.0,
+        _ => f64::NAN,
+    }
+}
+
+/// What a transcription job is for.
+#[derive(Debug, Clone)]
+enum SttPurpose {
+    /// The committed user item.
+    Committed { item_id: String, duration_ms: f64 },
+    /// The turn as of the soft end, before the commit.
+    Speculative,
+}
+
+struct SttJob {
+    session: Arc<Shared>,
+    audio: Vec<f32>,
+    options: SttOptions,
+    purpose: SttPurpose,
+    cancel: Cancel,
+}
+
+impl Job for SttJob {
+    fn is_stale(&self) -> bool {
+        self.cancel.is_cancelled() || self.session.closed.load(Ordering::Acquire)
+    }
+
+    fn run(self: Box<Self>) {
+        let backend = Arc::clone(&self.session.engine.stt);
+        let mut text = None;
+        let mut emit = |o: SttOutput| {
+            if let SttOutput::Final { text: t, .. } = o {
+                text = Some(t);
+            }
+        };
+        let result = backend.transcribe(&self.audio, &self.options, &self.cancel, &mut emit);
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let out = match result {
+            Ok(()) => Ok(text.unwrap_or_default().trim().to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.session
+            .on_stt(&self.purpose, self.cancel.generation(), out);
+    }
+}
+
+struct LlmJob {
+    session: Arc<Shared>,
+    request: LlmRequest,
+    response_id: String,
+    cancel: Cancel,
+}
+
+impl Job for LlmJob {
+    fn is_stale(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn run(self: Box<Self>) {
+        let backend = Arc::clone(&self.session.engine.llm);
+        let session = Arc::clone(&self.session);
+        let rid = self.response_id.clone();
+        let cancel = self.cancel.clone();
+        let mut emit = |o: LlmOutput| {
+            if !cancel.is_cancelled() {
+                session.on_llm_output(&rid, o);
+            }
+        };
+        let result = backend.generate(&self.request, &self.cancel, &mut emit);
+        if !self.cancel.is_cancelled() {
+            self.session.on_llm_done(&self.response_id, result);
+        }
+    }
+}
+
+struct TtsJob {
+    session: Arc<Shared>,
+    response_id: String,
+    index: usize,
+    request: TtsRequest,
+    cancel: Cancel,
+}
+
+impl Job for TtsJob {
+    fn is_stale(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn run(self: Box<Self>) {
+        let backend = Arc::clone(&self.session.engine.tts);
+        let session = Arc::clone(&self.session);
+        let rid = self.response_id.clone();
+        let cancel = self.cancel.clone();
+        let index = self.index;
+        let mut emit = |c: TtsChunk| {
+            if !cancel.is_cancelled() {
+                session.on_tts(&rid, index, Some(c), None);
+            }
+        };
+        let result = backend.synthesize(&self.request, &self.cancel, &mut emit);
+        if !self.cancel.is_cancelled() {
+            self.session
+                .on_tts(&self.response_id, self.index, None, Some(result));
+        }
+    }
+}
