@@ -229,6 +229,10 @@ struct State {
     spec: Option<Speculation>,
     response: Option<ActiveResponse>,
     timings: TurnTimings,
+    /// Committed user audio still being transcribed.
+    pending_stt: usize,
+    /// A `response.create` waiting for those transcripts (id, options).
+    deferred: Option<(String, ResponseOptions)>,
 }
 
 /// The shared part of a session, reached by its transport and the workers.
@@ -277,6 +281,8 @@ impl Session {
                 spec: None,
                 response: None,
                 timings: TurnTimings::default(),
+                pending_stt: 0,
+                deferred: None,
             }),
             events,
             notify: Mutex::new(None),
@@ -420,7 +426,7 @@ impl Session {
                     item_id: item_id.clone(),
                     audio_end_ms,
                 });
-                if let Err(e) = sh.commit(&mut st, item_id, audio) {
+                if let Err(e) = sh.commit(&mut st, item_id, audio, true) {
                     sh.emit_error(&e);
                 }
             }
@@ -440,7 +446,7 @@ impl Session {
             .speech_item
             .take()
             .unwrap_or_else(|| sh.engine.new_id("item"));
-        sh.commit(&mut st, item_id.clone(), audio_16k)?;
+        sh.commit(&mut st, item_id.clone(), audio_16k, false)?;
         Ok(item_id)
     }
 
@@ -517,7 +523,16 @@ impl Session {
             // A speculative response for a turn not yet committed gives way.
             sh.drop_speculation(&mut st);
         }
-        sh.start_response(&mut st, &options, None, false)
+        if let Some((id, _)) = &st.deferred {
+            return Err(SessionError::ActiveResponse(id.clone()));
+        }
+        let id = sh.engine.new_id("resp");
+        if st.pending_stt > 0 && options.input.is_none() {
+            // The model must see the user's words: wait for their transcript.
+            st.deferred = Some((id.clone(), options));
+            return Ok(id);
+        }
+        sh.start_response(&mut st, &options, None, false, id)
     }
 
     /// Cancel the active response (`response.cancel`); false if none.
@@ -594,6 +609,7 @@ impl Shared {
         st: &mut State,
         item_id: String,
         audio: Vec<f32>,
+        respond: bool,
     ) -> Result<(), SessionError> {
         let duration_ms = audio.len() as f64 * 1000.0 / f64::from(STT_RATE);
         st.timings.commit = Some(self.engine.now_ms());
@@ -627,7 +643,7 @@ impl Shared {
             st.timings.speculative = true;
             if let Some(text) = spec.transcript.clone() {
                 st.spec = None;
-                self.transcript_ready(st, &item_id, Ok(text), duration_ms);
+                self.transcript_ready(st, &item_id, Ok(text), duration_ms, respond);
             }
             return Ok(());
         }
@@ -638,11 +654,13 @@ impl Shared {
             purpose: SttPurpose::Committed {
                 item_id,
                 duration_ms,
+                respond,
             },
             // A committed turn is transcribed even if a response is cancelled.
             cancel: Cancel::never(),
         };
         self.engine.stt_pool.submit(Box::new(job))?;
+        st.pending_stt += 1;
         Ok(())
     }
 
@@ -653,6 +671,7 @@ impl Shared {
         item_id: &str,
         result: Result<String, String>,
         duration_ms: f64,
+        respond: bool,
     ) {
         st.timings.stt_done = Some(self.engine.now_ms());
         let want_events = st.config.transcription.is_some();
@@ -686,13 +705,13 @@ impl Shared {
                     resp.previous_item_id = Some(item_id.to_owned());
                     return;
                 }
-                if st.config.turn_detection && st.config.create_response && !text.trim().is_empty()
-                {
+                if respond && st.config.create_response && !text.trim().is_empty() {
                     if st.response.is_some() {
                         return;
                     }
+                    let id = self.engine.new_id("resp");
                     if let Err(e) =
-                        self.start_response(st, &ResponseOptions::default(), None, false)
+                        self.start_response(st, &ResponseOptions::default(), None, false, id)
                     {
                         self.emit_error(&e);
                     }
@@ -720,6 +739,7 @@ impl Shared {
         options: &ResponseOptions,
         pending_user_text: Option<&str>,
         held: bool,
+        id: String,
     ) -> Result<String, SessionError> {
         let cfg = &st.config;
         let instructions = options.instructions.as_deref().unwrap_or(&cfg.instructions);
@@ -759,7 +779,6 @@ impl Shared {
             max_tokens,
         };
         let generation = self.resp_gen.fetch_add(1, Ordering::AcqRel) + 1;
-        let id = self.engine.new_id("resp");
         let mut timings = st.timings;
         timings.speculative |= held;
         let mut resp = ActiveResponse {
@@ -1348,8 +1367,17 @@ impl Shared {
             SttPurpose::Committed {
                 item_id,
                 duration_ms,
+                respond,
             } => {
-                self.transcript_ready(st, item_id, out, *duration_ms);
+                st.pending_stt = st.pending_stt.saturating_sub(1);
+                self.transcript_ready(st, item_id, out, *duration_ms, *respond);
+                if st.pending_stt == 0
+                    && st.response.is_none()
+                    && let Some((id, options)) = st.deferred.take()
+                    && let Err(e) = self.start_response(st, &options, None, false, id)
+                {
+                    self.emit_error(&e);
+                }
             }
             SttPurpose::Speculative => {
                 let Some(spec) = st.spec.as_mut().filter(|s| s.generation == generation) else {
@@ -1361,7 +1389,7 @@ impl Shared {
                             // The turn committed while STT ran: it is final.
                             let duration_ms = committed_duration(st, &item_id);
                             st.spec = None;
-                            self.transcript_ready(st, &item_id, Ok(text), duration_ms);
+                            self.transcript_ready(st, &item_id, Ok(text), duration_ms, true);
                             return;
                         }
                         spec.transcript = Some(text.clone());
@@ -1372,11 +1400,13 @@ impl Shared {
                             && !text.trim().is_empty();
                         if may_respond {
                             // Start the answer now; it is emitted on commit.
+                            let id = self.engine.new_id("resp");
                             let _ = self.start_response(
                                 st,
                                 &ResponseOptions::default(),
                                 Some(&text),
                                 true,
+                                id,
                             );
                         }
                     }
@@ -1384,7 +1414,7 @@ impl Shared {
                         if let Some(item_id) = spec.committed_item.clone() {
                             let duration_ms = committed_duration(st, &item_id);
                             st.spec = None;
-                            self.transcript_ready(st, &item_id, Err(message), duration_ms);
+                            self.transcript_ready(st, &item_id, Err(message), duration_ms, true);
                         } else {
                             st.spec = None;
                         }
@@ -1419,7 +1449,12 @@ fn delta(from: Option<f64>, to: Option<f64>) -> f64 {
 #[derive(Debug, Clone)]
 enum SttPurpose {
     /// The committed user item.
-    Committed { item_id: String, duration_ms: f64 },
+    Committed {
+        item_id: String,
+        duration_ms: f64,
+        /// Whether a response follows (VAD commits), or the client asks for one.
+        respond: bool,
+    },
     /// The turn as of the soft end, before the commit.
     Speculative,
 }

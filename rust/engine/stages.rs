@@ -71,11 +71,18 @@ impl StagePool {
     }
 
     /// Stop taking jobs, let the workers finish what is queued, and join them.
+    ///
+    /// The last owner of the engine may be a job running on one of these
+    /// workers; that worker is left to finish on its own instead of joining
+    /// itself.
     pub fn shutdown(&mut self) {
         self.queue.close();
+        let me = std::thread::current().id();
         for h in self.workers.drain(..) {
-            // A worker that panicked has already reported through its job.
-            let _ = h.join();
+            if h.thread().id() != me {
+                // A worker that panicked has already reported through its job.
+                let _ = h.join();
+            }
         }
     }
 }

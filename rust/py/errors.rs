@@ -31,6 +31,19 @@ create_exception!(
     "An output buffer shorter than the result needs."
 );
 
+create_exception!(
+    speech_to_speech,
+    SessionLimitError,
+    SpeechToSpeechError,
+    "The engine already serves its maximum number of sessions."
+);
+create_exception!(
+    speech_to_speech,
+    StageFailedError,
+    SpeechToSpeechError,
+    "A model stage refused a job (overloaded or shut down)."
+);
+
 /// Add every exception class to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -38,6 +51,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AudioFormatError", py.get_type::<AudioFormatError>())?;
     m.add("OddByteCountError", py.get_type::<OddByteCountError>())?;
     m.add("BufferTooSmallError", py.get_type::<BufferTooSmallError>())?;
+    m.add("SessionLimitError", py.get_type::<SessionLimitError>())?;
+    m.add("StageFailedError", py.get_type::<StageFailedError>())?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! The extension is `speech_to_speech._core`; users import `speech_to_speech`.
 
 mod audio;
+mod engine;
 pub(crate) mod errors;
 
 use pyo3::prelude::*;
@@ -16,6 +17,8 @@ mod core_module {
         alaw_decode, alaw_encode, float32_to_pcm16, int16_to_pcm16, mulaw_decode, mulaw_encode,
         pcm16_to_float32, pcm16_to_int16,
     };
+    #[pymodule_export]
+    use super::engine::{PyCancelToken, PyEngine, PySession};
 
     use pyo3::prelude::*;
 

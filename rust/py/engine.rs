@@ -1,0 +1,614 @@
+//! Python handlers as engine backends, and the in-process engine/session API.
+//!
+//! A handler is any Python object with the stage's streaming method
+//! (`transcribe`, `generate` or `synthesize`) returning an iterator. The
+//! engine calls it from its stage worker threads, which take the GIL only for
+//! the duration of the call; model libraries release it while they compute.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::engine::backend::{
+    Cancel, LlmBackend, LlmOutput, LlmRequest, StageError, SttBackend, SttOptions, SttOutput, Tool,
+    ToolChoice, TtsBackend, TtsChunk, TtsRequest,
+};
+use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
+use crate::engine::events::EngineEvent;
+use crate::engine::fake::{FakeLlm, FakeStt, FakeTts};
+use crate::engine::session::SessionError;
+use crate::engine::{Engine, EngineConfig, EngineError, ResponseOptions, Session, SessionConfig};
+
+use super::errors::{SessionLimitError, StageFailedError};
+
+/// The cancellation flag a handler polls between tokens or chunks.
+#[pyclass(name = "CancelToken", module = "speech_to_speech._core", frozen)]
+pub struct PyCancelToken(Cancel);
+
+#[pymethods]
+impl PyCancelToken {
+    /// Whether the work was cancelled (barge-in, a cancel, a closed session).
+    fn is_set(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+fn stage_err(stage: &'static str, py: Python<'_>, e: &PyErr) -> StageError {
+    let kind = e
+        .get_type(py)
+        .name()
+        .map_or_else(|_| "Exception".to_owned(), |n| n.to_string());
+    StageError::Backend {
+        stage,
+        message: format!("{kind}: {}", e.value(py)),
+    }
+}
+
+/// A Python STT handler.
+struct PyStt(Py<PyAny>);
+/// A Python LLM handler.
+struct PyLlm(Py<PyAny>);
+/// A Python TTS handler.
+struct PyTts(Py<PyAny>);
+
+impl SttBackend for PyStt {
+    fn transcribe(
+        &self,
+        audio: &[f32],
+        options: &SttOptions,
+        cancel: &Cancel,
+        emit: &mut dyn FnMut(SttOutput),
+    ) -> Result<(), StageError> {
+        Python::attach(|py| {
+            let mut run = || -> PyResult<()> {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("language", options.language.as_deref())?;
+                kwargs.set_item("prompt", options.prompt.as_deref())?;
+                kwargs.set_item("cancel", PyCancelToken(cancel.clone()))?;
+                let arr = PyArray1::from_slice(py, audio);
+                let it = self
+                    .0
+                    .bind(py)
+                    .call_method("transcribe", (arr,), Some(&kwargs))?
+                    .try_iter()?;
+                for item in it {
+                    let item = item?;
+                    let text: String = item.getattr("text")?.extract()?;
+                    let is_final: bool = item.getattr("final")?.extract()?;
+                    if is_final {
+                        let language: Option<String> = item.getattr("language")?.extract()?;
+                        emit(SttOutput::Final { text, language });
+                    } else {
+                        emit(SttOutput::Partial(text));
+                    }
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            run().map_err(|e| stage_err("stt", py, &e))
+        })
+    }
+}
+
+fn messages_to_py<'py>(py: Python<'py>, req: &LlmRequest) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for m in &req.messages {
+        let d = PyDict::new(py);
+        d.set_item("role", m.role)?;
+        d.set_item("content", &m.content)?;
+        if !m.tool_calls.is_empty() {
+            let calls = PyList::empty(py);
+            for (id, name, args) in &m.tool_calls {
+                let f = PyDict::new(py);
+                f.set_item("name", name)?;
+                f.set_item("arguments", args)?;
+                let c = PyDict::new(py);
+                c.set_item("id", id)?;
+                c.set_item("type", "function")?;
+                c.set_item("function", f)?;
+                calls.append(c)?;
+            }
+            d.set_item("tool_calls", calls)?;
+        }
+        if let Some(id) = &m.tool_call_id {
+            d.set_item("tool_call_id", id)?;
+        }
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+fn tools_to_py<'py>(py: Python<'py>, tools: &[Tool]) -> PyResult<Option<Bound<'py, PyList>>> {
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let loads = py.import("json")?.getattr("loads")?;
+    let list = PyList::empty(py);
+    for t in tools {
+        let d = PyDict::new(py);
+        d.set_item("type", "function")?;
+        d.set_item("name", &t.name)?;
+        d.set_item("description", &t.description)?;
+        d.set_item("parameters", loads.call1((&t.parameters,))?)?;
+        list.append(d)?;
+    }
+    Ok(Some(list))
+}
+
+fn tool_choice_to_py<'py>(py: Python<'py>, c: &ToolChoice) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match c {
+        ToolChoice::Auto => "auto".into_pyobject(py)?.into_any(),
+        ToolChoice::None => "none".into_pyobject(py)?.into_any(),
+        ToolChoice::Required => "required".into_pyobject(py)?.into_any(),
+        ToolChoice::Function(name) => {
+            let d = PyDict::new(py);
+            d.set_item("type", "function")?;
+            d.set_item("name", name)?;
+            d.into_any()
+        }
+    })
+}
+
+impl LlmBackend for PyLlm {
+    fn generate(
+        &self,
+        request: &LlmRequest,
+        cancel: &Cancel,
+        emit: &mut dyn FnMut(LlmOutput),
+    ) -> Result<(), StageError> {
+        Python::attach(|py| {
+            let mut run = || -> PyResult<()> {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("tools", tools_to_py(py, &request.tools)?)?;
+                kwargs.set_item("tool_choice", tool_choice_to_py(py, &request.tool_choice)?)?;
+                kwargs.set_item("temperature", request.temperature)?;
+                kwargs.set_item("max_tokens", request.max_tokens)?;
+                kwargs.set_item("cancel", PyCancelToken(cancel.clone()))?;
+                let it = self
+                    .0
+                    .bind(py)
+                    .call_method("generate", (messages_to_py(py, request)?,), Some(&kwargs))?
+                    .try_iter()?;
+                for item in it {
+                    let item = item?;
+                    if item.hasattr("call_id")? {
+                        emit(LlmOutput::ToolCall {
+                            call_id: item.getattr("call_id")?.extract()?,
+                            name: item.getattr("name")?.extract()?,
+                            arguments: item.getattr("arguments")?.extract()?,
+                        });
+                    } else if item.hasattr("input_tokens")? {
+                        emit(LlmOutput::Usage {
+                            input_tokens: item.getattr("input_tokens")?.extract()?,
+                            output_tokens: item.getattr("output_tokens")?.extract()?,
+                        });
+                    } else {
+                        emit(LlmOutput::Text(item.getattr("text")?.extract()?));
+                    }
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            run().map_err(|e| stage_err("llm", py, &e))
+        })
+    }
+}
+
+impl TtsBackend for PyTts {
+    fn synthesize(
+        &self,
+        request: &TtsRequest,
+        cancel: &Cancel,
+        emit: &mut dyn FnMut(TtsChunk),
+    ) -> Result<(), StageError> {
+        Python::attach(|py| {
+            let mut run = || -> PyResult<()> {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("voice", request.voice.as_deref())?;
+                kwargs.set_item("speed", request.speed)?;
+                kwargs.set_item("cancel", PyCancelToken(cancel.clone()))?;
+                let it = self
+                    .0
+                    .bind(py)
+                    .call_method("synthesize", (&request.text,), Some(&kwargs))?
+                    .try_iter()?;
+                let np = py.import("numpy")?;
+                for item in it {
+                    let item = item?;
+                    let samples = np
+                        .call_method1("ascontiguousarray", (item.getattr("samples")?, "float32"))?;
+                    let samples: PyReadonlyArray1<'_, f32> = samples.extract()?;
+                    let words: Option<Vec<(String, f64, f64)>> = match item.getattr("words") {
+                        Ok(w) => w.extract()?,
+                        Err(_) => None,
+                    };
+                    emit(TtsChunk {
+                        samples: samples.as_slice()?.to_vec(),
+                        sample_rate: item.getattr("sample_rate")?.extract()?,
+                        words,
+                    });
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            run().map_err(|e| stage_err("tts", py, &e))
+        })
+    }
+}
+
+impl From<EngineError> for PyErr {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::SessionLimit(_) => SessionLimitError::new_err(e.to_string()),
+            _ => PyRuntimeError::new_err(e.to_string()),
+        }
+    }
+}
+
+impl From<SessionError> for PyErr {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Stage(_) => StageFailedError::new_err(e.to_string()),
+            _ => PyValueError::new_err(format!("{}: {e}", e.code())),
+        }
+    }
+}
+
+/// The shared models and their worker pools.
+#[pyclass(name = "Engine", module = "speech_to_speech._core", frozen)]
+pub struct PyEngine(Arc<Engine>);
+
+/// `"fake"` selects the scripted Rust backend; anything else is a handler.
+fn is_fake(obj: &Bound<'_, PyAny>) -> bool {
+    obj.extract::<String>().is_ok_and(|s| s == "fake")
+}
+
+#[pymethods]
+impl PyEngine {
+    /// Wrap three handlers (or the string `"fake"` for the scripted test
+    /// backends) in worker pools.
+    #[new]
+    #[pyo3(signature = (*, stt, llm, tts, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=64))]
+    fn new(
+        stt: &Bound<'_, PyAny>,
+        llm: &Bound<'_, PyAny>,
+        tts: &Bound<'_, PyAny>,
+        stt_workers: usize,
+        llm_workers: usize,
+        tts_workers: usize,
+        max_sessions: usize,
+    ) -> PyResult<Self> {
+        let stt: Arc<dyn SttBackend> = if is_fake(stt) {
+            Arc::new(FakeStt::new(Vec::new(), Duration::ZERO))
+        } else {
+            Arc::new(PyStt(stt.clone().unbind()))
+        };
+        let llm: Arc<dyn LlmBackend> = if is_fake(llm) {
+            Arc::new(FakeLlm::default())
+        } else {
+            Arc::new(PyLlm(llm.clone().unbind()))
+        };
+        let tts: Arc<dyn TtsBackend> = if is_fake(tts) {
+            Arc::new(FakeTts::default())
+        } else {
+            Arc::new(PyTts(tts.clone().unbind()))
+        };
+        let config = EngineConfig {
+            stt_workers,
+            llm_workers,
+            tts_workers,
+            max_sessions,
+            ..EngineConfig::default()
+        };
+        Ok(Self(Engine::new(stt, llm, tts, config)?))
+    }
+
+    /// Open a session.
+    #[pyo3(signature = (*, instructions="", output_rate=24000, audio_output=true, voice=None, speed=1.0, transcription=false, speculation=true, chat_size=0, temperature=None, max_output_tokens=None))]
+    fn session(
+        &self,
+        instructions: &str,
+        output_rate: u32,
+        audio_output: bool,
+        voice: Option<String>,
+        speed: f64,
+        transcription: bool,
+        speculation: bool,
+        chat_size: usize,
+        temperature: Option<f64>,
+        max_output_tokens: Option<u32>,
+    ) -> PyResult<PySession> {
+        let config = SessionConfig {
+            instructions: instructions.to_owned(),
+            output_rate,
+            audio_output,
+            voice,
+            speed,
+            transcription: transcription.then(SttOptions::default),
+            speculation,
+            chat_size,
+            temperature,
+            max_output_tokens,
+            ..SessionConfig::default()
+        };
+        Ok(PySession(self.0.create_session(config)?))
+    }
+
+    /// Sessions open now.
+    #[getter]
+    fn sessions(&self) -> usize {
+        self.0.session_count()
+    }
+}
+
+/// One conversation: feed it audio or text, read its events.
+#[pyclass(name = "Session", module = "speech_to_speech._core", frozen)]
+pub struct PySession(Session);
+
+fn user_text_item(id: String, text: &str) -> Item {
+    Item {
+        id,
+        kind: ItemKind::Message {
+            role: Role::User,
+            content: vec![Content::InputText(text.to_owned())],
+        },
+        status: ItemStatus::Completed,
+    }
+}
+
+#[pymethods]
+impl PySession {
+    /// The session id.
+    #[getter]
+    fn id(&self) -> &str {
+        self.0.id()
+    }
+
+    /// Commit 16 kHz float32 audio as a user turn; returns the item id.
+    fn commit_audio(&self, py: Python<'_>, audio: PyReadonlyArray1<'_, f32>) -> PyResult<String> {
+        let samples = audio.as_slice()?.to_vec();
+        let s = self.0.clone();
+        Ok(py.detach(move || s.commit_input(samples))?)
+    }
+
+    /// Add a user text message; returns its item id.
+    fn add_text(&self, py: Python<'_>, text: &str) -> PyResult<String> {
+        let s = self.0.clone();
+        let text = text.to_owned();
+        py.detach(move || {
+            let id = format!("item_text_{}", s.items().len());
+            s.add_item(user_text_item(id.clone(), &text), None)?;
+            Ok(id)
+        })
+    }
+
+    /// Start a response; returns its id.
+    #[pyo3(signature = (*, instructions=None, audio_output=None))]
+    fn create_response(
+        &self,
+        py: Python<'_>,
+        instructions: Option<String>,
+        audio_output: Option<bool>,
+    ) -> PyResult<String> {
+        let s = self.0.clone();
+        let options = ResponseOptions {
+            instructions,
+            audio_output,
+            ..ResponseOptions::default()
+        };
+        Ok(py.detach(move || s.create_response(options))?)
+    }
+
+    /// Cancel the active response; false if there was none.
+    fn cancel_response(&self, py: Python<'_>) -> bool {
+        let s = self.0.clone();
+        py.detach(move || s.cancel_response())
+    }
+
+    /// The next event as a dict, waiting up to `timeout` seconds (None:
+    /// forever); None on timeout or once the session is closed. Releases
+    /// the GIL while it waits.
+    #[pyo3(signature = (timeout=None))]
+    fn next_event<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let timeout = timeout
+            .map(|t| Duration::try_from_secs_f64(t.max(0.0)))
+            .transpose()
+            .map_err(|e| PyValueError::new_err(format!("bad timeout: {e}")))?;
+        let s = self.0.clone();
+        let ev = py.detach(move || s.next_event(timeout));
+        ev.map(|e| event_to_py(py, &e)).transpose()
+    }
+
+    /// Close the session and cancel its work.
+    fn close(&self) {
+        self.0.close();
+    }
+}
+
+fn item_to_py<'py>(py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", &item.id)?;
+    d.set_item("status", item.status.as_str())?;
+    match &item.kind {
+        ItemKind::Message { role, content } => {
+            d.set_item("type", "message")?;
+            d.set_item("role", role.as_str())?;
+            let text: Vec<&str> = content.iter().filter_map(Content::text).collect();
+            d.set_item("text", text.join(" "))?;
+        }
+        ItemKind::FunctionCall {
+            call_id,
+            name,
+            arguments,
+        } => {
+            d.set_item("type", "function_call")?;
+            d.set_item("call_id", call_id)?;
+            d.set_item("name", name)?;
+            d.set_item("arguments", arguments)?;
+        }
+        ItemKind::FunctionCallOutput { call_id, output } => {
+            d.set_item("type", "function_call_output")?;
+            d.set_item("call_id", call_id)?;
+            d.set_item("output", output)?;
+        }
+    }
+    Ok(d)
+}
+
+fn event_to_py<'py>(py: Python<'py>, e: &EngineEvent) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let set = |k: &str, v: Bound<'py, PyAny>| d.set_item(k, v);
+    macro_rules! put {
+        ($k:expr, $v:expr) => {
+            d.set_item($k, $v)?
+        };
+    }
+    match e {
+        EngineEvent::SpeechStarted {
+            item_id,
+            audio_start_ms,
+        } => {
+            put!("type", "speech_started");
+            put!("item_id", item_id);
+            put!("audio_start_ms", audio_start_ms);
+        }
+        EngineEvent::SpeechStopped {
+            item_id,
+            audio_end_ms,
+        } => {
+            put!("type", "speech_stopped");
+            put!("item_id", item_id);
+            put!("audio_end_ms", audio_end_ms);
+        }
+        EngineEvent::InputCommitted { item_id, .. } => {
+            put!("type", "committed");
+            put!("item_id", item_id);
+        }
+        EngineEvent::InputTranscriptCompleted {
+            item_id,
+            transcript,
+            ..
+        } => {
+            put!("type", "transcription_completed");
+            put!("item_id", item_id);
+            put!("transcript", transcript);
+        }
+        EngineEvent::InputTranscriptFailed { item_id, message } => {
+            put!("type", "transcription_failed");
+            put!("item_id", item_id);
+            put!("message", message);
+        }
+        EngineEvent::ResponseCreated { response_id } => {
+            put!("type", "response_created");
+            put!("response_id", response_id);
+        }
+        EngineEvent::AudioDelta {
+            response_id,
+            samples,
+            ..
+        } => {
+            put!("type", "audio");
+            put!("response_id", response_id);
+            set("audio", PyArray1::from_slice(py, samples).into_any())?;
+        }
+        EngineEvent::TranscriptDelta {
+            response_id, delta, ..
+        }
+        | EngineEvent::TextDelta {
+            response_id, delta, ..
+        } => {
+            put!("type", "text");
+            put!("response_id", response_id);
+            put!("delta", delta);
+        }
+        EngineEvent::FunctionCallArgumentsDone {
+            response_id,
+            call_id,
+            name,
+            arguments,
+            ..
+        } => {
+            put!("type", "function_call");
+            put!("response_id", response_id);
+            put!("call_id", call_id);
+            put!("name", name);
+            put!("arguments", arguments);
+        }
+        EngineEvent::ResponseDone {
+            response_id,
+            status,
+            reason,
+            error,
+            output,
+            usage,
+        } => {
+            put!("type", "response_done");
+            put!("response_id", response_id);
+            put!("status", status.as_str());
+            put!("reason", reason.map(|r| r.as_str()));
+            put!("error", error.as_deref());
+            let items = PyList::empty(py);
+            for it in output {
+                items.append(item_to_py(py, it)?)?;
+            }
+            set("output", items.into_any())?;
+            put!("input_tokens", usage.input_tokens);
+            put!("output_tokens", usage.output_tokens);
+        }
+        EngineEvent::Timings {
+            response_id,
+            timings,
+        } => {
+            put!("type", "timings");
+            put!("response_id", response_id);
+            put!("commit_ms", timings.commit);
+            put!("stt_done_ms", timings.stt_done);
+            put!("llm_first_token_ms", timings.llm_first_token);
+            put!("first_clause_ms", timings.first_clause);
+            put!("tts_first_chunk_ms", timings.tts_first_chunk);
+            put!("first_audio_out_ms", timings.first_audio_out);
+            put!("speculative", timings.speculative);
+        }
+        EngineEvent::Error {
+            kind,
+            code,
+            message,
+        } => {
+            put!("type", "error");
+            put!("kind", *kind);
+            put!("code", *code);
+            put!("message", message);
+        }
+        EngineEvent::ItemAdded { item, .. } | EngineEvent::ItemDone { item, .. } => {
+            let t = if matches!(e, EngineEvent::ItemAdded { .. }) {
+                "item_added"
+            } else {
+                "item_done"
+            };
+            put!("type", t);
+            set("item", item_to_py(py, item)?.into_any())?;
+        }
+        other => {
+            // The remaining events matter to the realtime transport only;
+            // name them so a reader can skip them.
+            let name = format!("{other:?}");
+            let name = name.split([' ', '{', '(']).next().unwrap_or("other");
+            put!("type", name.to_owned());
+        }
+    }
+    Ok(d)
+}

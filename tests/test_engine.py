@@ -1,0 +1,175 @@
+"""The engine driven from Python: Python handlers as callbacks, events out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+import speech_to_speech as s2s
+
+
+@dataclass
+class _Transcript:
+    text: str
+    final: bool
+    language: str | None = None
+
+
+@dataclass
+class _Text:
+    text: str
+
+
+@dataclass
+class _Chunk:
+    samples: np.ndarray[Any, np.dtype[np.float32]]
+    sample_rate: int
+    words: list[tuple[str, float, float]] | None = None
+
+
+class EchoStt:
+    """Transcribes the peak level of the audio, so sessions are told apart."""
+
+    def __init__(self) -> None:
+        self.threads: set[int] = set()
+
+    def transcribe(self, audio: Any, **kw: Any) -> Iterator[_Transcript]:
+        self.threads.add(threading.get_ident())
+        assert audio.dtype == np.float32 and kw["cancel"].is_set() is False
+        yield _Transcript(f"level {round(float(np.abs(audio).max()) * 100)}", final=True)
+
+
+class WordsLlm:
+    def __init__(self, fail: bool = False, delay: float = 0.0) -> None:
+        self.fail = fail
+        self.delay = delay
+        self.seen: list[list[dict[str, Any]]] = []
+
+    def generate(self, messages: list[dict[str, Any]], **kw: Any) -> Iterator[_Text]:
+        self.seen.append(messages)
+        if self.fail:
+            raise RuntimeError("the model is on fire")
+        for i, w in enumerate(f"You said {messages[-1]['content']}. Goodbye now.".split()):
+            if kw["cancel"].is_set():
+                return
+            time.sleep(self.delay)
+            yield _Text(w if i == 0 else " " + w)
+
+
+class ToneTts:
+    def synthesize(self, text: str, **kw: Any) -> Iterator[_Chunk]:
+        for _ in text.split():
+            yield _Chunk(np.full(1600, 0.1, dtype=np.float32), 16000)
+
+
+def _until_done(session: s2s.Session, timeout: float = 10.0) -> list[dict[str, Any]]:
+    events = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = session.next_event(timeout=0.2)
+        if ev is None:
+            continue
+        events.append(ev)
+        if ev["type"] == "response_done":
+            return events
+    raise AssertionError(f"no response_done: {[e['type'] for e in events]}")
+
+
+def _level_audio(level: float) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return np.full(16000, level, dtype=np.float32)
+
+
+def test_python_handlers_answer_a_committed_turn() -> None:
+    stt, llm = EchoStt(), WordsLlm()
+    engine = s2s.Engine(stt=stt, llm=llm, tts=ToneTts())
+    session = engine.session(instructions="Be brief.", output_rate=24000, transcription=True)
+    session.commit_audio(_level_audio(0.25))
+    session.create_response()
+    events = _until_done(session)
+    types = [e["type"] for e in events]
+    assert types.index("transcription_completed") < types.index("response_created")
+    done = events[-1]
+    assert done["status"] == "completed"
+    assert done["output"][0]["text"] == "You said level 25. Goodbye now."
+    audio = np.concatenate([e["audio"] for e in events if e["type"] == "audio"])
+    # 6 words x 100 ms, resampled from 16 kHz to 24 kHz.
+    assert abs(len(audio) - 6 * 2400) <= 2
+    assert llm.seen[0][0] == {"role": "system", "content": "Be brief."}
+    # Handlers run on the engine's worker threads, never the caller's.
+    assert stt.threads and threading.main_thread().ident not in stt.threads
+
+
+def test_a_raising_handler_fails_the_response_not_the_session() -> None:
+    engine = s2s.Engine(stt=EchoStt(), llm=WordsLlm(fail=True), tts=ToneTts())
+    session = engine.session()
+    session.add_text("hello")
+    session.create_response()
+    done = _until_done(session)[-1]
+    assert done["status"] == "failed"
+    assert "RuntimeError: the model is on fire" in done["error"]
+    session.add_text("again")
+    session.create_response()
+    assert _until_done(session)[-1]["status"] == "failed"
+
+
+def test_cancel_stops_a_running_response() -> None:
+    engine = s2s.Engine(stt=EchoStt(), llm=WordsLlm(delay=0.05), tts=ToneTts())
+    session = engine.session()
+    session.add_text("hello there")
+    session.create_response()
+    with pytest.raises(ValueError, match="conversation_already_has_active_response"):
+        session.create_response()
+    time.sleep(0.12)
+    assert session.cancel_response()
+    done = _until_done(session)[-1]
+    assert (done["status"], done["reason"]) == ("cancelled", "client_cancelled")
+
+
+def test_sessions_share_models_without_cross_talk() -> None:
+    engine = s2s.Engine(stt=EchoStt(), llm=WordsLlm(), tts=ToneTts(), max_sessions=10)
+    sessions = [engine.session() for _ in range(10)]
+    assert engine.sessions == 10
+    with pytest.raises(s2s.SessionLimitError):
+        engine.session()
+    for i, s in enumerate(sessions):
+        s.commit_audio(_level_audio((i + 1) / 100))
+        s.create_response()
+    for i, s in enumerate(sessions):
+        assert _until_done(s)[-1]["output"][0]["text"] == f"You said level {i + 1}. Goodbye now."
+    for s in sessions:
+        s.close()
+    assert engine.sessions == 0
+
+
+def test_next_event_releases_the_gil() -> None:
+    engine = s2s.Engine(stt="fake", llm="fake", tts="fake")
+    session = engine.session()
+    counter = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal counter
+        while not stop.is_set():
+            counter += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        before = counter
+        assert session.next_event(timeout=0.3) is None
+        assert counter - before > 1000
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_empty_commit_is_a_clear_error() -> None:
+    session = s2s.Engine(stt="fake", llm="fake", tts="fake").session()
+    with pytest.raises(ValueError, match="input_audio_buffer_commit_empty"):
+        session.commit_audio(np.zeros(100, dtype=np.float32))
