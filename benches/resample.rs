@@ -14,9 +14,7 @@ fn streaming(c: &mut Criterion) {
         (48000, 16000),
     ] {
         let chunk = input_rate as usize / 50;
-        let input: Vec<f32> = (0..chunk)
-            .map(|k| (0.5 * (k as f32 * 0.05).sin()) as f32)
-            .collect();
+        let input: Vec<f32> = (0..chunk).map(|k| 0.5 * (k as f32 * 0.05).sin()).collect();
         let mut r = Resampler::new(input_rate, output_rate).unwrap();
         let mut out = vec![0.0; r.output_len_max(chunk)];
         group.throughput(Throughput::Elements(chunk as u64));

@@ -56,14 +56,13 @@ pub enum ResampleError {
 
 /// Stopband attenuation the filter is designed for, in dB. The tests ask for
 /// 80 dB; the rest is margin for the f32 coefficients and arithmetic.
-const STOPBAND_DB: f64 = 100.0;
+const STOPBAND_DB: f64 = 90.0;
 /// Lowest passband edge, as a fraction of the lower of the two Nyquist
 /// frequencies. The stopband starts at that Nyquist frequency itself, so
 /// nothing aliases; the band in between is the transition.
 const PASSBAND: f64 = 0.87;
-/// Taps per phase are a multiple of this, the width of the dot product's
-/// accumulator array (four SSE or two AVX registers).
-const LANES: usize = 16;
+/// Taps per phase are a multiple of this: the f32 lanes of an AVX register.
+const LANES: usize = 8;
 /// Input samples appended to the history per inner pass. Larger inputs are
 /// processed in blocks of this size, so the buffer never grows.
 const BLOCK: usize = 4096;
@@ -84,6 +83,9 @@ pub struct Resampler {
     coefs: Box<[f32]>,
     /// Per phase: (input samples to advance, next phase) after one output.
     steps: Box<[(usize, usize)]>,
+    /// The dot-product code this CPU runs, chosen once so that every call of
+    /// a stream computes bit-identical sums.
+    kernel: Kernel,
     /// Input history: `buf[pos..filled]` is the window of the next output.
     buf: Box<[f32]>,
     filled: usize,
@@ -122,6 +124,7 @@ impl Resampler {
             taps,
             coefs: coefs.into_boxed_slice(),
             steps,
+            kernel: Kernel::detect(),
             buf: vec![0.0; if taps == 0 { 0 } else { taps + BLOCK }].into_boxed_slice(),
             filled: 0,
             pos: 0,
@@ -295,6 +298,32 @@ impl Resampler {
     /// Write outputs while their whole window is in the buffer, up to
     /// `out.len()` of them; returns how many.
     fn run(&mut self, out: &mut [f32]) -> usize {
+        match self.kernel {
+            Kernel::Portable => self.run_with(out, dot_portable),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kernel::detect` chose this variant only after checking
+            // at run time that the CPU has AVX2 and FMA. It halves the time
+            // of the dot products (8 fused lanes instead of 4 + 4), which is
+            // the whole cost of resampling.
+            Kernel::Avx2Fma => unsafe { self.run_avx2_fma(out) },
+        }
+    }
+
+    /// [`run`](Self::run) compiled for AVX2 + FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn run_avx2_fma(&mut self, out: &mut [f32]) -> usize {
+        self.run_with(out, |a, b| avx2::dot(a, b))
+    }
+
+    // Always inlined so that each caller compiles it, and its `dot`, for its
+    // own target features.
+    #[expect(
+        clippy::inline_always,
+        reason = "must inherit the caller's target features"
+    )]
+    #[inline(always)]
+    fn run_with(&mut self, out: &mut [f32], dot: impl Fn(&[f32], &[f32]) -> f32) -> usize {
         let taps = self.taps;
         let buf = &self.buf[..self.filled];
         let mut pos = self.pos;
@@ -319,21 +348,45 @@ impl Resampler {
     }
 }
 
-/// Dot product of two equal-length slices whose length is a multiple of
-/// [`LANES`]. The independent accumulators let the compiler keep them in
-/// vector registers without reordering float additions.
+/// The dot-product code to run: portable, or compiled for AVX2 + FMA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+impl Kernel {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Self::Avx2Fma;
+        }
+        Self::Portable
+    }
+}
+
+/// Portable dot product of two equal-length slices whose length is a
+/// multiple of [`LANES`]. The 16 independent sums (four SSE registers) hide
+/// the add latency; the compiler may not reorder float sums on its own, so
+/// the shape of the accumulator is what makes it vectorise.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (a, _) = a.as_chunks::<LANES>();
-    let (b, _) = b.as_chunks::<LANES>();
-    let mut acc = [0.0f32; LANES];
-    for (x, y) in a.iter().zip(b) {
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    const W: usize = 2 * LANES;
+    let (a_wide, a_rest) = a.as_chunks::<W>();
+    let (b_wide, b_rest) = b.as_chunks::<W>();
+    let mut acc = [0.0f32; W];
+    for (x, y) in a_wide.iter().zip(b_wide) {
         for ((s, &p), &q) in acc.iter_mut().zip(x).zip(y) {
             *s += p * q;
         }
     }
-    // Pairwise: 16 -> 8 -> 4 -> 2 -> 1.
-    let mut width = LANES / 2;
+    // Taps are whole LANES, so at most LANES samples are left.
+    for ((s, &p), &q) in acc.iter_mut().zip(a_rest).zip(b_rest) {
+        *s += p * q;
+    }
+    let mut width = W / 2;
     while width > 0 {
         for i in 0..width {
             acc[i] += acc[i + width];
@@ -341,6 +394,50 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         width /= 2;
     }
     acc[0]
+}
+
+/// The dot product with AVX2 + FMA intrinsics: the compiler's own
+/// vectorisation of the portable code is fragile once FMA is in play.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::LANES;
+    use std::arch::x86_64::{
+        __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps,
+        _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_setzero_ps,
+    };
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn load(x: &[f32; LANES]) -> __m256 {
+        // SAFETY: `x` is LANES = 8 readable f32s, exactly one unaligned load.
+        unsafe { _mm256_loadu_ps(x.as_ptr()) }
+    }
+
+    /// Dot product of equal-length slices, a multiple of LANES long, with
+    /// four independent FMA chains.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let (a, _) = a.as_chunks::<LANES>();
+        let (b, _) = b.as_chunks::<LANES>();
+        let (a4, a_tail) = a.as_chunks::<4>();
+        let (b4, b_tail) = b.as_chunks::<4>();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (x, y) in a4.iter().zip(b4) {
+            for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+                *s = _mm256_fmadd_ps(load(x), load(y), *s);
+            }
+        }
+        for ((s, x), y) in acc.iter_mut().zip(a_tail).zip(b_tail) {
+            *s = _mm256_fmadd_ps(load(x), load(y), *s);
+        }
+        let [s0, s1, s2, s3] = acc;
+        let v = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+        let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)))
+    }
 }
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {
@@ -479,6 +576,25 @@ mod tests {
         assert_eq!(r.output_len(480), needed);
         let mut out = vec![0.0; needed];
         assert_eq!(r.process_into(&input, &mut out), Ok(needed));
+    }
+
+    #[test]
+    fn every_kernel_computes_the_same_samples() {
+        let input: Vec<f32> = (0..5000)
+            .map(|k| ((k * 7919) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        for (i, o) in [(24000, 16000), (22050, 48000), (48000, 8000)] {
+            let mut fast = Resampler::new(i, o).unwrap();
+            let mut portable = fast.clone();
+            portable.kernel = Kernel::Portable;
+            let mut a = vec![0.0; fast.output_len_max(input.len())];
+            let mut b = a.clone();
+            let n = fast.process_into(&input, &mut a).unwrap();
+            assert_eq!(portable.process_into(&input, &mut b).unwrap(), n);
+            for (x, y) in a[..n].iter().zip(&b[..n]) {
+                assert!((x - y).abs() <= 1e-6, "{i}->{o}: {x} vs {y}");
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::{PyErr, create_exception};
 
 use crate::audio::pcm::PcmError;
+use crate::audio::resample::ResampleError;
 
 create_exception!(
     speech_to_speech,
@@ -30,6 +31,12 @@ create_exception!(
     AudioFormatError,
     "An output buffer shorter than the result needs."
 );
+create_exception!(
+    speech_to_speech,
+    UnsupportedSampleRateError,
+    AudioFormatError,
+    "A sample rate the resampler does not convert from or to."
+);
 
 create_exception!(
     speech_to_speech,
@@ -53,6 +60,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BufferTooSmallError", py.get_type::<BufferTooSmallError>())?;
     m.add("SessionLimitError", py.get_type::<SessionLimitError>())?;
     m.add("StageFailedError", py.get_type::<StageFailedError>())?;
+    m.add(
+        "UnsupportedSampleRateError",
+        py.get_type::<UnsupportedSampleRateError>(),
+    )?;
     Ok(())
 }
 
@@ -62,6 +73,16 @@ impl From<PcmError> for PyErr {
         match e {
             PcmError::OddByteCount { .. } => OddByteCountError::new_err(msg),
             PcmError::OutputTooSmall { .. } => BufferTooSmallError::new_err(msg),
+        }
+    }
+}
+
+impl From<ResampleError> for PyErr {
+    fn from(e: ResampleError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ResampleError::UnsupportedRate { .. } => UnsupportedSampleRateError::new_err(msg),
+            ResampleError::OutputTooSmall { .. } => BufferTooSmallError::new_err(msg),
         }
     }
 }

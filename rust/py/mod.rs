@@ -5,6 +5,7 @@
 mod audio;
 mod engine;
 pub(crate) mod errors;
+mod resample;
 
 use pyo3::prelude::*;
 
@@ -19,6 +20,7 @@ mod core_module {
     };
     #[pymodule_export]
     use super::engine::{PyCancelToken, PyEngine, PySession};
+    use super::resample::{PyResampler, resample};
 
     use pyo3::prelude::*;
 
