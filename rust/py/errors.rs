@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::{PyErr, create_exception};
 
 use crate::audio::pcm::PcmError;
+use crate::queue::{QueueConfigError as ConfigError, QueueError as RustQueueError};
 
 create_exception!(
     speech_to_speech,
@@ -30,6 +31,42 @@ create_exception!(
     AudioFormatError,
     "An output buffer shorter than the result needs."
 );
+create_exception!(
+    speech_to_speech,
+    QueueError,
+    SpeechToSpeechError,
+    "Base class of the errors raised by speech_to_speech.Queue."
+);
+create_exception!(
+    speech_to_speech,
+    QueueFullError,
+    QueueError,
+    "The queue is full and its overflow policy refuses the item: retry later or drop it."
+);
+create_exception!(
+    speech_to_speech,
+    QueueEmptyError,
+    QueueError,
+    "Nothing to pop right now (try_pop): try again later or use the blocking pop."
+);
+create_exception!(
+    speech_to_speech,
+    QueueClosedError,
+    QueueError,
+    "The queue was closed (and, for a pop, is drained): the normal shutdown signal."
+);
+create_exception!(
+    speech_to_speech,
+    QueueTimeoutError,
+    QueueError,
+    "A blocking push or pop waited for its whole timeout; the queue is still usable."
+);
+create_exception!(
+    speech_to_speech,
+    QueueConfigError,
+    QueueError,
+    "A queue built with a bad capacity or overflow policy."
+);
 
 /// Add every exception class to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -38,6 +75,12 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AudioFormatError", py.get_type::<AudioFormatError>())?;
     m.add("OddByteCountError", py.get_type::<OddByteCountError>())?;
     m.add("BufferTooSmallError", py.get_type::<BufferTooSmallError>())?;
+    m.add("QueueError", py.get_type::<QueueError>())?;
+    m.add("QueueFullError", py.get_type::<QueueFullError>())?;
+    m.add("QueueEmptyError", py.get_type::<QueueEmptyError>())?;
+    m.add("QueueClosedError", py.get_type::<QueueClosedError>())?;
+    m.add("QueueTimeoutError", py.get_type::<QueueTimeoutError>())?;
+    m.add("QueueConfigError", py.get_type::<QueueConfigError>())?;
     Ok(())
 }
 
@@ -48,5 +91,23 @@ impl From<PcmError> for PyErr {
             PcmError::OddByteCount { .. } => OddByteCountError::new_err(msg),
             PcmError::OutputTooSmall { .. } => BufferTooSmallError::new_err(msg),
         }
+    }
+}
+
+impl From<RustQueueError> for PyErr {
+    fn from(e: RustQueueError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RustQueueError::Full => QueueFullError::new_err(msg),
+            RustQueueError::Empty => QueueEmptyError::new_err(msg),
+            RustQueueError::Closed => QueueClosedError::new_err(msg),
+            RustQueueError::Timeout => QueueTimeoutError::new_err(msg),
+        }
+    }
+}
+
+impl From<ConfigError> for PyErr {
+    fn from(e: ConfigError) -> Self {
+        QueueConfigError::new_err(e.to_string())
     }
 }

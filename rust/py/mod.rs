@@ -4,6 +4,7 @@
 
 mod audio;
 pub(crate) mod errors;
+mod queue;
 
 use pyo3::prelude::*;
 
@@ -16,6 +17,8 @@ mod core_module {
         alaw_decode, alaw_encode, float32_to_pcm16, int16_to_pcm16, mulaw_decode, mulaw_encode,
         pcm16_to_float32, pcm16_to_int16,
     };
+    #[pymodule_export]
+    use super::queue::PyQueue;
 
     use pyo3::prelude::*;
 
