@@ -1,9 +1,33 @@
 """Type stubs for the compiled core, checked by mypy.stubtest."""
 
 from typing import Any, final
+from typing import Any, Literal, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "AudioFormatError",
+    "BufferTooSmallError",
+    "OddByteCountError",
+    "Queue",
+    "QueueClosedError",
+    "QueueConfigError",
+    "QueueEmptyError",
+    "QueueError",
+    "QueueFullError",
+    "QueueTimeoutError",
+    "SpeechToSpeechError",
+    "__version__",
+    "alaw_decode",
+    "alaw_encode",
+    "float32_to_pcm16",
+    "int16_to_pcm16",
+    "mulaw_decode",
+    "mulaw_encode",
+    "pcm16_to_float32",
+    "pcm16_to_int16",
+]
 
 __version__: str
 __all__ = [
@@ -91,3 +115,39 @@ class Engine:
     ) -> Session: ...
     @property
     def sessions(self) -> int: ...
+# --- queues ---
+class QueueError(SpeechToSpeechError): ...
+class QueueFullError(QueueError): ...
+class QueueEmptyError(QueueError): ...
+class QueueClosedError(QueueError): ...
+class QueueTimeoutError(QueueError): ...
+class QueueConfigError(QueueError): ...
+
+@final
+class Queue:
+    """A bounded, thread-safe FIFO of Python objects with an overflow policy."""
+
+    def __new__(
+        cls,
+        *,
+        capacity: int,
+        overflow: Literal["reject", "drop_newest", "drop_oldest", "block"] = "reject",
+    ) -> Queue: ...
+    def try_push(self, item: object) -> bool: ...
+    def push(self, item: object, timeout: float | None = None) -> bool: ...
+    def try_pop(self) -> Any: ...
+    def pop(self, timeout: float | None = None) -> Any: ...
+    def close(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def overflow(self) -> Literal["reject", "drop_newest", "drop_oldest", "block"]: ...
+    @property
+    def pushed(self) -> int: ...
+    @property
+    def popped(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    def __len__(self) -> int: ...

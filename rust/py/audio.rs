@@ -22,6 +22,10 @@ pub fn pcm16_to_int16<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, 
 
 /// Encode float32 samples as PCM16 little-endian bytes (rounded, clipped).
 #[pyfunction]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "pyo3 hands extracted arguments over by value"
+)]
 pub fn float32_to_pcm16<'py>(
     py: Python<'py>,
     samples: PyReadonlyArray1<'py, f32>,
@@ -35,6 +39,10 @@ pub fn float32_to_pcm16<'py>(
 
 /// Encode int16 samples as PCM16 little-endian bytes.
 #[pyfunction]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "pyo3 hands extracted arguments over by value"
+)]
 pub fn int16_to_pcm16<'py>(
     py: Python<'py>,
     samples: PyReadonlyArray1<'py, i16>,
@@ -50,6 +58,10 @@ pub fn int16_to_pcm16<'py>(
 
 /// Encode int16 samples as G.711 mu-law bytes.
 #[pyfunction]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "pyo3 hands extracted arguments over by value"
+)]
 pub fn mulaw_encode<'py>(
     py: Python<'py>,
     samples: PyReadonlyArray1<'py, i16>,
@@ -71,6 +83,10 @@ pub fn mulaw_decode<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyArray1<i1
 
 /// Encode int16 samples as G.711 A-law bytes.
 #[pyfunction]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "pyo3 hands extracted arguments over by value"
+)]
 pub fn alaw_encode<'py>(
     py: Python<'py>,
     samples: PyReadonlyArray1<'py, i16>,

@@ -6,6 +6,7 @@ use pyo3::{PyErr, create_exception};
 
 use crate::audio::pcm::PcmError;
 use crate::audio::resample::ResampleError;
+use crate::queue::{QueueConfigError as ConfigError, QueueError as RustQueueError};
 
 create_exception!(
     speech_to_speech,
@@ -50,6 +51,42 @@ create_exception!(
     SpeechToSpeechError,
     "A model stage refused a job (overloaded or shut down)."
 );
+create_exception!(
+    speech_to_speech,
+    QueueError,
+    SpeechToSpeechError,
+    "Base class of the errors raised by speech_to_speech.Queue."
+);
+create_exception!(
+    speech_to_speech,
+    QueueFullError,
+    QueueError,
+    "The queue is full and its overflow policy refuses the item: retry later or drop it."
+);
+create_exception!(
+    speech_to_speech,
+    QueueEmptyError,
+    QueueError,
+    "Nothing to pop right now (try_pop): try again later or use the blocking pop."
+);
+create_exception!(
+    speech_to_speech,
+    QueueClosedError,
+    QueueError,
+    "The queue was closed (and, for a pop, is drained): the normal shutdown signal."
+);
+create_exception!(
+    speech_to_speech,
+    QueueTimeoutError,
+    QueueError,
+    "A blocking push or pop waited for its whole timeout; the queue is still usable."
+);
+create_exception!(
+    speech_to_speech,
+    QueueConfigError,
+    QueueError,
+    "A queue built with a bad capacity or overflow policy."
+);
 
 /// Add every exception class to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -64,6 +101,12 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "UnsupportedSampleRateError",
         py.get_type::<UnsupportedSampleRateError>(),
     )?;
+    m.add("QueueError", py.get_type::<QueueError>())?;
+    m.add("QueueFullError", py.get_type::<QueueFullError>())?;
+    m.add("QueueEmptyError", py.get_type::<QueueEmptyError>())?;
+    m.add("QueueClosedError", py.get_type::<QueueClosedError>())?;
+    m.add("QueueTimeoutError", py.get_type::<QueueTimeoutError>())?;
+    m.add("QueueConfigError", py.get_type::<QueueConfigError>())?;
     Ok(())
 }
 
@@ -84,5 +127,22 @@ impl From<ResampleError> for PyErr {
             ResampleError::UnsupportedRate { .. } => UnsupportedSampleRateError::new_err(msg),
             ResampleError::OutputTooSmall { .. } => BufferTooSmallError::new_err(msg),
         }
+    }
+}
+impl From<RustQueueError> for PyErr {
+    fn from(e: RustQueueError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RustQueueError::Full => QueueFullError::new_err(msg),
+            RustQueueError::Empty => QueueEmptyError::new_err(msg),
+            RustQueueError::Closed => QueueClosedError::new_err(msg),
+            RustQueueError::Timeout => QueueTimeoutError::new_err(msg),
+        }
+    }
+}
+
+impl From<ConfigError> for PyErr {
+    fn from(e: ConfigError) -> Self {
+        QueueConfigError::new_err(e.to_string())
     }
 }

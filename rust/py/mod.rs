@@ -6,6 +6,7 @@ mod audio;
 mod engine;
 pub(crate) mod errors;
 mod resample;
+mod queue;
 
 use pyo3::prelude::*;
 
@@ -21,6 +22,7 @@ mod core_module {
     #[pymodule_export]
     use super::engine::{PyCancelToken, PyEngine, PySession};
     use super::resample::{PyResampler, resample};
+    use super::queue::PyQueue;
 
     use pyo3::prelude::*;
 

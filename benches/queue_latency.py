@@ -1,0 +1,176 @@
+"""Cross-thread hand-off latency seen from Python: speech_to_speech.Queue against queue.Queue.
+
+A producer thread pushes ``time.perf_counter_ns()`` stamps at a steady pace;
+a consumer thread blocked in ``pop(timeout)`` / ``get(timeout)`` records the
+receive time minus the stamp. Both queues run in the same process, in
+alternating rounds, under the same switch interval, in three scenarios:
+
+* ``python``: a third thread does pure-Python busy work and never releases
+  the GIL on its own (the default figures, ``queue_p99_us`` etc.);
+* ``native``: the third thread hashes large buffers, which releases the GIL
+  while it computes, like the model libraries the stages call;
+* ``idle``: no third thread.
+
+    python benches/queue_latency.py [--n 1000] [--json PATH] [--switch-interval-us US]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import queue
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from speech_to_speech import Queue
+
+PACE_S = 0.0005
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _busy_python(stop: threading.Event) -> None:
+    # Pure-Python work that never releases the GIL on its own.
+    x = 0
+    while not stop.is_set():
+        for i in range(200):
+            x += i * i
+    del x
+
+
+def _busy_native(stop: threading.Event) -> None:
+    # hashlib releases the GIL while hashing large buffers (about 0.5 ms here).
+    data = bytes(1 << 19)
+    while not stop.is_set():
+        hashlib.sha256(data).digest()
+
+
+SCENARIOS: dict[str, Callable[[threading.Event], None] | None] = {
+    "python": _busy_python,
+    "native": _busy_native,
+    "idle": None,
+}
+
+
+def _handoff(
+    push: Callable[[int], object], pop: Callable[[float], int], n: int, pace_s: float
+) -> list[float]:
+    latencies: list[float] = []
+
+    def consume() -> None:
+        for _ in range(n):
+            stamp = pop(5.0)
+            latencies.append((time.perf_counter_ns() - stamp) / 1000.0)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    time.sleep(0.01)  # let the consumer block in pop first
+    for _ in range(n):
+        time.sleep(pace_s)
+        push(time.perf_counter_ns())
+    consumer.join()
+    return latencies
+
+
+def _ours(n: int, pace_s: float) -> list[float]:
+    q = Queue(capacity=1024, overflow="block")
+    return _handoff(q.push, lambda t: int(q.pop(timeout=t)), n, pace_s)
+
+
+def _stdlib(n: int, pace_s: float) -> list[float]:
+    q: queue.Queue[int] = queue.Queue(maxsize=1024)
+    return _handoff(q.put, lambda t: q.get(timeout=t), n, pace_s)
+
+
+def _compare(n: int, rounds: int, pace_s: float, scenario: str) -> dict[str, list[float]]:
+    stop = threading.Event()
+    work = SCENARIOS[scenario]
+    busy = threading.Thread(target=work, args=(stop,), daemon=True) if work else None
+    if busy:
+        busy.start()
+    samples: dict[str, list[float]] = {"queue": [], "pyqueue": []}
+    try:
+        per_round = max(1, n // rounds)
+        for _ in range(rounds):
+            samples["queue"] += _ours(per_round, pace_s)
+            samples["pyqueue"] += _stdlib(per_round, pace_s)
+    finally:
+        stop.set()
+        if busy:
+            busy.join()
+    return samples
+
+
+def measure_queue(
+    n: int = 1000,
+    *,
+    rounds: int = 4,
+    pace_s: float = PACE_S,
+    scenarios: tuple[str, ...] = ("python", "native", "idle"),
+) -> dict[str, Any]:
+    """Hand-off latency percentiles in microseconds for both queues.
+
+    ``queue_*`` is speech_to_speech.Queue and ``pyqueue_*`` is queue.Queue
+    under the first scenario (by default a busy pure-Python thread); the
+    other scenarios add keys such as ``queue_idle_p99_us``.
+    """
+    result: dict[str, Any] = {
+        "n": n,
+        "pace_us": pace_s * 1e6,
+        "switch_interval_us": sys.getswitchinterval() * 1e6,
+        "python": sys.version.split()[0],
+        "scenarios": list(scenarios),
+    }
+    _compare(200, 1, pace_s, "idle")  # warm-up, not recorded
+    for i, scenario in enumerate(scenarios):
+        suffix = "" if i == 0 else f"_{scenario}"
+        for name, lat in _compare(n, rounds, pace_s, scenario).items():
+            result[f"{name}{suffix}_p50_us"] = statistics.median(lat)
+            result[f"{name}{suffix}_p99_us"] = _percentile(lat, 99)
+            result[f"{name}{suffix}_max_us"] = max(lat)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="hand-offs per queue and scenario")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument(
+        "--switch-interval-us",
+        type=float,
+        help="set sys.setswitchinterval for the whole run (both queues alike)",
+    )
+    args = parser.parse_args(argv)
+    if args.switch_interval_us:
+        sys.setswitchinterval(args.switch_interval_us / 1e6)
+    r = measure_queue(args.n)
+    print(
+        f"python {r['python']}, switch interval {r['switch_interval_us']:.0f} us, "
+        f"pace {r['pace_us']:.0f} us, n={r['n']}"
+    )
+    print(f"{'third thread':<14}{'queue':<14}{'p50 us':>10}{'p99 us':>10}{'max us':>10}")
+    for i, scenario in enumerate(r["scenarios"]):
+        suffix = "" if i == 0 else f"_{scenario}"
+        for name, desc in (("queue", "s2s.Queue"), ("pyqueue", "queue.Queue")):
+            key = f"{name}{suffix}"
+            print(
+                f"{scenario:<14}{desc:<14}{r[key + '_p50_us']:>10.1f}"
+                f"{r[key + '_p99_us']:>10.1f}{r[key + '_max_us']:>10.1f}"
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

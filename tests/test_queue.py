@@ -1,0 +1,281 @@
+"""speech_to_speech.Queue from Python threads: delivery, shutdown, timeouts, policies, the GIL."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import pytest
+from speech_to_speech import (
+    Queue,
+    QueueClosedError,
+    QueueConfigError,
+    QueueEmptyError,
+    QueueError,
+    QueueFullError,
+    QueueTimeoutError,
+    SpeechToSpeechError,
+)
+
+POLICIES = ["reject", "drop_newest", "drop_oldest", "block"]
+
+
+def assert_balanced(q: Queue) -> None:
+    assert q.pushed == q.popped + q.dropped + len(q)
+
+
+def test_exceptions_form_a_tree() -> None:
+    assert issubclass(QueueError, SpeechToSpeechError)
+    for exc in (
+        QueueFullError,
+        QueueEmptyError,
+        QueueClosedError,
+        QueueTimeoutError,
+        QueueConfigError,
+    ):
+        assert issubclass(exc, QueueError)
+
+
+def test_constructor_is_keyword_only_and_validated() -> None:
+    q = Queue(capacity=3)
+    assert (q.capacity, q.overflow, len(q), q.closed) == (3, "reject", 0, False)
+    assert repr(q) == 'Queue(capacity=3, overflow="reject", len=0, closed=False)'
+    with pytest.raises(TypeError):
+        Queue(3)  # type: ignore[call-arg]
+    with pytest.raises(QueueConfigError):
+        Queue(capacity=0)
+    with pytest.raises(QueueConfigError, match="unknown overflow policy"):
+        Queue(capacity=1, overflow="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(OverflowError):
+        Queue(capacity=-1)
+    for policy in POLICIES:
+        assert Queue(capacity=1, overflow=policy).overflow == policy  # type: ignore[arg-type]
+
+
+def test_none_is_an_ordinary_item() -> None:
+    q = Queue(capacity=2)
+    assert q.try_push(None)
+    assert q.push(None)
+    assert q.try_pop() is None
+    assert q.pop(timeout=0) is None
+    with pytest.raises(QueueEmptyError):
+        q.try_pop()
+
+
+def test_reject_policy() -> None:
+    q = Queue(capacity=2, overflow="reject")
+    assert q.try_push("a")
+    assert q.push("b")
+    assert not q.try_push("c")
+    with pytest.raises(QueueFullError):
+        q.push("d", timeout=1.0)
+    assert (q.pushed, q.dropped, len(q)) == (2, 0, 2)
+    assert [q.pop(), q.pop()] == ["a", "b"]
+    assert_balanced(q)
+
+
+def test_drop_newest_policy() -> None:
+    q = Queue(capacity=2, overflow="drop_newest")
+    assert q.push(1) and q.push(2)
+    assert not q.try_push(3)
+    assert not q.push(4)
+    assert (q.pushed, q.dropped, len(q)) == (4, 2, 2)
+    assert [q.try_pop(), q.try_pop()] == [1, 2]
+    assert_balanced(q)
+
+
+def test_drop_oldest_policy() -> None:
+    q = Queue(capacity=2, overflow="drop_oldest")
+    for i in range(5):
+        assert q.push(i)
+    assert (q.pushed, q.dropped, len(q)) == (5, 3, 2)
+    assert [q.pop(), q.pop()] == [3, 4]
+    assert_balanced(q)
+
+
+def test_block_policy_waits_for_room() -> None:
+    q = Queue(capacity=1, overflow="block")
+    assert q.push("first")
+    assert not q.try_push("nope")
+    with pytest.raises(QueueTimeoutError):
+        q.push("late", timeout=0.05)
+    done = threading.Event()
+
+    def pusher() -> None:
+        q.push("second", timeout=10)
+        done.set()
+
+    t = threading.Thread(target=pusher)
+    t.start()
+    assert not done.wait(0.05), "push must wait while the queue is full"
+    assert q.pop() == "first"
+    t.join(5)
+    assert done.is_set()
+    assert q.pop() == "second"
+
+
+def test_dropped_items_are_released() -> None:
+    class Item:
+        alive = 0
+
+        def __init__(self) -> None:
+            Item.alive += 1
+
+        def __del__(self) -> None:
+            Item.alive -= 1
+
+    q = Queue(capacity=2, overflow="drop_oldest")
+    for _ in range(5):
+        q.push(Item())
+    assert Item.alive == 2
+    q2 = Queue(capacity=1, overflow="drop_newest")
+    for _ in range(3):
+        q2.push(Item())
+    assert Item.alive == 3
+    del q, q2
+    assert Item.alive == 0
+
+
+def test_timeouts_are_honoured() -> None:
+    q = Queue(capacity=1)
+    t0 = time.perf_counter()
+    with pytest.raises(QueueTimeoutError):
+        q.pop(timeout=0.1)
+    took = time.perf_counter() - t0
+    assert 0.1 <= took < 1.0
+    with pytest.raises(QueueTimeoutError):
+        q.pop(timeout=0)
+    with pytest.raises(ValueError):
+        q.pop(timeout=-1)
+    with pytest.raises(ValueError):
+        q.pop(timeout=float("nan"))
+
+
+def test_close_drains_then_raises() -> None:
+    q = Queue(capacity=4)
+    q.push("a")
+    assert q.close()
+    assert not q.close()
+    assert q.closed
+    with pytest.raises(QueueClosedError):
+        q.push("b")
+    with pytest.raises(QueueClosedError):
+        q.try_push("b")
+    assert q.pop() == "a"
+    with pytest.raises(QueueClosedError):
+        q.pop()
+    with pytest.raises(QueueClosedError):
+        q.try_pop()
+
+
+def test_close_wakes_every_blocked_thread() -> None:
+    empty = Queue(capacity=1)
+    full = Queue(capacity=1, overflow="block")
+    full.push(0)
+    errors: list[type[BaseException]] = []
+    lock = threading.Lock()
+
+    def run(fn: object) -> None:
+        try:
+            fn()  # type: ignore[operator]
+        except QueueError as e:
+            with lock:
+                errors.append(type(e))
+
+    threads = [threading.Thread(target=run, args=(empty.pop,)) for _ in range(3)]
+    threads += [threading.Thread(target=run, args=(lambda: full.push(1),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    assert not errors
+    t0 = time.perf_counter()
+    empty.close()
+    full.close()
+    for t in threads:
+        t.join(2)
+        assert not t.is_alive()
+    assert time.perf_counter() - t0 < 1.0
+    assert errors == [QueueClosedError] * 5
+
+
+@pytest.mark.parametrize("policy", ["block", "reject"])
+def test_many_producers_and_consumers(policy: str) -> None:
+    producers, consumers, per = 4, 4, 5_000
+    q = Queue(capacity=16, overflow=policy)  # type: ignore[arg-type]
+    received: list[list[int]] = [[] for _ in range(consumers)]
+
+    def produce(p: int) -> None:
+        for i in range(p * per, (p + 1) * per):
+            if policy == "block":
+                q.push(i, timeout=10)
+            else:
+                while not q.try_push(i):
+                    time.sleep(0)
+
+    def consume(c: int) -> None:
+        out = received[c]
+        while True:
+            try:
+                out.append(q.pop(timeout=10))
+            except QueueClosedError:
+                return
+
+    cs = [threading.Thread(target=consume, args=(c,)) for c in range(consumers)]
+    ps = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    for t in cs + ps:
+        t.start()
+    for t in ps:
+        t.join()
+    q.close()
+    for t in cs:
+        t.join()
+    everything = [x for r in received for x in r]
+    n = producers * per
+    assert len(everything) == n
+    assert sorted(everything) == list(range(n))
+    assert (q.pushed, q.popped, q.dropped, len(q)) == (n, n, 0, 0)
+
+
+def test_pop_releases_the_gil() -> None:
+    q = Queue(capacity=1)
+    count = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal count
+        while not stop.is_set():
+            count += 1
+
+    def blocked_pop() -> None:
+        with contextlib.suppress(QueueTimeoutError):
+            q.pop(timeout=0.5)
+
+    popper = threading.Thread(target=blocked_pop)
+    popper.start()
+    time.sleep(0.02)
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    time.sleep(0.2)
+    # The popper is still blocked, yet this thread and the spinner both ran.
+    assert popper.is_alive()
+    assert count > 1000
+    stop.set()
+    spinner.join()
+    popper.join()
+
+
+def test_blocked_pop_does_not_burn_cpu() -> None:
+    q = Queue(capacity=1)
+    cpu: list[float] = []
+
+    def blocked_pop() -> None:
+        start = time.thread_time()
+        with pytest.raises(QueueTimeoutError):
+            q.pop(timeout=0.3)
+        cpu.append(time.thread_time() - start)
+
+    t = threading.Thread(target=blocked_pop)
+    t.start()
+    t.join()
+    assert cpu[0] < 0.05, f"a blocked pop used {cpu[0]:.3f}s of CPU in 0.3s"
