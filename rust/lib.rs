@@ -12,6 +12,7 @@
 
 pub mod audio;
 pub mod queue;
+pub mod vad;
 
 #[cfg(feature = "python")]
 pub mod py;
