@@ -4,6 +4,7 @@
 
 mod audio;
 pub(crate) mod errors;
+mod vad;
 
 use pyo3::prelude::*;
 
@@ -15,6 +16,11 @@ mod core_module {
     use super::audio::{
         alaw_decode, alaw_encode, float32_to_pcm16, int16_to_pcm16, mulaw_decode, mulaw_encode,
         pcm16_to_float32, pcm16_to_int16,
+    };
+    #[pymodule_export]
+    use super::vad::{
+        PySileroVad, PyVadEvent, PyVadState, PyVadStream, feed_streams, init_onnxruntime,
+        onnxruntime_initialised, speech_probabilities,
     };
 
     use pyo3::prelude::*;

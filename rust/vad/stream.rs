@@ -5,6 +5,14 @@ use super::silero::{SileroState, SileroVad};
 use super::turn::{TurnConfig, TurnDetector, TurnEvent};
 use super::{SampleRate, VadError};
 
+/// How far back (in chunks) the end of a turn may be moved by
+/// [`VadStream::refine_end`]: Silero's probability falls one to three chunks
+/// after the speech does.
+const REFINE_CHUNKS: u64 = 4;
+/// A 10 ms frame counts as speech when its energy is this many times the
+/// noise floor measured in the closing silence (6 dB).
+const REFINE_RATIO: f64 = 4.0;
+
 /// Drop consumed audio only once this much has piled up, so that trimming
 /// (a memmove) happens about once a second, not once a chunk.
 const TRIM_SAMPLES: u64 = 16_384;
@@ -13,7 +21,7 @@ const TRIM_SAMPLES: u64 = 16_384;
 ///
 /// The streaming resampler implements this through a small adapter; the VAD
 /// needs nothing more than `process_into`.
-pub trait FrameResampler: Send {
+pub trait FrameResampler: Send + Sync {
     /// The rate of the audio given to [`VadStream::feed`].
     fn input_rate(&self) -> u32;
     /// The rate written to `output`; must be 8000 or 16000.
@@ -228,8 +236,11 @@ impl VadStream {
     }
 
     fn emit(&mut self, events: &mut Vec<VadEvent>) {
-        let ms = |s: u64| self.rate.samples_to_ms(s);
-        for ev in self.turn_events.drain(..) {
+        let rate = self.rate;
+        let ms = |s: u64| rate.samples_to_ms(s);
+        // Taken out and put back so its capacity is reused.
+        let mut turn_events = std::mem::take(&mut self.turn_events);
+        for ev in turn_events.drain(..) {
             match ev {
                 TurnEvent::SpeechStarted { start } => {
                     let padded = start
@@ -244,8 +255,9 @@ impl VadStream {
                 }
                 TurnEvent::SoftEnd { at } => events.push(VadEvent::SoftEnd { audio_ms: ms(at) }),
                 TurnEvent::SpeechResumed { at } => events.push(VadEvent::SpeechResumed { audio_ms: ms(at) }),
-                TurnEvent::SpeechStopped { end, forced, .. } => {
+                TurnEvent::SpeechStopped { start, end, forced } => {
                     let pos = self.turn.position();
+                    let end = if forced { end } else { self.refine_end(start, end) };
                     let until = if forced {
                         end
                     } else {
@@ -266,6 +278,44 @@ impl VadStream {
                     self.last_utterance_end = until;
                 }
             }
+        }
+        self.turn_events = turn_events;
+    }
+}
+
+impl VadStream {
+    /// Move the end of a turn back to the last 10 ms frame that stands out
+    /// from the noise floor of the silence after it. The model's probability
+    /// lags the end of speech by up to ~100 ms; the audio on both sides is at
+    /// hand, so the boundary handed to STT can be sharper. Only ever moves
+    /// the end earlier, by at most [`REFINE_CHUNKS`] chunks.
+    fn refine_end(&self, start: u64, end: u64) -> u64 {
+        let frame = u64::from(self.rate.hz() / 100);
+        let pos = self.turn.position();
+        let from = end
+            .saturating_sub(REFINE_CHUNKS * self.rate.chunk_len() as u64)
+            .max(start)
+            .max(self.history_start);
+        if pos < end + frame || end < from + frame {
+            return end;
+        }
+        let energy = |a: u64| -> f64 {
+            let i = (a - self.history_start) as usize;
+            let f = &self.history[i..i + frame as usize];
+            f.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / frame as f64
+        };
+        let mut floor: Vec<f64> = (0..(pos - end) / frame).map(|k| energy(end + k * frame)).collect();
+        floor.sort_by(f64::total_cmp);
+        let limit = floor[floor.len() / 2] * REFINE_RATIO + 1e-10;
+        let mut a = end - frame;
+        loop {
+            if energy(a) > limit {
+                return a + frame;
+            }
+            if a < from + frame {
+                return from.max(a);
+            }
+            a -= frame;
         }
     }
 }
@@ -358,6 +408,26 @@ mod tests {
     }
 
     #[test]
+    fn end_is_refined_to_the_last_loud_frame() {
+        // Speech until 4000 samples (250 ms), then quiet noise; the model is
+        // told speech lasted until 4608 (a late drop, as Silero's can be).
+        let mut s = VadStream::new(16000, &TurnConfig::default()).unwrap();
+        let audio: Vec<f32> = (0..16_000)
+            .map(|i| if i < 4000 { 0.5 } else { 0.001 * if i % 2 == 0 { 1.0 } else { -1.0 } })
+            .collect();
+        s.append(&audio).unwrap();
+        s.turn.push(0.9, 4608, &mut Vec::new());
+        s.turn.push(0.0, 16_000 - 4608, &mut Vec::new());
+        // Within one 10 ms frame of the true end.
+        let end = s.refine_end(0, 4608);
+        assert!((4000..4160).contains(&end), "{end}");
+        // Never earlier than REFINE_CHUNKS chunks, never later than given.
+        assert_eq!(s.refine_end(0, 3000), 3000);
+        let flat = VadStream::new(16000, &TurnConfig::default()).unwrap();
+        assert_eq!(flat.refine_end(0, 0), 0);
+    }
+
+    #[test]
     fn rejects_unsupported_rates() {
         for rate in [0, 11025, 22050, 44100, 48000] {
             let err = VadStream::new(rate, &TurnConfig::default()).unwrap_err();
@@ -382,11 +452,12 @@ mod tests {
         let n = 512;
         let mut events = Vec::new();
         let mut sample = 0.0_f32;
+        // Speech samples hold their 1-based index; silence is digital zero.
         let mut chunk = |speech: bool| -> Vec<f32> {
             (0..n)
                 .map(|_| {
                     sample += 1.0;
-                    if speech { sample } else { -sample }
+                    if speech { sample } else { 0.0 }
                 })
                 .collect()
         };
@@ -407,8 +478,9 @@ mod tests {
         // Speech 100*32 = 3200 ms to 4800 ms, padded by 300 ms each side.
         assert_eq!((utt.1, utt.2), (2900, 5100));
         assert_eq!(utt.0.len(), 2200 * 16);
-        // Sample values are their 1-based index (signed): the audio is the right slice.
-        assert_eq!(utt.0[0].abs(), (2900 * 16 + 1) as f32);
+        // 300 ms of padding (zeros), then the speech from its first sample.
+        assert!(utt.0[..300 * 16].iter().all(|&x| x == 0.0));
+        assert_eq!(utt.0[300 * 16], (3200 * 16 + 1) as f32);
         assert!(matches!(
             events[0],
             VadEvent::SpeechStarted {

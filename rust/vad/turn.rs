@@ -123,9 +123,13 @@ pub enum TurnEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Idle,
-    /// Above the threshold since `start`, not yet long enough to be a turn.
+    /// Above the threshold at `start`, with `voiced` samples of speech
+    /// since: not yet enough to be a turn. Dips shorter than `min_speech`
+    /// (stops, pauses between syllables) keep the candidate alive.
     Pending {
         start: u64,
+        voiced: u64,
+        silence_start: Option<u64>,
     },
     Speech {
         start: u64,
@@ -185,7 +189,7 @@ impl TurnDetector {
     pub fn keep_from(&self) -> u64 {
         let from = match self.state {
             State::Idle => self.pos,
-            State::Pending { start } | State::Speech { start, .. } => start,
+            State::Pending { start, .. } | State::Speech { start, .. } => start,
         };
         from.saturating_sub(self.pad)
     }
@@ -204,15 +208,37 @@ impl TurnDetector {
         match self.state {
             State::Idle => {
                 if prob >= self.threshold {
-                    self.state = State::Pending { start: t };
-                    self.promote(end, events);
+                    self.state = State::Pending {
+                        start: t,
+                        voiced: len as u64,
+                        silence_start: None,
+                    };
+                    self.promote(events);
                 }
             }
-            State::Pending { .. } => {
+            State::Pending {
+                start,
+                voiced,
+                silence_start,
+            } => {
                 if prob < self.neg_threshold {
-                    self.state = State::Idle;
+                    let since = silence_start.unwrap_or(t);
+                    self.state = if end - since >= self.min_speech.max(1) {
+                        State::Idle
+                    } else {
+                        State::Pending {
+                            start,
+                            voiced,
+                            silence_start: Some(since),
+                        }
+                    };
                 } else {
-                    self.promote(end, events);
+                    self.state = State::Pending {
+                        start,
+                        voiced: voiced + len as u64,
+                        silence_start: None,
+                    };
+                    self.promote(events);
                 }
             }
             State::Speech {
@@ -288,9 +314,9 @@ impl TurnDetector {
         self.state = State::Idle;
     }
 
-    fn promote(&mut self, end: u64, events: &mut Vec<TurnEvent>) {
-        if let State::Pending { start } = self.state
-            && end - start >= self.min_speech
+    fn promote(&mut self, events: &mut Vec<TurnEvent>) {
+        if let State::Pending { start, voiced, .. } = self.state
+            && voiced >= self.min_speech
         {
             events.push(TurnEvent::SpeechStarted { start });
             self.state = State::Speech {
@@ -368,6 +394,23 @@ mod tests {
         let ev = run(
             &TurnConfig::default(),
             &seq(&[(0.0, 5), (0.9, 7), (0.0, 20), (0.8, 3), (0.0, 20)]),
+        );
+        assert!(ev.is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn short_dips_do_not_reset_a_starting_turn() {
+        // 5 chunks of speech, a 2-chunk stop consonant, then speech: the
+        // turn starts at the first chunk, once 8 voiced chunks are in.
+        let ev = run(
+            &TurnConfig::default(),
+            &seq(&[(0.0, 10), (0.9, 5), (0.0, 2), (0.9, 3), (0.0, 30)]),
+        );
+        assert_eq!(ev[0], TurnEvent::SpeechStarted { start: at(10) });
+        // A dip as long as min_speech (8 chunks) does reset it.
+        let ev = run(
+            &TurnConfig::default(),
+            &seq(&[(0.0, 10), (0.9, 5), (0.0, 8), (0.9, 5), (0.0, 30)]),
         );
         assert!(ev.is_empty(), "{ev:?}");
     }
