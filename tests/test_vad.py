@@ -161,7 +161,9 @@ def build_two_turns() -> tuple[Samples, list[tuple[int, int]]]:
     return np.concatenate(parts), bounds
 
 
-def run_stream(stream: s2s.VadStream, samples: Samples, sizes: list[int] | None = None) -> list[s2s.VadEvent]:
+def run_stream(
+    stream: s2s.VadStream, samples: Samples, sizes: list[int] | None = None
+) -> list[s2s.VadEvent]:
     events: list[s2s.VadEvent] = []
     pos, i = 0, 0
     while pos < len(samples):
@@ -202,7 +204,9 @@ def test_two_utterances_give_two_turns(model: s2s.SileroVad, snr_db: float | Non
     kinds = [e.type for e in events]
     assert kinds == ["speech_started", "soft_end", "speech_stopped", "utterance"] * 2
     utterances = [e for e in events if e.type == "utterance"]
-    for utt, started in zip(utterances, [e for e in events if e.type == "speech_started"], strict=True):
+    for utt, started in zip(
+        utterances, [e for e in events if e.type == "speech_started"], strict=True
+    ):
         assert utt.audio is not None
         assert utt.audio.dtype == np.float32
         assert utt.start_ms == started.audio_start_ms

@@ -21,6 +21,7 @@ from speech_to_speech._core import (
     VadInputError,
     VadState,
     VadStream,
+    __version__,
     alaw_decode,
     alaw_encode,
     feed_streams,
@@ -33,7 +34,6 @@ from speech_to_speech._core import (
     pcm16_to_float32,
     pcm16_to_int16,
     speech_probabilities,
-    __version__,
 )
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "VadInputError",
     "VadState",
     "VadStream",
+    "__version__",
     "alaw_decode",
     "alaw_encode",
     "feed_streams",
@@ -65,5 +66,4 @@ __all__ = [
     "pcm16_to_float32",
     "pcm16_to_int16",
     "speech_probabilities",
-    "__version__",
 ]

@@ -2,10 +2,42 @@
 
 import os
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "AudioFormatError",
+    "BufferTooSmallError",
+    "ModelError",
+    "ModelNotFoundError",
+    "OddByteCountError",
+    "OnnxRuntimeNotFoundError",
+    "OnnxRuntimeNotInitialisedError",
+    "SileroVad",
+    "SpeechToSpeechError",
+    "UnsupportedSampleRateError",
+    "VadConfigError",
+    "VadError",
+    "VadEvent",
+    "VadInputError",
+    "VadState",
+    "VadStream",
+    "__version__",
+    "alaw_decode",
+    "alaw_encode",
+    "feed_streams",
+    "float32_to_pcm16",
+    "init_onnxruntime",
+    "int16_to_pcm16",
+    "mulaw_decode",
+    "mulaw_encode",
+    "onnxruntime_initialised",
+    "pcm16_to_float32",
+    "pcm16_to_int16",
+    "speech_probabilities",
+]
 
 __version__: str
 
@@ -42,6 +74,7 @@ def speech_probabilities(
     sample_rate: int = 16000,
 ) -> npt.NDArray[np.float32]: ...
 
+@final
 class SileroVad:
     def __new__(
         cls, model_path: str | os.PathLike[str], *, intra_op_threads: int = 1
@@ -57,6 +90,7 @@ class SileroVad:
         self, states: Sequence[VadState], chunks: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.float32]: ...
 
+@final
 class VadState:
     def __new__(cls, *, sample_rate: int = 16000) -> VadState: ...
     @property
@@ -65,6 +99,7 @@ class VadState:
     def chunk_size(self) -> int: ...
     def reset(self) -> None: ...
 
+@final
 class VadEvent:
     @property
     def type(
@@ -89,6 +124,7 @@ class VadEvent:
     @property
     def audio(self) -> npt.NDArray[np.float32] | None: ...
 
+@final
 class VadStream:
     def __new__(
         cls,

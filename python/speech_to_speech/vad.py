@@ -16,8 +16,10 @@ from speech_to_speech._core import (
     ModelNotFoundError,
     OnnxRuntimeNotFoundError,
     SileroVad,
-    init_onnxruntime as _init_onnxruntime,
     onnxruntime_initialised,
+)
+from speech_to_speech._core import (
+    init_onnxruntime as _init_onnxruntime,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,11 @@ def onnxruntime_library_path() -> str:
         )
     capi = package / "capi"
     candidates = sorted(
-        [*capi.glob("libonnxruntime.so*"), *capi.glob("libonnxruntime*.dylib"), *capi.glob("onnxruntime.dll")],
+        [
+            *capi.glob("libonnxruntime.so*"),
+            *capi.glob("libonnxruntime*.dylib"),
+            *capi.glob("onnxruntime.dll"),
+        ],
         key=lambda p: len(p.name),
         reverse=True,
     )

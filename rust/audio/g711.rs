@@ -17,7 +17,7 @@ pub fn mulaw_encode_sample(x: i16) -> u8 {
     };
     let v = (mag + MULAW_BIAS).min(MULAW_MAX);
     // v >= 33, so its top bit is at position 5..=12 and the segment is 0..=7.
-    let seg = (31 - v.leading_zeros()) - 5;
+    let seg = v.ilog2() - 5;
     let quant = (v >> (seg + 1)) & 0xF;
     ((seg << 4) | quant) as u8 ^ mask
 }
@@ -38,7 +38,7 @@ pub fn alaw_encode_sample(x: i16) -> u8 {
     };
     let code = if ix > 15 {
         // ix is 16..=2047: top bit 4..=10 gives exponent 1..=7.
-        let exp = (31 - ix.leading_zeros()) - 3;
+        let exp = ix.ilog2() - 3;
         let mant = (ix >> (exp - 1)) & 0xF;
         (exp << 4) | mant
     } else {
@@ -73,7 +73,11 @@ const fn alaw_decode_const(code: u8) -> i16 {
     if exp > 1 {
         mant <<= exp - 1;
     }
-    if code > 127 { mant as i16 } else { -mant as i16 }
+    if code > 127 {
+        mant as i16
+    } else {
+        -mant as i16
+    }
 }
 
 const fn build_table(alaw: bool) -> [i16; 256] {
@@ -158,7 +162,11 @@ mod tests {
 
     fn ref_mulaw_encode(x: i16) -> u8 {
         let x = i32::from(x);
-        let mut absno = if x < 0 { ((!x) >> 2) + 33 } else { (x >> 2) + 33 };
+        let mut absno = if x < 0 {
+            ((!x) >> 2) + 33
+        } else {
+            (x >> 2) + 33
+        };
         if absno > 0x1FFF {
             absno = 0x1FFF;
         }

@@ -87,13 +87,19 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OddByteCountError", py.get_type::<OddByteCountError>())?;
     m.add("BufferTooSmallError", py.get_type::<BufferTooSmallError>())?;
     m.add("VadError", py.get_type::<VadError>())?;
-    m.add("OnnxRuntimeNotFoundError", py.get_type::<OnnxRuntimeNotFoundError>())?;
+    m.add(
+        "OnnxRuntimeNotFoundError",
+        py.get_type::<OnnxRuntimeNotFoundError>(),
+    )?;
     m.add(
         "OnnxRuntimeNotInitialisedError",
         py.get_type::<OnnxRuntimeNotInitialisedError>(),
     )?;
     m.add("ModelNotFoundError", py.get_type::<ModelNotFoundError>())?;
-    m.add("UnsupportedSampleRateError", py.get_type::<UnsupportedSampleRateError>())?;
+    m.add(
+        "UnsupportedSampleRateError",
+        py.get_type::<UnsupportedSampleRateError>(),
+    )?;
     m.add("ModelError", py.get_type::<ModelError>())?;
     m.add("VadConfigError", py.get_type::<VadConfigError>())?;
     m.add("VadInputError", py.get_type::<VadInputError>())?;

@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
-use crate::vad::{self, SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadError, VadEvent, VadStream};
+use crate::vad::{
+    self, SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadError, VadEvent,
+    VadStream,
+};
 
 type SharedModel = Arc<Mutex<SileroVad>>;
 
@@ -17,12 +20,15 @@ fn lock(model: &SharedModel) -> MutexGuard<'_, SileroVad> {
 }
 
 /// Run `f` without the GIL and turn its error into the matching exception.
-fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, VadError> + Send) -> PyResult<T> {
+fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, VadError> + Send,
+) -> PyResult<T> {
     py.detach(f).map_err(PyErr::from)
 }
 
-fn copy_samples(samples: &PyReadonlyArray1<'_, f32>) -> PyResult<Vec<f32>> {
-    Ok(samples.as_array().iter().copied().collect())
+fn copy_samples(samples: &PyReadonlyArray1<'_, f32>) -> Vec<f32> {
+    samples.as_array().iter().copied().collect()
 }
 
 /// Load ONNX Runtime from the shared library at `path`, once per process.
@@ -47,10 +53,11 @@ pub fn speech_probabilities<'py>(
     model_path: PathBuf,
     sample_rate: u32,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let samples = copy_samples(&samples)?;
+    let samples = copy_samples(&samples);
     let probs = detached(py, || {
         let rate = SampleRate::from_hz(sample_rate)?;
-        SileroVad::new(&model_path, &SileroVadOptions::default())?.speech_probabilities(&samples, rate)
+        SileroVad::new(&model_path, &SileroVadOptions::default())?
+            .speech_probabilities(&samples, rate)
     })?;
     Ok(PyArray1::from_vec(py, probs))
 }
@@ -100,7 +107,7 @@ impl PySileroVad {
         samples: PyReadonlyArray1<'py, f32>,
         sample_rate: u32,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let samples = copy_samples(&samples)?;
+        let samples = copy_samples(&samples);
         let probs = detached(py, || {
             lock(&self.model).speech_probabilities(&samples, SampleRate::from_hz(sample_rate)?)
         })?;
@@ -267,7 +274,8 @@ impl PyVadEvent {
 #[pymethods]
 impl PyVadEvent {
     fn __repr__(&self, py: Python<'_>) -> String {
-        let field = |name: &str, v: Option<u64>| v.map(|v| format!(", {name}={v}")).unwrap_or_default();
+        let field =
+            |name: &str, v: Option<u64>| v.map(|v| format!(", {name}={v}")).unwrap_or_default();
         let samples = self
             .audio
             .as_ref()
@@ -289,7 +297,10 @@ impl PyVadEvent {
 }
 
 fn to_py_events(py: Python<'_>, events: Vec<VadEvent>) -> Vec<PyVadEvent> {
-    events.into_iter().map(|e| PyVadEvent::from_event(py, e)).collect()
+    events
+        .into_iter()
+        .map(|e| PyVadEvent::from_event(py, e))
+        .collect()
 }
 
 /// VAD and turn detection for one audio stream.
@@ -315,6 +326,11 @@ impl PyVadStream {
         max_speech_ms = None,
         soft_end_ms = Some(200.0),
     ))]
+    #[pyo3(
+        text_signature = "(*, model_path=None, model=None, sample_rate=16000, threshold=0.5, \
+                          neg_threshold=None, min_speech_ms=250.0, min_silence_ms=500.0, \
+                          speech_pad_ms=300.0, max_speech_ms=None, soft_end_ms=200.0)"
+    )]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python constructor")]
     fn new(
         py: Python<'_>,
@@ -383,8 +399,12 @@ impl PyVadStream {
     }
 
     /// Feed float32 samples; returns the events they caused.
-    fn feed(&mut self, py: Python<'_>, samples: PyReadonlyArray1<'_, f32>) -> PyResult<Vec<PyVadEvent>> {
-        let samples = copy_samples(&samples)?;
+    fn feed(
+        &mut self,
+        py: Python<'_>,
+        samples: PyReadonlyArray1<'_, f32>,
+    ) -> PyResult<Vec<PyVadEvent>> {
+        let samples = copy_samples(&samples);
         let model = Arc::clone(&self.model.get().model);
         let stream = &mut self.stream;
         let events = detached(py, || {
@@ -425,10 +445,16 @@ pub fn feed_streams<'py>(
         return Ok(Vec::new());
     };
     let model = Arc::clone(&first.model.get().model);
-    if streams.iter().any(|s| !Arc::ptr_eq(&s.model.get().model, &model)) {
-        return Err(VadError::InvalidInput("streams fed together must share one SileroVad (pass model=)".to_owned()).into());
+    if streams
+        .iter()
+        .any(|s| !Arc::ptr_eq(&s.model.get().model, &model))
+    {
+        return Err(VadError::InvalidInput(
+            "streams fed together must share one SileroVad (pass model=)".to_owned(),
+        )
+        .into());
     }
-    let inputs = chunks.iter().map(copy_samples).collect::<PyResult<Vec<_>>>()?;
+    let inputs: Vec<Vec<f32>> = chunks.iter().map(copy_samples).collect();
     let mut refs: Vec<&mut VadStream> = streams.iter_mut().map(|s| &mut s.stream).collect();
     let events = detached(py, || {
         let input_refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();

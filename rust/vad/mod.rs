@@ -16,7 +16,9 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use silero::{SileroState, SileroVad, SileroVadOptions, init_onnxruntime, onnxruntime_initialised};
+pub use silero::{
+    SileroState, SileroVad, SileroVadOptions, init_onnxruntime, onnxruntime_initialised,
+};
 pub use stream::{FrameResampler, VadEvent, VadStream, feed_batch};
 pub use turn::{TurnConfig, TurnDetector, TurnEvent};
 
@@ -57,7 +59,9 @@ pub enum VadError {
     },
     /// The Silero model runs only at 8 kHz and 16 kHz. The caller should
     /// resample the input (see [`FrameResampler`]).
-    #[error("unsupported sample rate {rate} Hz: Silero VAD runs at 8000 or 16000 Hz; resample first")]
+    #[error(
+        "unsupported sample rate {rate} Hz: Silero VAD runs at 8000 or 16000 Hz; resample first"
+    )]
     UnsupportedSampleRate {
         /// The rate that was asked for.
         rate: u32,

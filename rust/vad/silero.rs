@@ -32,7 +32,9 @@ pub fn init_onnxruntime(library: &Path) -> Result<(), VadError> {
     if ENVIRONMENT.get().is_some() {
         return Ok(());
     }
-    let _guard = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = INIT_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if ENVIRONMENT.get().is_some() {
         return Ok(());
     }
@@ -156,9 +158,8 @@ impl SileroVad {
                 "intra_op_threads must be at least 1".to_owned(),
             ));
         }
-        let builder_err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
-            VadError::Model(e.to_string())
-        };
+        let builder_err =
+            |e: ort::Error<ort::session::builder::SessionBuilder>| VadError::Model(e.to_string());
         let spin = if options.allow_spinning { "1" } else { "0" };
         let mut builder = Session::builder(env)?
             .with_intra_threads(options.intra_op_threads)
@@ -172,9 +173,20 @@ impl SileroVad {
             .with_config_entry("session.inter_op.allow_spinning", spin)
             .map_err(builder_err)?;
         let session = builder.commit_from_file(model_path)?;
-        let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
-        let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-        if inputs != ["input", "state", "sr"] || outputs.first() != Some(&"output") || outputs.len() != 2 {
+        let inputs: Vec<&str> = session
+            .inputs()
+            .iter()
+            .map(ort::value::Outlet::name)
+            .collect();
+        let outputs: Vec<&str> = session
+            .outputs()
+            .iter()
+            .map(ort::value::Outlet::name)
+            .collect();
+        if inputs != ["input", "state", "sr"]
+            || outputs.first() != Some(&"output")
+            || outputs.len() != 2
+        {
             return Err(VadError::Model(format!(
                 "{} is not a Silero v5/v6 model: inputs {inputs:?}, outputs {outputs:?}",
                 model_path.display()
@@ -246,7 +258,11 @@ impl SileroVad {
         let bufs = &mut buffers[index];
         {
             let (_, input) = bufs.input.extract_tensor_mut();
-            for ((row, s), chunk) in input.chunks_exact_mut(ctx + n).zip(states.iter_mut()).zip(chunks) {
+            for ((row, s), chunk) in input
+                .chunks_exact_mut(ctx + n)
+                .zip(states.iter_mut())
+                .zip(chunks)
+            {
                 let s = s.as_mut();
                 row[..ctx].copy_from_slice(&s.context[..ctx]);
                 row[ctx..].copy_from_slice(chunk);
@@ -288,7 +304,11 @@ impl SileroVad {
 
     /// Per-chunk probabilities of a whole recording, from a fresh state. A
     /// last partial chunk is zero-padded, as Silero's own helpers do.
-    pub fn speech_probabilities(&mut self, samples: &[f32], rate: SampleRate) -> Result<Vec<f32>, VadError> {
+    pub fn speech_probabilities(
+        &mut self,
+        samples: &[f32],
+        rate: SampleRate,
+    ) -> Result<Vec<f32>, VadError> {
         let n = rate.chunk_len();
         let mut state = SileroState::new(rate);
         let mut probs = Vec::with_capacity(samples.len().div_ceil(n));
@@ -307,7 +327,11 @@ impl SileroVad {
 
     /// The index of preallocated buffers for this shape, made on first use.
     fn buffers_for(&mut self, rate: SampleRate, batch: usize) -> Result<usize, VadError> {
-        if let Some(i) = self.buffers.iter().position(|b| b.rate == rate && b.batch == batch) {
+        if let Some(i) = self
+            .buffers
+            .iter()
+            .position(|b| b.rate == rate && b.batch == batch)
+        {
             return Ok(i);
         }
         if self.buffers.len() >= MAX_CACHED_SHAPES {
@@ -318,7 +342,10 @@ impl SileroVad {
             rate,
             batch,
             input: Tensor::from_array(([batch, width], vec![0.0_f32; batch * width]))?,
-            state: Tensor::from_array(([2, batch, STATE_WIDTH], vec![0.0_f32; 2 * batch * STATE_WIDTH]))?,
+            state: Tensor::from_array((
+                [2, batch, STATE_WIDTH],
+                vec![0.0_f32; 2 * batch * STATE_WIDTH],
+            ))?,
         });
         Ok(self.buffers.len() - 1)
     }

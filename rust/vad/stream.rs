@@ -127,7 +127,10 @@ impl VadStream {
     }
 
     /// A stream whose input is converted by `resampler` first.
-    pub fn with_resampler(resampler: Box<dyn FrameResampler>, config: &TurnConfig) -> Result<Self, VadError> {
+    pub fn with_resampler(
+        resampler: Box<dyn FrameResampler>,
+        config: &TurnConfig,
+    ) -> Result<Self, VadError> {
         let mut stream = Self::new(resampler.output_rate(), config)?;
         stream.resampler = Some(resampler);
         Ok(stream)
@@ -165,7 +168,12 @@ impl VadStream {
     }
 
     /// Feed audio; run every full chunk through `vad`; push the events.
-    pub fn feed(&mut self, vad: &mut SileroVad, samples: &[f32], events: &mut Vec<VadEvent>) -> Result<(), VadError> {
+    pub fn feed(
+        &mut self,
+        vad: &mut SileroVad,
+        samples: &[f32],
+        events: &mut Vec<VadEvent>,
+    ) -> Result<(), VadError> {
         self.append(samples)?;
         while self.ready() {
             let n = self.rate.chunk_len();
@@ -178,7 +186,11 @@ impl VadStream {
 
     /// End of input: run what is buffered (zero-padded to a chunk) and close
     /// an open turn.
-    pub fn flush(&mut self, vad: &mut SileroVad, events: &mut Vec<VadEvent>) -> Result<(), VadError> {
+    pub fn flush(
+        &mut self,
+        vad: &mut SileroVad,
+        events: &mut Vec<VadEvent>,
+    ) -> Result<(), VadError> {
         let n = self.rate.chunk_len();
         let left = self.buffered();
         if left > 0 {
@@ -254,10 +266,16 @@ impl VadStream {
                     });
                 }
                 TurnEvent::SoftEnd { at } => events.push(VadEvent::SoftEnd { audio_ms: ms(at) }),
-                TurnEvent::SpeechResumed { at } => events.push(VadEvent::SpeechResumed { audio_ms: ms(at) }),
+                TurnEvent::SpeechResumed { at } => {
+                    events.push(VadEvent::SpeechResumed { audio_ms: ms(at) });
+                }
                 TurnEvent::SpeechStopped { start, end, forced } => {
                     let pos = self.turn.position();
-                    let end = if forced { end } else { self.refine_end(start, end) };
+                    let end = if forced {
+                        end
+                    } else {
+                        self.refine_end(start, end)
+                    };
                     let until = if forced {
                         end
                     } else {
@@ -304,7 +322,9 @@ impl VadStream {
             let f = &self.history[i..i + frame as usize];
             f.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / frame as f64
         };
-        let mut floor: Vec<f64> = (0..(pos - end) / frame).map(|k| energy(end + k * frame)).collect();
+        let mut floor: Vec<f64> = (0..(pos - end) / frame)
+            .map(|k| energy(end + k * frame))
+            .collect();
         floor.sort_by(f64::total_cmp);
         let limit = floor[floor.len() / 2] * REFINE_RATIO + 1e-10;
         let mut a = end - frame;
@@ -413,7 +433,13 @@ mod tests {
         // told speech lasted until 4608 (a late drop, as Silero's can be).
         let mut s = VadStream::new(16000, &TurnConfig::default()).unwrap();
         let audio: Vec<f32> = (0..16_000)
-            .map(|i| if i < 4000 { 0.5 } else { 0.001 * if i % 2 == 0 { 1.0 } else { -1.0 } })
+            .map(|i| {
+                if i < 4000 {
+                    0.5
+                } else {
+                    0.001 * if i % 2 == 0 { 1.0 } else { -1.0 }
+                }
+            })
             .collect();
         s.append(&audio).unwrap();
         s.turn.push(0.9, 4608, &mut Vec::new());
@@ -467,11 +493,19 @@ mod tests {
             s.append(&chunk(speech)).unwrap();
             s.apply(if speech { 0.9 } else { 0.01 }, n, &mut events);
         }
-        assert!(s.history.len() < 40_000, "history not trimmed: {}", s.history.len());
+        assert!(
+            s.history.len() < 40_000,
+            "history not trimmed: {}",
+            s.history.len()
+        );
         let utt = events
             .iter()
             .find_map(|e| match e {
-                VadEvent::Utterance { audio, start_ms, end_ms } => Some((audio.clone(), *start_ms, *end_ms)),
+                VadEvent::Utterance {
+                    audio,
+                    start_ms,
+                    end_ms,
+                } => Some((audio.clone(), *start_ms, *end_ms)),
                 _ => None,
             })
             .unwrap();
@@ -479,8 +513,11 @@ mod tests {
         assert_eq!((utt.1, utt.2), (2900, 5100));
         assert_eq!(utt.0.len(), 2200 * 16);
         // 300 ms of padding (zeros), then the speech from its first sample.
-        assert!(utt.0[..300 * 16].iter().all(|&x| x == 0.0));
-        assert_eq!(utt.0[300 * 16], (3200 * 16 + 1) as f32);
+        assert!(utt.0[..300 * 16].iter().all(|&x| x.to_bits() == 0));
+        assert_eq!(
+            utt.0[300 * 16].to_bits(),
+            ((3200 * 16 + 1) as f32).to_bits()
+        );
         assert!(matches!(
             events[0],
             VadEvent::SpeechStarted {

@@ -1,6 +1,6 @@
 //! The turn state machine: per-chunk speech probabilities in, turn events out.
 //!
-//! Semantics follow the server VAD of the OpenAI Realtime API (speech start,
+//! Semantics follow the server VAD of the `OpenAI` Realtime API (speech start,
 //! speech stop after `silence_duration_ms`, `prefix_padding_ms` of audio kept
 //! before the start) with Silero's hysteresis (a lower threshold to leave
 //! speech than to enter it), plus an early "soft end" that lets STT start
@@ -52,11 +52,16 @@ impl TurnConfig {
     pub fn validate(&self) -> Result<(), VadError> {
         let bad = |m: String| Err(VadError::InvalidConfig(m));
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            return bad(format!("threshold must be in (0, 1), got {}", self.threshold));
+            return bad(format!(
+                "threshold must be in (0, 1), got {}",
+                self.threshold
+            ));
         }
         let neg = self.deactivation_threshold();
         if !(neg > 0.0 && neg <= self.threshold) {
-            return bad(format!("neg_threshold must be in (0, threshold], got {neg}"));
+            return bad(format!(
+                "neg_threshold must be in (0, threshold], got {neg}"
+            ));
         }
         let durations = [
             ("min_speech_ms", Some(self.min_speech_ms)),
@@ -272,7 +277,8 @@ impl TurnDetector {
                 }
                 // The cap counts speech only: a turn already in its closing
                 // silence ends by min_silence.
-                if silence_start.is_none() && self.max_speech.is_some_and(|max| end - start >= max) {
+                if silence_start.is_none() && self.max_speech.is_some_and(|max| end - start >= max)
+                {
                     events.push(TurnEvent::SpeechStopped {
                         start,
                         end,
