@@ -13,6 +13,7 @@
 pub mod audio;
 pub mod engine;
 pub mod queue;
+pub mod vad;
 
 #[cfg(feature = "python")]
 pub mod py;

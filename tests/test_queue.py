@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+
 from speech_to_speech import (
     Queue,
     QueueClosedError,

@@ -1,6 +1,7 @@
 """Type stubs for the compiled core, checked by mypy.stubtest."""
 
-from typing import Any, final
+import os
+from collections.abc import Sequence
 from typing import Any, Literal, final
 
 import numpy as np
@@ -9,7 +10,13 @@ import numpy.typing as npt
 __all__ = [
     "AudioFormatError",
     "BufferTooSmallError",
+    "CancelToken",
+    "Engine",
+    "ModelError",
+    "ModelNotFoundError",
     "OddByteCountError",
+    "OnnxRuntimeNotFoundError",
+    "OnnxRuntimeNotInitialisedError",
     "Queue",
     "QueueClosedError",
     "QueueConfigError",
@@ -17,39 +24,36 @@ __all__ = [
     "QueueError",
     "QueueFullError",
     "QueueTimeoutError",
+    "Resampler",
+    "Session",
+    "SessionLimitError",
+    "SileroVad",
     "SpeechToSpeechError",
+    "StageFailedError",
+    "UnsupportedSampleRateError",
+    "VadConfigError",
+    "VadError",
+    "VadEvent",
+    "VadInputError",
+    "VadState",
+    "VadStream",
     "__version__",
     "alaw_decode",
     "alaw_encode",
+    "feed_streams",
     "float32_to_pcm16",
+    "init_onnxruntime",
     "int16_to_pcm16",
     "mulaw_decode",
     "mulaw_encode",
+    "onnxruntime_initialised",
     "pcm16_to_float32",
     "pcm16_to_int16",
+    "resample",
+    "speech_probabilities",
 ]
 
 __version__: str
-__all__ = [
-    "AudioFormatError",
-    "BufferTooSmallError",
-    "CancelToken",
-    "Engine",
-    "OddByteCountError",
-    "Session",
-    "SessionLimitError",
-    "SpeechToSpeechError",
-    "StageFailedError",
-    "__version__",
-    "alaw_decode",
-    "alaw_encode",
-    "float32_to_pcm16",
-    "int16_to_pcm16",
-    "mulaw_decode",
-    "mulaw_encode",
-    "pcm16_to_float32",
-    "pcm16_to_int16",
-]
 
 class SpeechToSpeechError(Exception): ...
 class AudioFormatError(SpeechToSpeechError): ...
@@ -57,6 +61,14 @@ class OddByteCountError(AudioFormatError): ...
 class BufferTooSmallError(AudioFormatError): ...
 class SessionLimitError(SpeechToSpeechError): ...
 class StageFailedError(SpeechToSpeechError): ...
+class VadError(SpeechToSpeechError): ...
+class OnnxRuntimeNotFoundError(VadError): ...
+class OnnxRuntimeNotInitialisedError(VadError): ...
+class ModelNotFoundError(VadError): ...
+class UnsupportedSampleRateError(VadError): ...
+class ModelError(VadError): ...
+class VadConfigError(VadError): ...
+class VadInputError(VadError): ...
 
 # --- sample formats and G.711 ---
 def pcm16_to_float32(data: bytes) -> npt.NDArray[np.float32]: ...
@@ -115,6 +127,7 @@ class Engine:
     ) -> Session: ...
     @property
     def sessions(self) -> int: ...
+
 # --- queues ---
 class QueueError(SpeechToSpeechError): ...
 class QueueFullError(QueueError): ...
@@ -151,3 +164,97 @@ class Queue:
     @property
     def dropped(self) -> int: ...
     def __len__(self) -> int: ...
+
+# --- VAD ---
+def init_onnxruntime(path: str | os.PathLike[str]) -> None: ...
+def onnxruntime_initialised() -> bool: ...
+def speech_probabilities(
+    samples: npt.NDArray[np.float32],
+    *,
+    model_path: str | os.PathLike[str],
+    sample_rate: int = 16000,
+) -> npt.NDArray[np.float32]: ...
+
+@final
+class SileroVad:
+    def __new__(
+        cls, model_path: str | os.PathLike[str], *, intra_op_threads: int = 1
+    ) -> SileroVad: ...
+    @property
+    def model_path(self) -> str: ...
+    @property
+    def intra_op_threads(self) -> int: ...
+    def speech_probabilities(
+        self, samples: npt.NDArray[np.float32], *, sample_rate: int = 16000
+    ) -> npt.NDArray[np.float32]: ...
+    def process_batch(
+        self, states: Sequence[VadState], chunks: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]: ...
+
+@final
+class VadState:
+    def __new__(cls, *, sample_rate: int = 16000) -> VadState: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def chunk_size(self) -> int: ...
+    def reset(self) -> None: ...
+
+@final
+class VadEvent:
+    @property
+    def type(
+        self,
+    ) -> Literal["speech_started", "soft_end", "speech_resumed", "speech_stopped", "utterance"]: ...
+    @property
+    def audio_start_ms(self) -> int | None: ...
+    @property
+    def speech_start_ms(self) -> int | None: ...
+    @property
+    def audio_end_ms(self) -> int | None: ...
+    @property
+    def speech_end_ms(self) -> int | None: ...
+    @property
+    def audio_ms(self) -> int | None: ...
+    @property
+    def forced(self) -> bool: ...
+    @property
+    def start_ms(self) -> int | None: ...
+    @property
+    def end_ms(self) -> int | None: ...
+    @property
+    def audio(self) -> npt.NDArray[np.float32] | None: ...
+
+@final
+class VadStream:
+    def __new__(
+        cls,
+        *,
+        model_path: str | os.PathLike[str] | None = None,
+        model: SileroVad | None = None,
+        sample_rate: int = 16000,
+        threshold: float = 0.5,
+        neg_threshold: float | None = None,
+        min_speech_ms: float = 250.0,
+        min_silence_ms: float = 500.0,
+        speech_pad_ms: float = 300.0,
+        max_speech_ms: float | None = None,
+        soft_end_ms: float | None = 200.0,
+    ) -> VadStream: ...
+    @property
+    def model(self) -> SileroVad: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def position_ms(self) -> int: ...
+    @property
+    def in_speech(self) -> bool: ...
+    @property
+    def last_probability(self) -> float: ...
+    def feed(self, samples: npt.NDArray[np.float32]) -> list[VadEvent]: ...
+    def flush(self) -> list[VadEvent]: ...
+    def reset(self) -> None: ...
+
+def feed_streams(
+    streams: Sequence[VadStream], chunks: Sequence[npt.NDArray[np.float32]]
+) -> list[list[VadEvent]]: ...

@@ -87,6 +87,48 @@ create_exception!(
     QueueError,
     "A queue built with a bad capacity or overflow policy."
 );
+create_exception!(
+    speech_to_speech,
+    VadError,
+    SpeechToSpeechError,
+    "Base class of the voice-activity-detection errors."
+);
+create_exception!(
+    speech_to_speech,
+    OnnxRuntimeNotFoundError,
+    VadError,
+    "ONNX Runtime could not be loaded: `pip install onnxruntime` or set ORT_DYLIB_PATH."
+);
+create_exception!(
+    speech_to_speech,
+    OnnxRuntimeNotInitialisedError,
+    VadError,
+    "A model was used before init_onnxruntime() loaded ONNX Runtime."
+);
+create_exception!(
+    speech_to_speech,
+    ModelNotFoundError,
+    VadError,
+    "The model file is missing: `pip install --no-deps silero-vad` or pass its path."
+);
+create_exception!(
+    speech_to_speech,
+    ModelError,
+    VadError,
+    "ONNX Runtime failed to load or run the model."
+);
+create_exception!(
+    speech_to_speech,
+    VadConfigError,
+    VadError,
+    "A VAD setting is out of range."
+);
+create_exception!(
+    speech_to_speech,
+    VadInputError,
+    VadError,
+    "VAD inputs that do not fit together (batch sizes, chunk lengths, sample rates)."
+);
 
 /// Add every exception class to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -97,6 +139,16 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BufferTooSmallError", py.get_type::<BufferTooSmallError>())?;
     m.add("SessionLimitError", py.get_type::<SessionLimitError>())?;
     m.add("StageFailedError", py.get_type::<StageFailedError>())?;
+    m.add("VadError", py.get_type::<VadError>())?;
+    m.add(
+        "OnnxRuntimeNotFoundError",
+        py.get_type::<OnnxRuntimeNotFoundError>(),
+    )?;
+    m.add(
+        "OnnxRuntimeNotInitialisedError",
+        py.get_type::<OnnxRuntimeNotInitialisedError>(),
+    )?;
+    m.add("ModelNotFoundError", py.get_type::<ModelNotFoundError>())?;
     m.add(
         "UnsupportedSampleRateError",
         py.get_type::<UnsupportedSampleRateError>(),
@@ -107,6 +159,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("QueueClosedError", py.get_type::<QueueClosedError>())?;
     m.add("QueueTimeoutError", py.get_type::<QueueTimeoutError>())?;
     m.add("QueueConfigError", py.get_type::<QueueConfigError>())?;
+    m.add("ModelError", py.get_type::<ModelError>())?;
+    m.add("VadConfigError", py.get_type::<VadConfigError>())?;
+    m.add("VadInputError", py.get_type::<VadInputError>())?;
     Ok(())
 }
 
@@ -144,5 +199,20 @@ impl From<RustQueueError> for PyErr {
 impl From<ConfigError> for PyErr {
     fn from(e: ConfigError) -> Self {
         QueueConfigError::new_err(e.to_string())
+    }
+}
+impl From<crate::vad::VadError> for PyErr {
+    fn from(e: crate::vad::VadError) -> Self {
+        use crate::vad::VadError as E;
+        let msg = e.to_string();
+        match e {
+            E::OnnxRuntimeNotFound { .. } => OnnxRuntimeNotFoundError::new_err(msg),
+            E::OnnxRuntimeNotInitialised => OnnxRuntimeNotInitialisedError::new_err(msg),
+            E::ModelNotFound { .. } => ModelNotFoundError::new_err(msg),
+            E::UnsupportedSampleRate { .. } => UnsupportedSampleRateError::new_err(msg),
+            E::Model(_) => ModelError::new_err(msg),
+            E::InvalidConfig(_) => VadConfigError::new_err(msg),
+            E::InvalidInput(_) => VadInputError::new_err(msg),
+        }
     }
 }

@@ -5,8 +5,9 @@
 mod audio;
 mod engine;
 pub(crate) mod errors;
-mod resample;
 mod queue;
+mod resample;
+mod vad;
 
 use pyo3::prelude::*;
 
@@ -21,8 +22,15 @@ mod core_module {
     };
     #[pymodule_export]
     use super::engine::{PyCancelToken, PyEngine, PySession};
-    use super::resample::{PyResampler, resample};
+    #[pymodule_export]
     use super::queue::PyQueue;
+    #[pymodule_export]
+    use super::resample::{PyResampler, resample};
+    #[pymodule_export]
+    use super::vad::{
+        PySileroVad, PyVadEvent, PyVadState, PyVadStream, feed_streams, init_onnxruntime,
+        onnxruntime_initialised, speech_probabilities,
+    };
 
     use pyo3::prelude::*;
 

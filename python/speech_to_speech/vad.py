@@ -1,0 +1,105 @@
+"""Locating the Silero VAD model and the ONNX Runtime library, and loading them.
+
+Neither package is imported: ``silero_vad``'s ``__init__`` imports torch, and
+the core loads ``libonnxruntime`` itself, so both are found with
+``importlib.util.find_spec``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from speech_to_speech._core import (
+    ModelNotFoundError,
+    OnnxRuntimeNotFoundError,
+    SileroVad,
+    onnxruntime_initialised,
+)
+from speech_to_speech._core import (
+    init_onnxruntime as _init_onnxruntime,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "default_model_path",
+    "init_onnxruntime",
+    "load_silero_vad",
+    "onnxruntime_library_path",
+]
+
+ORT_INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu)"
+# silero-vad declares a dependency on torch that the ONNX model does not need.
+MODEL_INSTALL_HINT = 'pip install --no-deps "silero-vad>=6"'
+
+
+def _package_dir(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def onnxruntime_library_path() -> str:
+    """Path of ``libonnxruntime`` from ``ORT_DYLIB_PATH`` or the onnxruntime wheel."""
+    override = os.environ.get("ORT_DYLIB_PATH")
+    if override:
+        return override
+    package = _package_dir("onnxruntime")
+    if package is None:
+        raise OnnxRuntimeNotFoundError(
+            f"the onnxruntime package is not installed: {ORT_INSTALL_HINT}, "
+            "or set ORT_DYLIB_PATH to libonnxruntime.so"
+        )
+    capi = package / "capi"
+    candidates = sorted(
+        [
+            *capi.glob("libonnxruntime.so*"),
+            *capi.glob("libonnxruntime*.dylib"),
+            *capi.glob("onnxruntime.dll"),
+        ],
+        key=lambda p: len(p.name),
+        reverse=True,
+    )
+    if not candidates:
+        raise OnnxRuntimeNotFoundError(
+            f"no ONNX Runtime library in {capi}: reinstall it ({ORT_INSTALL_HINT}), "
+            "or set ORT_DYLIB_PATH to libonnxruntime.so"
+        )
+    # The versioned name (libonnxruntime.so.1.22.0) is the real file.
+    return str(candidates[0])
+
+
+def init_onnxruntime(path: str | None = None) -> str:
+    """Load ONNX Runtime into the core once per process; returns the library path.
+
+    ``path`` overrides the lookup (``ORT_DYLIB_PATH``, then the onnxruntime wheel).
+    """
+    library = path or onnxruntime_library_path()
+    if not onnxruntime_initialised():
+        _init_onnxruntime(library)
+        logger.debug("ONNX Runtime loaded from %s", library)
+    return library
+
+
+def default_model_path() -> str:
+    """Path of ``silero_vad.onnx`` inside the installed ``silero-vad`` package."""
+    package = _package_dir("silero_vad")
+    if package is None:
+        raise ModelNotFoundError(f"the silero-vad package is not installed: {MODEL_INSTALL_HINT}")
+    model = package / "data" / "silero_vad.onnx"
+    if not model.is_file():
+        raise ModelNotFoundError(f"{model} is missing: reinstall it ({MODEL_INSTALL_HINT})")
+    return str(model)
+
+
+def load_silero_vad(model_path: str | None = None, *, intra_op_threads: int = 1) -> SileroVad:
+    """Load ONNX Runtime if needed and the Silero model (``--vad_model_path`` overrides)."""
+    init_onnxruntime()
+    return SileroVad(model_path or default_model_path(), intra_op_threads=intra_op_threads)

@@ -1,0 +1,358 @@
+//! Silero VAD (v5/v6) over ONNX Runtime: one shared session, per-stream state, batching.
+//!
+//! ONNX Runtime is loaded at run time from a shared library (the `onnxruntime`
+//! wheel's `capi/libonnxruntime.so.*`), once per process, by
+//! [`init_onnxruntime`]. Every ort call goes through a [`SileroVad`], which
+//! can only be built after that, so a missing library is an error at start-up
+//! and never a panic inside ort.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+
+use super::{SampleRate, VadError};
+
+/// Width of one half (h or c) of Silero's recurrent state per stream.
+const STATE_WIDTH: usize = 128;
+/// Batch shapes kept allocated; older ones are dropped past this.
+const MAX_CACHED_SHAPES: usize = 8;
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Load ONNX Runtime from `library` (e.g. `.../onnxruntime/capi/libonnxruntime.so.1.22.0`).
+///
+/// Call once per process before building a [`SileroVad`]; later calls are
+/// no-ops (the first library loaded stays).
+pub fn init_onnxruntime(library: &Path) -> Result<(), VadError> {
+    if ENVIRONMENT.get().is_some() {
+        return Ok(());
+    }
+    let _guard = INIT_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if ENVIRONMENT.get().is_some() {
+        return Ok(());
+    }
+    let not_found = |reason: String| VadError::OnnxRuntimeNotFound {
+        path: library.to_path_buf(),
+        reason,
+    };
+    if !library.is_file() {
+        return Err(not_found("no such file".to_owned()));
+    }
+    let env = ort::init_from(library)
+        .map_err(|e| not_found(e.to_string()))?
+        .with_name("speech-to-speech")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| not_found(e.to_string()))?;
+    tracing::debug!(library = %library.display(), "ONNX Runtime loaded");
+    // Only this function sets it, under INIT_LOCK.
+    let _ = ENVIRONMENT.set(env);
+    Ok(())
+}
+
+/// True once [`init_onnxruntime`] has succeeded.
+pub fn onnxruntime_initialised() -> bool {
+    ENVIRONMENT.get().is_some()
+}
+
+/// Session settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SileroVadOptions {
+    /// Threads ONNX Runtime uses inside one call. One is fastest for this
+    /// small model: more threads cost more in hand-off than they save.
+    pub intra_op_threads: usize,
+    /// Let idle ONNX Runtime threads spin. Off by default: with one thread
+    /// there is nothing to wake, and spinning burns a core shared with
+    /// everything else.
+    pub allow_spinning: bool,
+}
+
+impl Default for SileroVadOptions {
+    fn default() -> Self {
+        Self {
+            intra_op_threads: 1,
+            allow_spinning: false,
+        }
+    }
+}
+
+/// The recurrent state of one stream: LSTM state and the last samples of the
+/// previous chunk, which the model sees as context.
+#[derive(Debug, Clone)]
+pub struct SileroState {
+    rate: SampleRate,
+    /// `[h; c]`, 128 values each.
+    state: [f32; 2 * STATE_WIDTH],
+    context: [f32; 64],
+}
+
+impl SileroState {
+    /// A fresh state for audio at `rate`.
+    pub fn new(rate: SampleRate) -> Self {
+        Self {
+            rate,
+            state: [0.0; 2 * STATE_WIDTH],
+            context: [0.0; 64],
+        }
+    }
+
+    /// The rate this state runs at.
+    pub fn rate(&self) -> SampleRate {
+        self.rate
+    }
+
+    /// Forget everything, as at the start of a stream.
+    pub fn reset(&mut self) {
+        self.state.fill(0.0);
+        self.context.fill(0.0);
+    }
+}
+
+/// Preallocated input tensors for one (rate, batch size).
+struct BatchBuffers {
+    rate: SampleRate,
+    batch: usize,
+    /// `[batch, context + chunk]`
+    input: Tensor<f32>,
+    /// `[2, batch, 128]`
+    state: Tensor<f32>,
+}
+
+/// The Silero model: one ONNX Runtime session shared by any number of streams.
+pub struct SileroVad {
+    session: Session,
+    sr_8k: Tensor<i64>,
+    sr_16k: Tensor<i64>,
+    buffers: Vec<BatchBuffers>,
+    model_path: PathBuf,
+}
+
+impl std::fmt::Debug for SileroVad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SileroVad")
+            .field("model_path", &self.model_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SileroVad {
+    /// Load the model at `model_path` (Silero v5/v6 `silero_vad.onnx`).
+    pub fn new(model_path: &Path, options: &SileroVadOptions) -> Result<Self, VadError> {
+        let env = ENVIRONMENT
+            .get()
+            .ok_or(VadError::OnnxRuntimeNotInitialised)?;
+        if !model_path.is_file() {
+            return Err(VadError::ModelNotFound {
+                path: model_path.to_path_buf(),
+            });
+        }
+        if options.intra_op_threads == 0 {
+            return Err(VadError::InvalidConfig(
+                "intra_op_threads must be at least 1".to_owned(),
+            ));
+        }
+        let builder_err =
+            |e: ort::Error<ort::session::builder::SessionBuilder>| VadError::Model(e.to_string());
+        let spin = if options.allow_spinning { "1" } else { "0" };
+        let mut builder = Session::builder(env)?
+            .with_intra_threads(options.intra_op_threads)
+            .map_err(builder_err)?
+            .with_inter_threads(1)
+            .map_err(builder_err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(builder_err)?
+            .with_config_entry("session.intra_op.allow_spinning", spin)
+            .map_err(builder_err)?
+            .with_config_entry("session.inter_op.allow_spinning", spin)
+            .map_err(builder_err)?;
+        let session = builder.commit_from_file(model_path)?;
+        let inputs: Vec<&str> = session
+            .inputs()
+            .iter()
+            .map(ort::value::Outlet::name)
+            .collect();
+        let outputs: Vec<&str> = session
+            .outputs()
+            .iter()
+            .map(ort::value::Outlet::name)
+            .collect();
+        if inputs != ["input", "state", "sr"]
+            || outputs.first() != Some(&"output")
+            || outputs.len() != 2
+        {
+            return Err(VadError::Model(format!(
+                "{} is not a Silero v5/v6 model: inputs {inputs:?}, outputs {outputs:?}",
+                model_path.display()
+            )));
+        }
+        Ok(Self {
+            session,
+            sr_8k: Tensor::from_array(((), vec![8000_i64]))?,
+            sr_16k: Tensor::from_array(((), vec![16000_i64]))?,
+            buffers: Vec::new(),
+            model_path: model_path.to_path_buf(),
+        })
+    }
+
+    /// The file the model was loaded from.
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// Speech probability of one chunk (`rate.chunk_len()` samples) of one stream.
+    pub fn process(&mut self, state: &mut SileroState, chunk: &[f32]) -> Result<f32, VadError> {
+        let mut prob = [0.0];
+        self.process_batch(std::slice::from_mut(state), &[chunk], &mut prob)?;
+        Ok(prob[0])
+    }
+
+    /// Speech probabilities of one chunk from each of several streams, in one
+    /// model call. All states must share a sample rate; `chunks[i]` belongs
+    /// to `states[i]` and `probs[i]` receives its probability.
+    pub fn process_batch<S: AsMut<SileroState>>(
+        &mut self,
+        states: &mut [S],
+        chunks: &[&[f32]],
+        probs: &mut [f32],
+    ) -> Result<(), VadError> {
+        let batch = states.len();
+        if batch == 0 {
+            return Ok(());
+        }
+        if chunks.len() != batch || probs.len() != batch {
+            return Err(VadError::InvalidInput(format!(
+                "{batch} states, {} chunks and {} outputs: they must match",
+                chunks.len(),
+                probs.len()
+            )));
+        }
+        let rate = states[0].as_mut().rate;
+        if states.iter_mut().any(|s| s.as_mut().rate != rate) {
+            return Err(VadError::InvalidInput(
+                "streams in one batch must share a sample rate".to_owned(),
+            ));
+        }
+        let (n, ctx) = (rate.chunk_len(), rate.context_len());
+        if let Some(bad) = chunks.iter().find(|c| c.len() != n) {
+            return Err(VadError::InvalidInput(format!(
+                "a chunk at {} Hz must hold {n} samples, got {}",
+                rate.hz(),
+                bad.len()
+            )));
+        }
+        let index = self.buffers_for(rate, batch)?;
+        let Self {
+            session,
+            sr_8k,
+            sr_16k,
+            buffers,
+            ..
+        } = self;
+        let bufs = &mut buffers[index];
+        {
+            let (_, input) = bufs.input.extract_tensor_mut();
+            for ((row, s), chunk) in input
+                .chunks_exact_mut(ctx + n)
+                .zip(states.iter_mut())
+                .zip(chunks)
+            {
+                let s = s.as_mut();
+                row[..ctx].copy_from_slice(&s.context[..ctx]);
+                row[ctx..].copy_from_slice(chunk);
+            }
+            let (_, state) = bufs.state.extract_tensor_mut();
+            let (h, c) = state.split_at_mut(batch * STATE_WIDTH);
+            for (i, s) in states.iter_mut().enumerate() {
+                let s = s.as_mut();
+                let rows = i * STATE_WIDTH..(i + 1) * STATE_WIDTH;
+                h[rows.clone()].copy_from_slice(&s.state[..STATE_WIDTH]);
+                c[rows].copy_from_slice(&s.state[STATE_WIDTH..]);
+            }
+        }
+        let sr = match rate {
+            SampleRate::Hz8000 => &*sr_8k,
+            SampleRate::Hz16000 => &*sr_16k,
+        };
+        let outputs = session.run(ort::inputs![&bufs.input, &bufs.state, sr])?;
+        let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
+        let (_, new_state) = outputs[1].try_extract_tensor::<f32>()?;
+        if out.len() != batch || new_state.len() != 2 * batch * STATE_WIDTH {
+            return Err(VadError::Model(format!(
+                "unexpected output sizes {} and {} for a batch of {batch}",
+                out.len(),
+                new_state.len()
+            )));
+        }
+        probs.copy_from_slice(out);
+        let (h, c) = new_state.split_at(batch * STATE_WIDTH);
+        for ((i, s), chunk) in states.iter_mut().enumerate().zip(chunks) {
+            let s = s.as_mut();
+            let rows = i * STATE_WIDTH..(i + 1) * STATE_WIDTH;
+            s.state[..STATE_WIDTH].copy_from_slice(&h[rows.clone()]);
+            s.state[STATE_WIDTH..].copy_from_slice(&c[rows]);
+            s.context[..ctx].copy_from_slice(&chunk[n - ctx..]);
+        }
+        Ok(())
+    }
+
+    /// Per-chunk probabilities of a whole recording, from a fresh state. A
+    /// last partial chunk is zero-padded, as Silero's own helpers do.
+    pub fn speech_probabilities(
+        &mut self,
+        samples: &[f32],
+        rate: SampleRate,
+    ) -> Result<Vec<f32>, VadError> {
+        let n = rate.chunk_len();
+        let mut state = SileroState::new(rate);
+        let mut probs = Vec::with_capacity(samples.len().div_ceil(n));
+        let mut last = vec![0.0; n];
+        for chunk in samples.chunks(n) {
+            let chunk = if chunk.len() == n {
+                chunk
+            } else {
+                last[..chunk.len()].copy_from_slice(chunk);
+                &last[..]
+            };
+            probs.push(self.process(&mut state, chunk)?);
+        }
+        Ok(probs)
+    }
+
+    /// The index of preallocated buffers for this shape, made on first use.
+    fn buffers_for(&mut self, rate: SampleRate, batch: usize) -> Result<usize, VadError> {
+        if let Some(i) = self
+            .buffers
+            .iter()
+            .position(|b| b.rate == rate && b.batch == batch)
+        {
+            return Ok(i);
+        }
+        if self.buffers.len() >= MAX_CACHED_SHAPES {
+            self.buffers.remove(0);
+        }
+        let width = rate.context_len() + rate.chunk_len();
+        self.buffers.push(BatchBuffers {
+            rate,
+            batch,
+            input: Tensor::from_array(([batch, width], vec![0.0_f32; batch * width]))?,
+            state: Tensor::from_array((
+                [2, batch, STATE_WIDTH],
+                vec![0.0_f32; 2 * batch * STATE_WIDTH],
+            ))?,
+        });
+        Ok(self.buffers.len() - 1)
+    }
+}
+
+impl AsMut<SileroState> for SileroState {
+    fn as_mut(&mut self) -> &mut SileroState {
+        self
+    }
+}
