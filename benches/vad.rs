@@ -7,7 +7,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput};
-use speech_to_speech::vad::{SampleRate, SileroState, SileroVad, SileroVadOptions, init_onnxruntime};
+use speech_to_speech::vad::{
+    SampleRate, SileroState, SileroVad, SileroVadOptions, init_onnxruntime,
+};
 
 fn signal(len: usize, seed: u32) -> Vec<f32> {
     // A cheap deterministic mix of a tone and noise: the model's cost does not
@@ -25,7 +27,10 @@ fn signal(len: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
-    let (Some(lib), Some(model)) = (std::env::var_os("ORT_DYLIB_PATH"), std::env::var_os("S2S_VAD_MODEL")) else {
+    let (Some(lib), Some(model)) = (
+        std::env::var_os("ORT_DYLIB_PATH"),
+        std::env::var_os("S2S_VAD_MODEL"),
+    ) else {
         eprintln!(
             "benches/vad.rs skipped: set ORT_DYLIB_PATH to libonnxruntime.so (pip install onnxruntime) \
              and S2S_VAD_MODEL to silero_vad.onnx (pip install --no-deps silero-vad)"

@@ -89,6 +89,8 @@ class CancelToken:
 class Session:
     @property
     def id(self) -> str: ...
+    def feed_audio(self, audio: npt.NDArray[np.float32]) -> None: ...
+    def commit(self) -> str: ...
     def commit_audio(self, audio: npt.NDArray[np.float32]) -> str: ...
     def add_text(self, text: str) -> str: ...
     def create_response(
@@ -106,6 +108,7 @@ class Engine:
         stt: object,
         llm: object,
         tts: object,
+        vad: SileroVad | None = None,
         stt_workers: int = 1,
         llm_workers: int = 1,
         tts_workers: int = 1,
@@ -115,7 +118,9 @@ class Engine:
         self,
         *,
         instructions: str = "",
+        input_rate: int = 16000,
         output_rate: int = 24000,
+        turn_detection: bool = True,
         audio_output: bool = True,
         voice: str | None = None,
         speed: float = 1.0,

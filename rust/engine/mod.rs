@@ -9,12 +9,13 @@ pub mod backend;
 pub mod conversation;
 pub mod events;
 pub mod fake;
+mod input;
 pub mod segmenter;
 pub mod session;
 pub mod stages;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use thiserror::Error;
@@ -23,6 +24,8 @@ pub use backend::{LlmBackend, SttBackend, TtsBackend};
 pub use events::EngineEvent;
 pub use session::{ResponseOptions, Session, SessionConfig, TurnInput};
 use stages::StagePool;
+
+use crate::vad::SileroVad;
 
 /// Errors from building the engine or opening a session.
 #[derive(Debug, Error)]
@@ -83,6 +86,7 @@ pub struct Engine {
     stt_pool: StagePool,
     llm_pool: StagePool,
     tts_pool: StagePool,
+    vad: Option<Arc<Mutex<SileroVad>>>,
     config: EngineConfig,
     epoch: Instant,
     next_id: AtomicU64,
@@ -122,11 +126,29 @@ impl Engine {
             stt,
             llm,
             tts,
+            vad: None,
             config,
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
         }))
+    }
+
+    /// The same engine with a VAD model: sessions with turn detection run it
+    /// on their input. Call before opening sessions.
+    pub fn with_vad(self: Arc<Self>, vad: Arc<Mutex<SileroVad>>) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut engine) => {
+                engine.vad = Some(vad);
+                Arc::new(engine)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    /// Whether sessions can detect turns on their own.
+    pub fn has_vad(&self) -> bool {
+        self.vad.is_some()
     }
 
     /// Open a session, unless `max_sessions` are open already.

@@ -18,6 +18,7 @@ use super::conversation::{
     Content, Conversation, ConversationError, Item, ItemKind, ItemStatus, Role, SpokenClause,
 };
 use super::events::{EngineEvent, ResponseStatus, StopReason, TurnTimings, Usage};
+use super::input::AudioInput;
 use super::segmenter::Segmenter;
 use super::stages::Job;
 use crate::audio::resample::Resampler;
@@ -61,6 +62,10 @@ pub struct SessionConfig {
     pub chat_size: usize,
     /// Start STT and the LLM on the VAD's soft end, before the commit.
     pub speculation: bool,
+    /// Rate of the audio fed to the session.
+    pub input_rate: u32,
+    /// Turn detection settings of the VAD.
+    pub vad: crate::vad::TurnConfig,
 }
 
 impl Default for SessionConfig {
@@ -82,6 +87,8 @@ impl Default for SessionConfig {
             stt: SttOptions::default(),
             chat_size: 0,
             speculation: true,
+            input_rate: 24_000,
+            vad: crate::vad::TurnConfig::default(),
         }
     }
 }
@@ -155,6 +162,12 @@ pub enum SessionError {
     /// A model stage refused the job.
     #[error(transparent)]
     Stage(#[from] StageError),
+    /// A setting is invalid (the message names it).
+    #[error("invalid session setting: {0}")]
+    Config(String),
+    /// Input audio was refused (the message says why).
+    #[error("invalid input audio: {0}")]
+    Audio(String),
 }
 
 impl SessionError {
@@ -171,6 +184,8 @@ impl SessionError {
             SessionError::Conversation(_) => "invalid_item",
             SessionError::Closed => "session_closed",
             SessionError::Stage(_) => "server_overloaded",
+            SessionError::Config(_) => "invalid_value",
+            SessionError::Audio(_) => "invalid_audio",
         }
     }
 }
@@ -240,6 +255,7 @@ pub(crate) struct Shared {
     engine: Arc<Engine>,
     id: String,
     state: Mutex<State>,
+    input: Mutex<AudioInput>,
     events: Queue<EngineEvent>,
     notify: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     resp_gen: Arc<AtomicU64>,
@@ -268,10 +284,13 @@ impl Session {
         engine: Arc<Engine>,
         config: SessionConfig,
         event_capacity: usize,
-    ) -> Result<Self, crate::queue::QueueConfigError> {
+    ) -> Result<Self, SessionError> {
         let id = engine.new_id("sess");
-        let events = Queue::new(event_capacity, Overflow::Reject)?;
+        let events = Queue::new(event_capacity, Overflow::Reject)
+            .map_err(|e| SessionError::Config(e.to_string()))?;
+        let input = new_input(&engine, &config)?;
         Ok(Session(Arc::new(Shared {
+            input: Mutex::new(input),
             engine,
             id,
             state: Mutex::new(State {
@@ -303,9 +322,59 @@ impl Session {
         lock(&self.0.state).config.clone()
     }
 
-    /// Change the settings.
-    pub fn update_config(&self, f: impl FnOnce(&mut SessionConfig)) {
-        f(&mut lock(&self.0.state).config);
+    /// Change the settings. A new input rate or VAD setting restarts the
+    /// input (audio not yet committed is dropped).
+    pub fn update_config(&self, f: impl FnOnce(&mut SessionConfig)) -> Result<(), SessionError> {
+        let mut st = lock(&self.0.state);
+        let mut next = st.config.clone();
+        f(&mut next);
+        if next.input_rate != st.config.input_rate
+            || next.vad != st.config.vad
+            || next.turn_detection != st.config.turn_detection
+        {
+            let input = new_input(&self.0.engine, &next)?;
+            *self.0.input.lock().unwrap_or_else(PoisonError::into_inner) = input;
+        }
+        st.config = next;
+        Ok(())
+    }
+
+    /// Feed input audio (mono float32 at the session's input rate). With turn
+    /// detection the VAD runs here and turn events follow; without it the
+    /// audio is buffered for [`commit_buffer`](Self::commit_buffer).
+    pub fn feed_audio(&self, samples: &[f32]) -> Result<(), SessionError> {
+        let mut turns = Vec::new();
+        {
+            let mut input = self.0.input.lock().unwrap_or_else(PoisonError::into_inner);
+            input
+                .feed(samples, &mut turns)
+                .map_err(|e| SessionError::Audio(e.to_string()))?;
+        }
+        for t in turns {
+            self.turn_event(t);
+        }
+        Ok(())
+    }
+
+    /// Commit the buffered input audio as a user turn
+    /// (`input_audio_buffer.commit`); returns the new item id.
+    pub fn commit_buffer(&self) -> Result<String, SessionError> {
+        let audio = self
+            .0
+            .input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_buffer();
+        self.commit_input(audio)
+    }
+
+    /// Milliseconds of input audio fed so far.
+    pub fn input_position_ms(&self) -> f64 {
+        self.0
+            .input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .position_ms()
     }
 
     /// Call `f` after each event is queued (for async transports).
@@ -453,6 +522,10 @@ impl Session {
     /// Forget the speech in progress (`input_audio_buffer.clear`).
     pub fn clear_input(&self) {
         let sh = &self.0;
+        sh.input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let mut st = lock(&sh.state);
         sh.drop_speculation(&mut st);
         st.speech_item = None;
@@ -1423,6 +1496,14 @@ impl Shared {
             }
         }
     }
+}
+
+fn new_input(engine: &Engine, config: &SessionConfig) -> Result<AudioInput, SessionError> {
+    let vad = match (&engine.vad, config.turn_detection) {
+        (Some(model), true) => Some((Arc::clone(model), &config.vad)),
+        _ => None,
+    };
+    AudioInput::new(config.input_rate, vad).map_err(|e| SessionError::Config(e.to_string()))
 }
 
 fn committed_duration(st: &State, item_id: &str) -> f64 {

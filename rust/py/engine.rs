@@ -24,6 +24,7 @@ use crate::engine::session::SessionError;
 use crate::engine::{Engine, EngineConfig, EngineError, ResponseOptions, Session, SessionConfig};
 
 use super::errors::{SessionLimitError, StageFailedError};
+use super::vad::PySileroVad;
 
 /// The cancellation flag a handler polls between tokens or chunks.
 #[pyclass(name = "CancelToken", module = "speech_to_speech._core", frozen)]
@@ -278,11 +279,12 @@ impl PyEngine {
     /// Wrap three handlers (or the string `"fake"` for the scripted test
     /// backends) in worker pools.
     #[new]
-    #[pyo3(signature = (*, stt, llm, tts, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=64))]
+    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=64))]
     fn new(
         stt: &Bound<'_, PyAny>,
         llm: &Bound<'_, PyAny>,
         tts: &Bound<'_, PyAny>,
+        vad: Option<PyRef<'_, PySileroVad>>,
         stt_workers: usize,
         llm_workers: usize,
         tts_workers: usize,
@@ -310,15 +312,21 @@ impl PyEngine {
             max_sessions,
             ..EngineConfig::default()
         };
-        Ok(Self(Engine::new(stt, llm, tts, config)?))
+        let engine = Engine::new(stt, llm, tts, config)?;
+        Ok(Self(match vad {
+            Some(v) => engine.with_vad(Arc::clone(&v.model)),
+            None => engine,
+        }))
     }
 
     /// Open a session.
-    #[pyo3(signature = (*, instructions="", output_rate=24000, audio_output=true, voice=None, speed=1.0, transcription=false, speculation=true, chat_size=0, temperature=None, max_output_tokens=None))]
+    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, speculation=true, chat_size=0, temperature=None, max_output_tokens=None))]
     fn session(
         &self,
         instructions: &str,
+        input_rate: u32,
         output_rate: u32,
+        turn_detection: bool,
         audio_output: bool,
         voice: Option<String>,
         speed: f64,
@@ -330,7 +338,9 @@ impl PyEngine {
     ) -> PyResult<PySession> {
         let config = SessionConfig {
             instructions: instructions.to_owned(),
+            input_rate,
             output_rate,
+            turn_detection,
             audio_output,
             voice,
             speed,
@@ -372,6 +382,21 @@ impl PySession {
     #[getter]
     fn id(&self) -> &str {
         self.0.id()
+    }
+
+    /// Feed float32 input audio at the session's input rate. With turn
+    /// detection (and a VAD), turns are detected and answered; without it the
+    /// audio is buffered until `commit()`. Releases the GIL.
+    fn feed_audio(&self, py: Python<'_>, audio: PyReadonlyArray1<'_, f32>) -> PyResult<()> {
+        let samples = audio.as_slice()?;
+        let s = &self.0;
+        Ok(py.detach(|| s.feed_audio(samples))?)
+    }
+
+    /// Commit the buffered input audio as a user turn; returns the item id.
+    fn commit(&self, py: Python<'_>) -> PyResult<String> {
+        let s = self.0.clone();
+        Ok(py.detach(move || s.commit_buffer())?)
     }
 
     /// Commit 16 kHz float32 audio as a user turn; returns the item id.

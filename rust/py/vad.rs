@@ -65,7 +65,7 @@ pub fn speech_probabilities<'py>(
 /// The Silero VAD model: one ONNX Runtime session that many streams share.
 #[pyclass(name = "SileroVad", module = "speech_to_speech._core", frozen)]
 pub struct PySileroVad {
-    model: SharedModel,
+    pub(crate) model: SharedModel,
     model_path: String,
     intra_op_threads: usize,
 }

@@ -156,6 +156,19 @@ impl VadStream {
         self.last_probability
     }
 
+    /// The open turn's audio so far, from its padded start to the last sample
+    /// the model has seen, at the model rate (empty outside a turn). The
+    /// engine transcribes it speculatively at a soft end.
+    pub fn turn_audio(&self) -> &[f32] {
+        if !self.turn.in_speech() {
+            return &[];
+        }
+        let from = self.utterance_start.max(self.history_start) - self.history_start;
+        let to = self.turn.position().saturating_sub(self.history_start);
+        let to = (to as usize).min(self.history.len());
+        self.history.get(from as usize..to).unwrap_or(&[])
+    }
+
     /// Forget all audio and state; times start again at 0.
     pub fn reset(&mut self) {
         self.silero.reset();
