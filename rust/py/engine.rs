@@ -18,7 +18,7 @@ use crate::engine::backend::{
     ToolChoice, TtsBackend, TtsChunk, TtsRequest,
 };
 use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
-use crate::engine::events::EngineEvent;
+use crate::engine::events::{EngineEvent, StopReason};
 use crate::engine::fake::{FakeLlm, FakeStt, FakeTts};
 use crate::engine::session::SessionError;
 use crate::engine::{Engine, EngineConfig, EngineError, ResponseOptions, Session, SessionConfig};
@@ -279,6 +279,7 @@ impl PyEngine {
     /// Wrap three handlers (or the string `"fake"` for the scripted test
     /// backends) in worker pools.
     #[new]
+    #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
     #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=64))]
     fn new(
         stt: &Bound<'_, PyAny>,
@@ -320,6 +321,11 @@ impl PyEngine {
     }
 
     /// Open a session.
+    #[expect(
+        clippy::too_many_arguments,
+        clippy::fn_params_excessive_bools,
+        reason = "keyword-only Python signature"
+    )]
     #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, speculation=true, chat_size=0, temperature=None, max_output_tokens=None))]
     fn session(
         &self,
@@ -584,7 +590,7 @@ fn event_to_py<'py>(py: Python<'py>, e: &EngineEvent) -> PyResult<Bound<'py, PyD
             put!("type", "response_done");
             put!("response_id", response_id);
             put!("status", status.as_str());
-            put!("reason", reason.map(|r| r.as_str()));
+            put!("reason", reason.map(StopReason::as_str));
             put!("error", error.as_deref());
             let items = PyList::empty(py);
             for it in output {
