@@ -8,7 +8,9 @@ from speech_to_speech._core import (
     AudioFormatError,
     BufferTooSmallError,
     OddByteCountError,
+    Resampler,
     SpeechToSpeechError,
+    UnsupportedSampleRateError,
     __version__,
     alaw_decode,
     alaw_encode,
@@ -18,13 +20,16 @@ from speech_to_speech._core import (
     mulaw_encode,
     pcm16_to_float32,
     pcm16_to_int16,
+    resample,
 )
 
 __all__ = [
     "AudioFormatError",
     "BufferTooSmallError",
     "OddByteCountError",
+    "Resampler",
     "SpeechToSpeechError",
+    "UnsupportedSampleRateError",
     "__version__",
     "alaw_decode",
     "alaw_encode",
@@ -34,4 +39,5 @@ __all__ = [
     "mulaw_encode",
     "pcm16_to_float32",
     "pcm16_to_int16",
+    "resample",
 ]
