@@ -1,6 +1,10 @@
 """The streaming resampler from Python: chunking, lengths, quality and errors."""
 
+import itertools
 import math
+import sys
+import threading
+import time
 
 import numpy as np
 import numpy.typing as npt
@@ -134,3 +138,34 @@ def test_arguments_are_keyword_only_and_float32() -> None:
     r = s2s.Resampler(input_rate=24000, output_rate=16000)
     with pytest.raises(TypeError):
         r.process(np.zeros(480, dtype=np.float64))
+
+
+def test_long_inputs_release_the_gil() -> None:
+    # While a long resample runs in a worker thread, this thread keeps
+    # running Python code. Were the GIL held, it would stall for the whole
+    # call; released, its longest stall is about one switch interval.
+    x = noise(48000 * 120)
+    window: list[float] = []
+    done = threading.Event()
+
+    def work() -> None:
+        window.append(time.perf_counter())
+        s2s.resample(x, input_rate=48000, output_rate=44100)
+        window.append(time.perf_counter())
+        done.set()
+
+    ticks: list[float] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    try:
+        worker = threading.Thread(target=work)
+        worker.start()
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+        worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    start, end = window
+    inside = [start, *(t for t in ticks if start < t < end), end]
+    longest_stall = max(b - a for a, b in itertools.pairwise(inside))
+    assert longest_stall < (end - start) / 3, (longest_stall, end - start)
