@@ -308,9 +308,9 @@ impl Resampler {
             Kernel::Portable => self.run_with(out, dot_portable),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Kernel::detect` chose this variant only after checking
-            // at run time that the CPU has AVX2 and FMA. It halves the time
-            // of the dot products (8 fused lanes instead of 4 + 4), which is
-            // the whole cost of resampling.
+            // at run time that the CPU has AVX2 and FMA. It pays: it about
+            // halves the time of the dot products (8 fused lanes instead of
+            // 4 + 4 SSE), which are nearly all the cost of resampling.
             Kernel::Avx2Fma => unsafe { self.run_avx2_fma(out) },
         }
     }
