@@ -65,7 +65,6 @@ class VadError(SpeechToSpeechError): ...
 class OnnxRuntimeNotFoundError(VadError): ...
 class OnnxRuntimeNotInitialisedError(VadError): ...
 class ModelNotFoundError(VadError): ...
-class UnsupportedSampleRateError(VadError): ...
 class ModelError(VadError): ...
 class VadConfigError(VadError): ...
 class VadInputError(VadError): ...
@@ -263,3 +262,39 @@ class VadStream:
 def feed_streams(
     streams: Sequence[VadStream], chunks: Sequence[npt.NDArray[np.float32]]
 ) -> list[list[VadEvent]]: ...
+
+# --- resampling ---
+class UnsupportedSampleRateError(AudioFormatError): ...
+
+@final
+class Resampler:
+    """Streaming resampler for one mono float32 stream.
+
+    Supported rates: 8000, 16000, 22050, 24000, 44100 and 48000 Hz, in any
+    pair (equal rates pass samples through). The output is time-aligned with
+    the input; a stream of n samples yields exactly
+    ceil(n * output_rate / input_rate) samples once flushed.
+    """
+
+    def __new__(cls, *, input_rate: int, output_rate: int) -> Resampler: ...
+    def process(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Resample the next chunk (any length); returns the output it completes."""
+    def flush(self) -> npt.NDArray[np.float32]:
+        """End the stream: return the held-back tail and start a new stream."""
+    def reset(self) -> None:
+        """Forget the stream without emitting its tail."""
+    @property
+    def input_rate(self) -> int: ...
+    @property
+    def output_rate(self) -> int: ...
+    @property
+    def delay(self) -> float:
+        """Streaming latency in output samples (0.0 for equal rates)."""
+    @property
+    def delay_seconds(self) -> float:
+        """Streaming latency in seconds."""
+
+def resample(
+    samples: npt.NDArray[np.float32], *, input_rate: int, output_rate: int
+) -> npt.NDArray[np.float32]:
+    """Resample a whole signal: ceil(len(samples) * output_rate / input_rate) samples."""

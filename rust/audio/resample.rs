@@ -21,6 +21,9 @@
 //! `n / input_rate`), however the input was chunked, and the samples are the
 //! same bit for bit whatever the chunking.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
 use thiserror::Error;
 
 /// Sample rates (Hz) a [`Resampler`] converts between, in any pair.
@@ -55,7 +58,9 @@ pub enum ResampleError {
 }
 
 /// Stopband attenuation the filter is designed for, in dB. The tests ask for
-/// 80 dB; the rest is margin for the f32 coefficients and arithmetic.
+/// 80 dB (SNR of in-band tones, rejection above the output Nyquist); every
+/// rate pair measures at least 92 dB and 93 dB. 100 dB would cost ~10% more
+/// taps for margin nobody hears.
 const STOPBAND_DB: f64 = 90.0;
 /// Lowest passband edge, as a fraction of the lower of the two Nyquist
 /// frequencies. The stopband starts at that Nyquist frequency itself, so
@@ -65,7 +70,7 @@ const PASSBAND: f64 = 0.87;
 const LANES: usize = 8;
 /// Input samples appended to the history per inner pass. Larger inputs are
 /// processed in blocks of this size, so the buffer never grows.
-const BLOCK: usize = 4096;
+const BLOCK: usize = 2048;
 
 /// A stateful streaming resampler for one mono f32 stream.
 #[derive(Debug, Clone)]
@@ -79,8 +84,9 @@ pub struct Resampler {
     /// Taps per polyphase branch (0 for pass-through).
     taps: usize,
     /// `up` branches of `taps` coefficients, branch-major, each ordered to
-    /// line up with the history window it multiplies.
-    coefs: Box<[f32]>,
+    /// line up with the history window it multiplies. Shared by every
+    /// resampler for the same rate pair (see [`filter_for`]).
+    coefs: Arc<[f32]>,
     /// Per phase: (input samples to advance, next phase) after one output.
     steps: Box<[(usize, usize)]>,
     /// The dot-product code this CPU runs, chosen once so that every call of
@@ -109,9 +115,9 @@ impl Resampler {
         let up = (output_rate / g) as usize;
         let down = (input_rate / g) as usize;
         let (taps, coefs) = if up == 1 && down == 1 {
-            (0, Vec::new())
+            (0, Arc::from([]))
         } else {
-            design(up, input_rate, output_rate)
+            filter_for(up, input_rate, output_rate)
         };
         let steps = (0..up)
             .map(|p| ((p + down) / up, (p + down) % up))
@@ -122,7 +128,7 @@ impl Resampler {
             up,
             down,
             taps,
-            coefs: coefs.into_boxed_slice(),
+            coefs,
             steps,
             kernel: Kernel::detect(),
             buf: vec![0.0; if taps == 0 { 0 } else { taps + BLOCK }].into_boxed_slice(),
@@ -302,9 +308,9 @@ impl Resampler {
             Kernel::Portable => self.run_with(out, dot_portable),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Kernel::detect` chose this variant only after checking
-            // at run time that the CPU has AVX2 and FMA. It halves the time
-            // of the dot products (8 fused lanes instead of 4 + 4), which is
-            // the whole cost of resampling.
+            // at run time that the CPU has AVX2 and FMA. It pays: it about
+            // halves the time of the dot products (8 fused lanes instead of
+            // 4 + 4 SSE), which are nearly all the cost of resampling.
             Kernel::Avx2Fma => unsafe { self.run_avx2_fma(out) },
         }
     }
@@ -461,6 +467,25 @@ fn bessel_i0(x: f64) -> f64 {
     sum
 }
 
+/// The polyphase filter for a rate pair, designed on first use and then
+/// shared: designing one takes milliseconds for the 22.05 kHz family and its
+/// coefficients are up to ~170 KB, while a resampler's own state is a few KB.
+/// The lock is taken only here, in [`Resampler::new`], never per call.
+fn filter_for(up: usize, input_rate: u32, output_rate: u32) -> (usize, Arc<[f32]>) {
+    type Cache = Mutex<HashMap<(u32, u32), (usize, Arc<[f32]>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Cache::default)
+        .lock()
+        // The map is valid even if a designer panicked: nothing was inserted.
+        .unwrap_or_else(PoisonError::into_inner);
+    let (taps, coefs) = cache.entry((input_rate, output_rate)).or_insert_with(|| {
+        let (taps, coefs) = design(up, input_rate, output_rate);
+        (taps, Arc::from(coefs))
+    });
+    (*taps, Arc::clone(coefs))
+}
+
 /// Design the polyphase filter for `up / down`: returns the taps per branch
 /// and the `up * taps` coefficients.
 ///
@@ -595,6 +620,17 @@ mod tests {
                 assert!((x - y).abs() <= 1e-6, "{i}->{o}: {x} vs {y}");
             }
         }
+    }
+
+    #[test]
+    fn resamplers_for_one_pair_share_their_filter() {
+        let a = Resampler::new(44100, 8000).unwrap();
+        let b = Resampler::new(44100, 8000).unwrap();
+        let c = Resampler::new(8000, 44100).unwrap();
+        assert!(Arc::ptr_eq(&a.coefs, &b.coefs));
+        assert!(!Arc::ptr_eq(&a.coefs, &c.coefs));
+        // What each one owns is its history: a few KB.
+        assert!(a.buf.len() * 4 < 16 * 1024, "{}", a.buf.len());
     }
 
     #[test]
