@@ -1,7 +1,7 @@
 //! Silero VAD over ONNX Runtime: one chunk of one stream, and a batch of 32 streams.
 //!
-//! Needs `ORT_DYLIB_PATH` (libonnxruntime.so from the onnxruntime wheel) and
-//! `S2S_VAD_MODEL` (silero_vad.onnx); without them it says so and skips.
+//! Needs `ORT_DYLIB_PATH` (`libonnxruntime.so` from the onnxruntime wheel) and
+//! `S2S_VAD_MODEL` (`silero_vad.onnx`); without them it says so and skips.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -10,6 +10,9 @@ use criterion::{Criterion, Throughput};
 use speech_to_speech::vad::{
     SampleRate, SileroState, SileroVad, SileroVadOptions, init_onnxruntime,
 };
+
+/// Streams in the batched benchmark.
+const BATCH: usize = 32;
 
 fn signal(len: usize, seed: u32) -> Vec<f32> {
     // A cheap deterministic mix of a tone and noise: the model's cost does not
@@ -50,22 +53,21 @@ fn main() {
     };
     let rate = SampleRate::Hz16000;
     let n = rate.chunk_len();
-    let mut c = Criterion::default().configure_from_args();
+    let mut criterion = Criterion::default().configure_from_args();
 
-    let mut group = c.benchmark_group("silero_vad");
+    let mut group = criterion.benchmark_group("silero_vad");
     let audio = signal(n * 64, 1);
     let mut state = SileroState::new(rate);
-    let mut i = 0;
+    let mut step = 0;
     group.throughput(Throughput::Elements(1));
     group.bench_function("one_stream_one_chunk", |b| {
         b.iter(|| {
-            let chunk = &audio[(i % 64) * n..(i % 64 + 1) * n];
-            i += 1;
+            let chunk = &audio[(step % 64) * n..(step % 64 + 1) * n];
+            step += 1;
             black_box(vad.process(&mut state, black_box(chunk)).unwrap())
         });
     });
 
-    const BATCH: usize = 32;
     let streams: Vec<Vec<f32>> = (0..BATCH).map(|s| signal(n * 16, s as u32 + 2)).collect();
     let mut states: Vec<SileroState> = (0..BATCH).map(|_| SileroState::new(rate)).collect();
     let mut probs = vec![0.0_f32; BATCH];
@@ -81,5 +83,5 @@ fn main() {
         });
     });
     group.finish();
-    c.final_summary();
+    criterion.final_summary();
 }

@@ -359,6 +359,15 @@ def test_reset_starts_over(model: s2s.SileroVad) -> None:
     assert [event_key(e) for e in run_stream(stream, samples)] == first
 
 
+def test_streams_opened_by_path_share_one_session(model_path: str) -> None:
+    a = s2s.VadStream(model_path=model_path)
+    b = s2s.VadStream(model_path=model_path)
+    # One session: they can be fed as one batch.
+    events = s2s.feed_streams([a, b], [np.zeros(1024, np.float32)] * 2)
+    assert events == [[], []]
+    assert a.position_ms == b.position_ms == 64
+
+
 def test_streams_must_share_a_model(model_path: str, model: s2s.SileroVad) -> None:
     other = s2s.VadStream(model_path=model_path)
     with pytest.raises(s2s.VadInputError):

@@ -1,5 +1,14 @@
 """Locating the Silero VAD model and the ONNX Runtime library, and loading them.
 
+Typical use::
+
+    from speech_to_speech import VadStream, vad
+
+    model = vad.load_silero_vad()            # or load_silero_vad(args.vad_model_path)
+    stream = VadStream(model=model, sample_rate=16000, min_silence_ms=500.0)
+    for event in stream.feed(samples):       # float32 samples at 16 kHz
+        ...                                  # event.type == "speech_started", ...
+
 Neither package is imported: ``silero_vad``'s ``__init__`` imports torch, and
 the core loads ``libonnxruntime`` itself, so both are found with
 ``importlib.util.find_spec``.

@@ -1,7 +1,7 @@
 //! Bindings for the Silero VAD and the turn state machine.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
@@ -12,6 +12,28 @@ use crate::vad::{
 };
 
 type SharedModel = Arc<Mutex<SileroVad>>;
+
+/// Sessions opened by path with default options, shared while anyone holds
+/// them: streams made with `model_path=` then share one session.
+static BY_PATH: Mutex<Vec<(PathBuf, Weak<Mutex<SileroVad>>)>> = Mutex::new(Vec::new());
+
+fn shared_model(path: &Path) -> Result<SharedModel, VadError> {
+    let mut cache = BY_PATH.lock().unwrap_or_else(PoisonError::into_inner);
+    cache.retain(|(_, model)| model.strong_count() > 0);
+    if let Some(model) = cache
+        .iter()
+        .find(|(p, _)| p == path)
+        .and_then(|(_, m)| m.upgrade())
+    {
+        return Ok(model);
+    }
+    let model = Arc::new(Mutex::new(SileroVad::new(
+        path,
+        &SileroVadOptions::default(),
+    )?));
+    cache.push((path.to_path_buf(), Arc::downgrade(&model)));
+    Ok(model)
+}
 
 /// Lock the shared model. A panic while it was held leaves nothing half-done
 /// that matters (inputs are rewritten on every call), so poisoning is ignored.
@@ -357,7 +379,17 @@ impl PyVadStream {
         let stream = VadStream::new(sample_rate, &config)?;
         let model = match (model, model_path) {
             (Some(model), None) => model,
-            (None, Some(path)) => Py::new(py, PySileroVad::new(py, path, 1)?)?,
+            (None, Some(path)) => {
+                let model = detached(py, || shared_model(&path))?;
+                Py::new(
+                    py,
+                    PySileroVad {
+                        model,
+                        model_path: path.display().to_string(),
+                        intra_op_threads: SileroVadOptions::default().intra_op_threads,
+                    },
+                )?
+            }
             _ => {
                 return Err(VadError::InvalidConfig(
                     "pass exactly one of model_path= and model=".to_owned(),

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::Tensor;
 
 use super::{SampleRate, VadError};
@@ -115,6 +115,13 @@ impl SileroState {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Input,
+    State,
+    Sr,
+}
+
 /// Preallocated input tensors for one (rate, batch size).
 struct BatchBuffers {
     rate: SampleRate,
@@ -123,11 +130,17 @@ struct BatchBuffers {
     input: Tensor<f32>,
     /// `[2, batch, 128]`
     state: Tensor<f32>,
+    /// Outputs preallocated here, so a run allocates no output tensors.
+    run_options: RunOptions<HasSelectedOutputs>,
 }
 
 /// The Silero model: one ONNX Runtime session shared by any number of streams.
 pub struct SileroVad {
     session: Session,
+    /// Which of our tensors goes to each model input, in the model's order.
+    slots: [Slot; 3],
+    /// Positions of `output` and `stateN` among the model's outputs.
+    outputs: [usize; 2],
     sr_8k: Tensor<i64>,
     sr_16k: Tensor<i64>,
     buffers: Vec<BatchBuffers>,
@@ -183,17 +196,40 @@ impl SileroVad {
             .iter()
             .map(ort::value::Outlet::name)
             .collect();
-        if inputs != ["input", "state", "sr"]
-            || outputs.first() != Some(&"output")
-            || outputs.len() != 2
-        {
+        let find = |names: &[&str], name: &str| names.iter().position(|n| *n == name);
+        let slots = inputs
+            .iter()
+            .map(|n| match *n {
+                "input" => Some(Slot::Input),
+                "state" => Some(Slot::State),
+                "sr" => Some(Slot::Sr),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>();
+        let (Some(slots), Some(out_prob), Some(out_state)) = (
+            slots.filter(|s| s.len() == 3),
+            find(&outputs, "output"),
+            find(&outputs, "stateN"),
+        ) else {
             return Err(VadError::Model(format!(
                 "{} is not a Silero v5/v6 model: inputs {inputs:?}, outputs {outputs:?}",
+                model_path.display()
+            )));
+        };
+        let slots = [slots[0], slots[1], slots[2]];
+        if !(slots.contains(&Slot::Input)
+            && slots.contains(&Slot::State)
+            && slots.contains(&Slot::Sr))
+        {
+            return Err(VadError::Model(format!(
+                "{} is not a Silero v5/v6 model: inputs {inputs:?}",
                 model_path.display()
             )));
         }
         Ok(Self {
             session,
+            slots,
+            outputs: [out_prob, out_state],
             sr_8k: Tensor::from_array(((), vec![8000_i64]))?,
             sr_16k: Tensor::from_array(((), vec![16000_i64]))?,
             buffers: Vec::new(),
@@ -250,6 +286,8 @@ impl SileroVad {
         let index = self.buffers_for(rate, batch)?;
         let Self {
             session,
+            slots,
+            outputs: [out_prob, out_state],
             sr_8k,
             sr_16k,
             buffers,
@@ -280,9 +318,19 @@ impl SileroVad {
             SampleRate::Hz8000 => &*sr_8k,
             SampleRate::Hz16000 => &*sr_16k,
         };
-        let outputs = session.run(ort::inputs![&bufs.input, &bufs.state, sr])?;
-        let (_, out) = outputs[0].try_extract_tensor::<f32>()?;
-        let (_, new_state) = outputs[1].try_extract_tensor::<f32>()?;
+        let value = |slot: Slot| -> SessionInputValue<'_> {
+            match slot {
+                Slot::Input => (&bufs.input).into(),
+                Slot::State => (&bufs.state).into(),
+                Slot::Sr => sr.into(),
+            }
+        };
+        let outputs = session.run_with_options(
+            [value(slots[0]), value(slots[1]), value(slots[2])],
+            &bufs.run_options,
+        )?;
+        let (_, out) = outputs[*out_prob].try_extract_tensor::<f32>()?;
+        let (_, new_state) = outputs[*out_state].try_extract_tensor::<f32>()?;
         if out.len() != batch || new_state.len() != 2 * batch * STATE_WIDTH {
             return Err(VadError::Model(format!(
                 "unexpected output sizes {} and {} for a batch of {batch}",
@@ -338,14 +386,22 @@ impl SileroVad {
             self.buffers.remove(0);
         }
         let width = rate.context_len() + rate.chunk_len();
+        let state_len = 2 * batch * STATE_WIDTH;
+        let outputs = OutputSelector::default()
+            .preallocate(
+                "output",
+                Tensor::from_array(([batch, 1], vec![0.0_f32; batch]))?,
+            )
+            .preallocate(
+                "stateN",
+                Tensor::from_array(([2, batch, STATE_WIDTH], vec![0.0_f32; state_len]))?,
+            );
         self.buffers.push(BatchBuffers {
             rate,
             batch,
             input: Tensor::from_array(([batch, width], vec![0.0_f32; batch * width]))?,
-            state: Tensor::from_array((
-                [2, batch, STATE_WIDTH],
-                vec![0.0_f32; 2 * batch * STATE_WIDTH],
-            ))?,
+            state: Tensor::from_array(([2, batch, STATE_WIDTH], vec![0.0_f32; state_len]))?,
+            run_options: RunOptions::new()?.with_outputs(outputs),
         });
         Ok(self.buffers.len() - 1)
     }

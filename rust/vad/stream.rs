@@ -393,6 +393,8 @@ pub fn feed_batch(
             probs.clear();
             probs.resize(ready.len(), 0.0);
             {
+                // Two small Vecs of borrows per batch (not per stream): the
+                // borrows cannot outlive this round, so they cannot be kept.
                 let mut states = Vec::with_capacity(ready.len());
                 let mut chunks = Vec::with_capacity(ready.len());
                 let mut want = ready.iter().peekable();
