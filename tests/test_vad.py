@@ -378,14 +378,21 @@ def test_streams_must_share_a_model(model_path: str, model: s2s.SileroVad) -> No
 
 
 @pytest.mark.parametrize("rate", [22050, 44100, 48000, 24000])
-def test_unsupported_sample_rate(model_path: str, model: s2s.SileroVad, rate: int) -> None:
+def test_other_rates_go_through_the_resampler(model: s2s.SileroVad, rate: int) -> None:
+    # A stream at any supported rate works; the raw model state does not.
+    stream = s2s.VadStream(model=model, sample_rate=rate)
+    assert stream.feed(np.zeros(rate // 10, np.float32)) == []
     with pytest.raises(s2s.UnsupportedSampleRateError, match="8000 or 16000"):
+        s2s.VadState(sample_rate=rate)
+
+
+@pytest.mark.parametrize("rate", [11025, 32000, 0])
+def test_unsupported_sample_rate(model_path: str, model: s2s.SileroVad, rate: int) -> None:
+    with pytest.raises(s2s.UnsupportedSampleRateError):
         s2s.VadStream(model=model, sample_rate=rate)
     with pytest.raises(s2s.UnsupportedSampleRateError):
         s2s.speech_probabilities(np.zeros(512, np.float32), model_path=model_path, sample_rate=rate)
-    with pytest.raises(s2s.UnsupportedSampleRateError):
-        s2s.VadState(sample_rate=rate)
-    assert issubclass(s2s.UnsupportedSampleRateError, s2s.VadError)
+    assert issubclass(s2s.UnsupportedSampleRateError, s2s.AudioFormatError)
     assert issubclass(s2s.VadError, s2s.SpeechToSpeechError)
 
 

@@ -6,29 +6,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::audio::resample::Resampler;
-use crate::vad::{FrameResampler, SileroVad, TurnConfig, VadError, VadEvent, VadStream};
+use crate::vad::{SileroVad, TurnConfig, VadError, VadEvent, VadStream};
 
 use super::session::{STT_RATE, TurnInput};
-
-/// Lets the VAD stream use the streaming resampler for its input.
-struct ToModelRate(Resampler);
-
-impl FrameResampler for ToModelRate {
-    fn input_rate(&self) -> u32 {
-        self.0.input_rate()
-    }
-    fn output_rate(&self) -> u32 {
-        self.0.output_rate()
-    }
-    fn max_output_len(&self, input_len: usize) -> usize {
-        self.0.output_len_max(input_len)
-    }
-    fn process_into(&mut self, input: &[f32], output: &mut [f32]) -> Result<usize, VadError> {
-        self.0
-            .process_into(input, output)
-            .map_err(|e| VadError::InvalidInput(e.to_string()))
-    }
-}
 
 /// Most push-to-talk audio a session buffers before a commit (5 minutes).
 pub const MAX_BUFFER_SAMPLES: usize = STT_RATE as usize * 300;
@@ -64,15 +44,13 @@ impl AudioInput {
         };
         let vad = match vad {
             Some((model, config)) => {
-                let stream = match &resampler {
-                    None => VadStream::new(STT_RATE, config)?,
-                    Some(_) => VadStream::with_resampler(
-                        Box::new(ToModelRate(
-                            Resampler::new(rate, STT_RATE)
-                                .map_err(|e| VadError::InvalidInput(e.to_string()))?,
-                        )),
-                        config,
-                    )?,
+                // The VAD runs at 16 kHz so its utterances feed STT directly.
+                let stream = if rate == STT_RATE {
+                    VadStream::new(STT_RATE, config)?
+                } else {
+                    let r = Resampler::new(rate, STT_RATE)
+                        .map_err(|e| VadError::InvalidInput(e.to_string()))?;
+                    VadStream::with_resampler(Box::new(r), config)?
                 };
                 Some((model, stream))
             }

@@ -376,7 +376,7 @@ impl PyVadStream {
             max_speech_ms,
             soft_end_ms,
         };
-        let stream = VadStream::new(sample_rate, &config)?;
+        let stream = VadStream::for_rate(sample_rate, &config)?;
         let model = match (model, model_path) {
             (Some(model), None) => model,
             (None, Some(path)) => {

@@ -32,6 +32,22 @@ pub trait FrameResampler: Send + Sync {
     fn process_into(&mut self, input: &[f32], output: &mut [f32]) -> Result<usize, VadError>;
 }
 
+impl FrameResampler for crate::audio::resample::Resampler {
+    fn input_rate(&self) -> u32 {
+        crate::audio::resample::Resampler::input_rate(self)
+    }
+    fn output_rate(&self) -> u32 {
+        crate::audio::resample::Resampler::output_rate(self)
+    }
+    fn max_output_len(&self, input_len: usize) -> usize {
+        self.output_len_max(input_len)
+    }
+    fn process_into(&mut self, input: &[f32], output: &mut [f32]) -> Result<usize, VadError> {
+        crate::audio::resample::Resampler::process_into(self, input, output)
+            .map_err(|e| VadError::InvalidInput(e.to_string()))
+    }
+}
+
 /// What a stream reports. Times are milliseconds of input audio since the
 /// stream began (or was reset).
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +140,18 @@ impl VadStream {
             resampled: Vec::new(),
             turn_events: Vec::with_capacity(4),
         })
+    }
+
+    /// A stream of audio at any supported rate: 8 and 16 kHz run natively,
+    /// the others (22.05, 24, 44.1, 48 kHz) through the streaming resampler
+    /// to 16 kHz.
+    pub fn for_rate(sample_rate: u32, config: &TurnConfig) -> Result<Self, VadError> {
+        if SampleRate::from_hz(sample_rate).is_ok() {
+            return Self::new(sample_rate, config);
+        }
+        let resampler = crate::audio::resample::Resampler::new(sample_rate, 16_000)
+            .map_err(|_| VadError::UnsupportedSampleRate { rate: sample_rate })?;
+        Self::with_resampler(Box::new(resampler), config)
     }
 
     /// A stream whose input is converted by `resampler` first.
