@@ -464,3 +464,26 @@ fn spsc_consumer_drop_closes_and_items_are_dropped_once() {
     drop(q);
     assert_eq!(Arc::strong_count(&token), 1);
 }
+
+#[test]
+fn spsc_blocking_slices_both_ways_do_not_deadlock() {
+    // A producer blocked in push and a consumer blocked in pop_slice_timeout
+    // wake each other through the same waiter lock.
+    const N: u64 = 200_000;
+    let (mut tx, mut rx) = spsc::<u64>(1, Overflow::Block).unwrap();
+    let producer = thread::spawn(move || {
+        for i in 0..N {
+            tx.push(i, LONG).unwrap();
+        }
+    });
+    let mut buf = [0u64; 3];
+    let mut expected = 0;
+    while let Ok(n) = rx.pop_slice_timeout(&mut buf, LONG) {
+        for &v in &buf[..n] {
+            assert_eq!(v, expected);
+            expected += 1;
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(expected, N);
+}

@@ -269,6 +269,29 @@ fn attempt_pop<T>(ring: &Ring<T>, cursor: &mut Cursor) -> Result<T, QueueError> 
     Ok(item)
 }
 
+/// Copy up to `dst.len()` published items out, without notifying waiters.
+fn read_slice<T: Copy>(
+    ring: &Ring<T>,
+    cursor: &mut Cursor,
+    dst: &mut [T],
+) -> Result<usize, QueueError> {
+    let mut n = available(ring, cursor, dst.len()).min(dst.len());
+    if n == 0 && ring.signal.is_closed() {
+        // Closed: one more look for items pushed just before close().
+        n = available(ring, cursor, 1).min(dst.len());
+        if n == 0 && !dst.is_empty() {
+            return Err(QueueError::Closed);
+        }
+    }
+    if n > 0 {
+        // SAFETY: the `n` slots from `pos` hold items published by the producer.
+        unsafe { ring.read_slots(cursor.pos, &mut dst[..n]) };
+        cursor.pos = cursor.pos.wrapping_add(n);
+        ring.head.store(cursor.pos, Ordering::Release);
+    }
+    Ok(n)
+}
+
 macro_rules! shared_accessors {
     () => {
         /// Close the ring and wake a waiting peer. Pushes fail from now on;
@@ -431,22 +454,11 @@ impl<T> Consumer<T> {
     where
         T: Copy,
     {
-        let ring = &*self.ring;
-        let mut n = available(ring, &mut self.cursor, dst.len()).min(dst.len());
-        if n == 0 && ring.signal.is_closed() {
-            n = available(ring, &mut self.cursor, 1).min(dst.len());
-            if n == 0 && !dst.is_empty() {
-                return Err(QueueError::Closed);
-            }
+        let result = read_slice(&self.ring, &mut self.cursor, dst);
+        if matches!(result, Ok(n) if n > 0) {
+            self.ring.signal.notify_not_full();
         }
-        if n > 0 {
-            // SAFETY: the `n` slots from `pos` hold items published by the producer.
-            unsafe { ring.read_slots(self.cursor.pos, &mut dst[..n]) };
-            self.cursor.pos = self.cursor.pos.wrapping_add(n);
-            ring.head.store(self.cursor.pos, Ordering::Release);
-            ring.signal.notify_not_full();
-        }
-        Ok(n)
+        result
     }
 
     /// Like [`pop_slice`](Self::pop_slice), but waits up to `timeout`
@@ -459,22 +471,27 @@ impl<T> Consumer<T> {
     where
         T: Copy,
     {
-        match self.pop_slice(dst) {
-            Ok(0) if !dst.is_empty() => {}
-            done => return done,
+        if dst.is_empty() {
+            return self.pop_slice(dst);
         }
-        let ring = Arc::clone(&self.ring);
-        ring.signal
+        let ring = &*self.ring;
+        let cursor = &mut self.cursor;
+        let result = ring
+            .signal
             .wait(
                 Side::NotEmpty,
                 deadline_after(timeout),
                 (),
-                |()| match self.pop_slice(dst) {
+                |()| match read_slice(ring, cursor, dst) {
                     Ok(0) => Attempt::Retry(()),
                     done => Attempt::Done(done),
                 },
             )
-            .unwrap_or_else(|(kind, ())| Err(kind))
+            .unwrap_or_else(|(kind, ())| Err(kind));
+        if matches!(result, Ok(n) if n > 0) {
+            ring.signal.notify_not_full();
+        }
+        result
     }
 
     /// Discard up to `n` of the oldest items (consumer-side "drop oldest",
