@@ -487,3 +487,31 @@ fn spsc_blocking_slices_both_ways_do_not_deadlock() {
     producer.join().unwrap();
     assert_eq!(expected, N);
 }
+
+#[test]
+fn spsc_blocking_slice_push_waits_for_room_and_times_out() {
+    let (mut tx, mut rx) = spsc::<i16>(4, Overflow::Block).unwrap();
+    let monitor = tx.monitor();
+    assert_eq!(
+        tx.push_slice_timeout(&[1, 2, 3, 4, 5, 6], Some(Duration::from_millis(30))),
+        Ok(4),
+        "a full ring times out with a partial write"
+    );
+    let consumer = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0i16; 2];
+        while let Ok(n) = rx.pop_slice_timeout(&mut buf, LONG) {
+            got.extend_from_slice(&buf[..n]);
+            thread::sleep(Duration::from_millis(1));
+        }
+        got
+    });
+    let big: Vec<i16> = (5..1000).collect();
+    assert_eq!(tx.push_slice_timeout(&big, LONG), Ok(big.len()));
+    assert!(monitor.close());
+    assert_eq!(tx.push_slice_timeout(&[1], LONG), Err(QueueError::Closed));
+    let got = consumer.join().unwrap();
+    assert_eq!(got, (1..1000).collect::<Vec<i16>>());
+    let s = monitor.stats();
+    assert_eq!((s.pushed, s.popped, s.dropped, s.len), (999, 999, 0, 0));
+}

@@ -6,6 +6,7 @@ re-exports its public pieces.
 
 from speech_to_speech._core import (
     AudioFormatError,
+    AudioQueue,
     BufferTooSmallError,
     OddByteCountError,
     Queue,
@@ -29,6 +30,7 @@ from speech_to_speech._core import (
 
 __all__ = [
     "AudioFormatError",
+    "AudioQueue",
     "BufferTooSmallError",
     "OddByteCountError",
     "Queue",

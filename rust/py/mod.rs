@@ -18,7 +18,7 @@ mod core_module {
         pcm16_to_float32, pcm16_to_int16,
     };
     #[pymodule_export]
-    use super::queue::PyQueue;
+    use super::queue::{PyAudioQueue, PyQueue};
 
     use pyo3::prelude::*;
 

@@ -22,7 +22,7 @@ use std::fmt;
 use thiserror::Error;
 
 pub use mpmc::Queue;
-pub use spsc::{Consumer, Producer, spsc};
+pub use spsc::{Consumer, Monitor, Producer, spsc};
 
 /// What a push into a full queue does. Chosen once, at construction.
 #[non_exhaustive]

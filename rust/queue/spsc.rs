@@ -269,6 +269,25 @@ fn attempt_pop<T>(ring: &Ring<T>, cursor: &mut Cursor) -> Result<T, QueueError> 
     Ok(item)
 }
 
+/// Copy as many items of `src` as fit, without notifying waiters.
+fn write_slice<T: Copy>(
+    ring: &Ring<T>,
+    cursor: &mut Cursor,
+    src: &[T],
+) -> Result<usize, QueueError> {
+    if ring.signal.is_closed() {
+        return Err(QueueError::Closed);
+    }
+    let n = free_slots(ring, cursor, src.len()).min(src.len());
+    if n > 0 {
+        // SAFETY: the `n` slots from `pos` are free and only we write them.
+        unsafe { ring.write_slots(cursor.pos, &src[..n]) };
+        cursor.pos = cursor.pos.wrapping_add(n);
+        ring.tail.store(cursor.pos, Ordering::Release);
+    }
+    Ok(n)
+}
+
 /// Copy up to `dst.len()` published items out, without notifying waiters.
 fn read_slice<T: Copy>(
     ring: &Ring<T>,
@@ -333,6 +352,33 @@ macro_rules! shared_accessors {
     };
 }
 
+/// A shared view of an SPSC ring: counters and `close`, no pushing or
+/// popping. Clone it into metrics or control threads.
+pub struct Monitor<T> {
+    ring: Arc<Ring<T>>,
+}
+
+impl<T> Clone for Monitor<T> {
+    fn clone(&self) -> Self {
+        Self {
+            ring: Arc::clone(&self.ring),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Monitor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("policy", &self.ring.policy)
+            .field("stats", &self.ring.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Monitor<T> {
+    shared_accessors!();
+}
+
 impl<T> Producer<T> {
     shared_accessors!();
 
@@ -384,15 +430,8 @@ impl<T> Producer<T> {
         T: Copy,
     {
         let ring = &*self.ring;
-        if ring.signal.is_closed() {
-            return Err(QueueError::Closed);
-        }
-        let n = free_slots(ring, &mut self.cursor, src.len()).min(src.len());
+        let n = write_slice(ring, &mut self.cursor, src)?;
         if n > 0 {
-            // SAFETY: the `n` slots from `pos` are free and only we write them.
-            unsafe { ring.write_slots(self.cursor.pos, &src[..n]) };
-            self.cursor.pos = self.cursor.pos.wrapping_add(n);
-            ring.tail.store(self.cursor.pos, Ordering::Release);
             ring.signal.notify_not_empty();
         }
         if n < src.len() && ring.policy == Overflow::DropNewest {
@@ -400,6 +439,53 @@ impl<T> Producer<T> {
                 .fetch_add((src.len() - n) as u64, Ordering::Relaxed);
         }
         Ok(n)
+    }
+
+    /// Like [`push_slice`](Self::push_slice), but under [`Overflow::Block`]
+    /// waits up to `timeout` (`None`: forever) until all of `src` is
+    /// written. Returns how many items were written: fewer than `src.len()`
+    /// only if the timeout expired (or, for other policies, as `push_slice`).
+    pub fn push_slice_timeout(
+        &mut self,
+        src: &[T],
+        timeout: Option<Duration>,
+    ) -> Result<usize, QueueError>
+    where
+        T: Copy,
+    {
+        let mut written = self.push_slice(src)?;
+        if written == src.len() || self.ring.policy != Overflow::Block {
+            return Ok(written);
+        }
+        let deadline = deadline_after(timeout);
+        let ring = &*self.ring;
+        let cursor = &mut self.cursor;
+        while written < src.len() {
+            // Come out of the wait after any progress, to wake the consumer
+            // (notifying inside the wait would take the waiter lock twice).
+            let step = ring.signal.wait(Side::NotFull, deadline, (), |()| {
+                match write_slice(ring, cursor, &src[written..]) {
+                    Ok(0) => Attempt::Retry(()),
+                    done => Attempt::Done(done),
+                }
+            });
+            match step {
+                Ok(Ok(n)) => {
+                    written += n;
+                    ring.signal.notify_not_empty();
+                }
+                Err((QueueError::Timeout, ())) => break,
+                Ok(Err(e)) | Err((e, ())) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// A handle on the ring's counters and `close`, for other threads.
+    pub fn monitor(&self) -> Monitor<T> {
+        Monitor {
+            ring: Arc::clone(&self.ring),
+        }
     }
 
     /// Items accepted by push calls, including those dropped by policy.
@@ -521,6 +607,13 @@ impl<T> Consumer<T> {
     /// Items dropped by policy or skipped.
     pub fn dropped(&self) -> u64 {
         self.ring.stats().dropped
+    }
+
+    /// A handle on the ring's counters and `close`, for other threads.
+    pub fn monitor(&self) -> Monitor<T> {
+        Monitor {
+            ring: Arc::clone(&self.ring),
+        }
     }
 }
 
