@@ -25,6 +25,16 @@ pub fn spsc<T: Send>(
     capacity: usize,
     policy: Overflow,
 ) -> Result<(Producer<T>, Consumer<T>), QueueConfigError> {
+    spsc_from(capacity, policy, 0)
+}
+
+/// `spsc`, with both positions starting at `start` (tests start near
+/// `usize::MAX` to cover wrapping).
+fn spsc_from<T: Send>(
+    capacity: usize,
+    policy: Overflow,
+    start: usize,
+) -> Result<(Producer<T>, Consumer<T>), QueueConfigError> {
     if policy == Overflow::DropOldest {
         return Err(QueueConfigError::UnsupportedPolicy(policy));
     }
@@ -44,21 +54,23 @@ pub fn spsc<T: Send>(
         mask: slots - 1,
         capacity,
         policy,
-        head: CachePadded::new(AtomicUsize::new(0)),
-        tail: CachePadded::new(AtomicUsize::new(0)),
+        origin: start,
+        head: CachePadded::new(AtomicUsize::new(start)),
+        tail: CachePadded::new(AtomicUsize::new(start)),
         dropped_newest: CachePadded::new(AtomicU64::new(0)),
         skipped: CachePadded::new(AtomicU64::new(0)),
         signal: Signal::default(),
     });
+    let cursor = Cursor {
+        pos: start,
+        other: start,
+    };
     Ok((
         Producer {
             ring: Arc::clone(&ring),
-            cursor: Cursor::default(),
+            cursor,
         },
-        Consumer {
-            ring,
-            cursor: Cursor::default(),
-        },
+        Consumer { ring, cursor },
     ))
 }
 
@@ -69,6 +81,8 @@ struct Ring<T> {
     mask: usize,
     capacity: usize,
     policy: Overflow,
+    /// Where both positions started.
+    origin: usize,
     /// Next position to read. Written by the consumer only.
     head: CachePadded<AtomicUsize>,
     /// Next position to write. Written by the producer only.
@@ -105,13 +119,16 @@ impl<T> Ring<T> {
         let dropped_newest = self.dropped_newest.load(Ordering::Relaxed);
         let skipped = self.skipped.load(Ordering::Relaxed);
         // Read head first: the tail can only run ahead of it.
-        let head = self.head.load(Ordering::Acquire) as u64;
-        let tail = self.tail.load(Ordering::Acquire) as u64;
+        // Positions count from `origin` and wrap; as counters they are
+        // exact below 2^64 items (2^32 on 32-bit targets).
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
         QueueStats {
-            pushed: tail + dropped_newest,
-            popped: head - skipped,
+            pushed: tail.wrapping_sub(self.origin) as u64 + dropped_newest,
+            // `skipped` is bumped just before `head` moves past the skipped items.
+            popped: (head.wrapping_sub(self.origin) as u64).saturating_sub(skipped),
             dropped: dropped_newest + skipped,
-            len: ((tail - head) as usize).min(self.capacity),
+            len: tail.wrapping_sub(head).min(self.capacity),
             capacity: self.capacity,
         }
     }
@@ -166,7 +183,7 @@ impl<T> Drop for Ring<T> {
 }
 
 /// One end's own position and its cached copy of the other end's.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Cursor {
     pos: usize,
     other: usize,
@@ -627,5 +644,59 @@ impl<T> Drop for Producer<T> {
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
         self.ring.signal.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_wrap_around_usize_max() {
+        let (mut tx, mut rx) = spsc_from::<u32>(3, Overflow::Reject, usize::MAX - 4).unwrap();
+        let mut next = 0;
+        let mut expected = 0;
+        let mut out = [0u32; 2];
+        for _ in 0..10 {
+            let src = [next, next + 1];
+            let n = tx.push_slice(&src).unwrap();
+            next += n as u32;
+            assert!(tx.len() <= 3);
+            let m = rx.pop_slice(&mut out).unwrap();
+            for &v in &out[..m] {
+                assert_eq!(v, expected);
+                expected += 1;
+            }
+            if let Ok(Pushed::Queued) = tx.try_push(next) {
+                next += 1;
+            }
+            if let Ok(v) = rx.try_pop() {
+                assert_eq!(v, expected);
+                expected += 1;
+            }
+        }
+        while let Ok(v) = rx.try_pop() {
+            assert_eq!(v, expected);
+            expected += 1;
+        }
+        assert_eq!(expected, next);
+        assert!(next > 10, "the test must actually move items");
+        let s = rx.stats();
+        assert_eq!(
+            (s.pushed, s.popped, s.dropped, s.len),
+            (next.into(), next.into(), 0, 0)
+        );
+        assert_eq!(rx.skip(5), 0);
+    }
+
+    #[test]
+    fn zero_sized_items_are_counted() {
+        let (mut tx, mut rx) = spsc::<()>(2, Overflow::DropNewest).unwrap();
+        assert_eq!(tx.try_push(()).unwrap(), Pushed::Queued);
+        assert_eq!(tx.try_push(()).unwrap(), Pushed::Queued);
+        assert_eq!(tx.try_push(()).unwrap(), Pushed::Dropped(()));
+        assert_eq!(rx.try_pop(), Ok(()));
+        let s = rx.stats();
+        assert_eq!((s.pushed, s.popped, s.dropped, s.len), (3, 1, 1, 1));
     }
 }
