@@ -10,6 +10,8 @@ use speech_to_speech::queue::{
 };
 
 const LONG: Option<Duration> = Some(Duration::from_secs(20));
+/// Generous bound on wake-up delays: the test machines are small and shared.
+const SLACK: Duration = Duration::from_secs(1);
 
 /// A bitmap that fails the test if any index is marked twice.
 struct Seen(Vec<AtomicU8>);
@@ -213,7 +215,10 @@ fn timeouts_are_honoured() {
     let t = Instant::now();
     assert_eq!(q.pop(Some(wait)), Err(QueueError::Timeout));
     let took = t.elapsed();
-    assert!(took >= wait && took < wait * 5, "pop timeout took {took:?}");
+    assert!(
+        took >= wait && took < wait + SLACK,
+        "pop timeout took {took:?}"
+    );
 
     q.try_push(7).unwrap();
     let t = Instant::now();
@@ -274,12 +279,12 @@ fn close_wakes_every_blocked_waiter_promptly() {
     for p in poppers {
         let (r, at) = p.join().unwrap();
         assert_eq!(r, Err(QueueError::Closed));
-        assert!(at - closed_at < Duration::from_millis(500));
+        assert!(at - closed_at < SLACK);
     }
     for (i, p) in pushers.into_iter().enumerate() {
         let (r, at) = p.join().unwrap();
         assert_eq!(r, Err((QueueError::Closed, i as u32)));
-        assert!(at - closed_at < Duration::from_millis(500));
+        assert!(at - closed_at < SLACK);
     }
     // The item queued before close is still there to drain.
     assert_eq!(full.pop(None), Ok(0));

@@ -148,7 +148,7 @@ def test_timeouts_are_honoured() -> None:
     with pytest.raises(QueueTimeoutError):
         q.pop(timeout=0.1)
     took = time.perf_counter() - t0
-    assert 0.1 <= took < 1.0
+    assert 0.1 <= took < 2.0
     with pytest.raises(QueueTimeoutError):
         q.pop(timeout=0)
     with pytest.raises(ValueError):
@@ -200,7 +200,7 @@ def test_close_wakes_every_blocked_thread() -> None:
     for t in threads:
         t.join(2)
         assert not t.is_alive()
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0
     assert errors == [QueueClosedError] * 5
 
 
