@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from speech_to_speech import Queue
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r[key + '_p99_us']:>10.1f}{r[key + '_max_us']:>10.1f}"
             )
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(r, f, indent=2)
     return 0
