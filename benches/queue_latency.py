@@ -2,8 +2,9 @@
 
 A producer thread pushes ``time.perf_counter_ns()`` stamps at a steady pace;
 a consumer thread blocked in ``pop(timeout)`` / ``get(timeout)`` records the
-receive time minus the stamp. Both queues run in the same process, in
-alternating rounds, under the same switch interval, in three scenarios:
+receive time minus the stamp. Both queues run at the same time in the same
+process (the producer alternates between them), under the same switch
+interval, in three scenarios:
 
 * ``python``: a third thread does pure-Python busy work and never releases
   the GIL on its own (the default figures, ``queue_p99_us`` etc.);
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from speech_to_speech import Queue
@@ -61,59 +63,47 @@ SCENARIOS: dict[str, Callable[[threading.Event], None] | None] = {
 }
 
 
-def _handoff(
-    push: Callable[[int], object], pop: Callable[[float], int], n: int, pace_s: float
-) -> list[float]:
-    latencies: list[float] = []
+def _compare(n: int, pace_s: float, scenario: str) -> dict[str, list[float]]:
+    """Both queues at once, one consumer thread each; the producer alternates
+    between them, so machine noise falls on both alike."""
+    ours = Queue(capacity=1024, overflow="block")
+    std: queue.Queue[int] = queue.Queue(maxsize=1024)
+    pops: dict[str, Callable[[float], int]] = {
+        "queue": lambda t: int(ours.pop(timeout=t)),
+        "pyqueue": lambda t: std.get(timeout=t),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in pops}
 
-    def consume() -> None:
+    def consume(name: str) -> None:
+        pop, out = pops[name], samples[name]
         for _ in range(n):
             stamp = pop(5.0)
-            latencies.append((time.perf_counter_ns() - stamp) / 1000.0)
+            out.append((time.perf_counter_ns() - stamp) / 1000.0)
 
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    time.sleep(0.01)  # let the consumer block in pop first
-    for _ in range(n):
-        time.sleep(pace_s)
-        push(time.perf_counter_ns())
-    consumer.join()
-    return latencies
-
-
-def _ours(n: int, pace_s: float) -> list[float]:
-    q = Queue(capacity=1024, overflow="block")
-    return _handoff(q.push, lambda t: int(q.pop(timeout=t)), n, pace_s)
-
-
-def _stdlib(n: int, pace_s: float) -> list[float]:
-    q: queue.Queue[int] = queue.Queue(maxsize=1024)
-    return _handoff(q.put, lambda t: q.get(timeout=t), n, pace_s)
-
-
-def _compare(n: int, rounds: int, pace_s: float, scenario: str) -> dict[str, list[float]]:
     stop = threading.Event()
     work = SCENARIOS[scenario]
-    busy = threading.Thread(target=work, args=(stop,), daemon=True) if work else None
-    if busy:
-        busy.start()
-    samples: dict[str, list[float]] = {"queue": [], "pyqueue": []}
+    threads = [threading.Thread(target=consume, args=(name,)) for name in pops]
+    if work:
+        threads.append(threading.Thread(target=work, args=(stop,), daemon=True))
+    for t in threads:
+        t.start()
     try:
-        per_round = max(1, n // rounds)
-        for _ in range(rounds):
-            samples["queue"] += _ours(per_round, pace_s)
-            samples["pyqueue"] += _stdlib(per_round, pace_s)
+        time.sleep(0.01)  # let the consumers block first
+        for _ in range(n):
+            time.sleep(pace_s)
+            ours.push(time.perf_counter_ns())
+            time.sleep(pace_s)
+            std.put(time.perf_counter_ns())
     finally:
         stop.set()
-        if busy:
-            busy.join()
+        for t in threads:
+            t.join()
     return samples
 
 
 def measure_queue(
     n: int = 1000,
     *,
-    rounds: int = 4,
     pace_s: float = PACE_S,
     scenarios: tuple[str, ...] = ("python", "native", "idle"),
 ) -> dict[str, Any]:
@@ -130,10 +120,10 @@ def measure_queue(
         "python": sys.version.split()[0],
         "scenarios": list(scenarios),
     }
-    _compare(200, 1, pace_s, "idle")  # warm-up, not recorded
+    _compare(200, pace_s, "idle")  # warm-up, not recorded
     for i, scenario in enumerate(scenarios):
         suffix = "" if i == 0 else f"_{scenario}"
-        for name, lat in _compare(n, rounds, pace_s, scenario).items():
+        for name, lat in _compare(n, pace_s, scenario).items():
             result[f"{name}{suffix}_p50_us"] = statistics.median(lat)
             result[f"{name}{suffix}_p99_us"] = _percentile(lat, 99)
             result[f"{name}{suffix}_max_us"] = max(lat)
@@ -167,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r[key + '_p99_us']:>10.1f}{r[key + '_max_us']:>10.1f}"
             )
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(r, f, indent=2)
     return 0

@@ -1,4 +1,4 @@
-"""speech_to_speech.Queue from Python threads: delivery, shutdown, timeouts, policies, the GIL."""
+"""Queue and AudioQueue from Python threads: delivery, shutdown, timeouts, policies, the GIL."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import contextlib
 import threading
 import time
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from speech_to_speech import (
+    AudioQueue,
     Queue,
     QueueClosedError,
     QueueConfigError,
@@ -101,6 +104,8 @@ def test_block_policy_waits_for_room() -> None:
     assert not q.try_push("nope")
     with pytest.raises(QueueTimeoutError):
         q.push("late", timeout=0.05)
+    with pytest.raises(QueueTimeoutError):
+        q.push("late", timeout=0)
     done = threading.Event()
 
     def pusher() -> None:
@@ -144,7 +149,7 @@ def test_timeouts_are_honoured() -> None:
     with pytest.raises(QueueTimeoutError):
         q.pop(timeout=0.1)
     took = time.perf_counter() - t0
-    assert 0.1 <= took < 1.0
+    assert 0.1 <= took < 2.0
     with pytest.raises(QueueTimeoutError):
         q.pop(timeout=0)
     with pytest.raises(ValueError):
@@ -196,7 +201,7 @@ def test_close_wakes_every_blocked_thread() -> None:
     for t in threads:
         t.join(2)
         assert not t.is_alive()
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0
     assert errors == [QueueClosedError] * 5
 
 
@@ -280,3 +285,101 @@ def test_blocked_pop_does_not_burn_cpu() -> None:
     t.start()
     t.join()
     assert cpu[0] < 0.05, f"a blocked pop used {cpu[0]:.3f}s of CPU in 0.3s"
+
+
+# --- AudioQueue ---
+
+
+def test_audio_queue_round_trips_samples_in_order() -> None:
+    q = AudioQueue(capacity=1000)
+    assert (q.capacity, q.overflow, len(q), q.closed) == (1000, "drop_newest", 0, False)
+    total = 48_000
+    src = np.arange(total, dtype=np.float32)
+    got: list[npt.NDArray[np.float32]] = []
+
+    def consume() -> None:
+        while True:
+            try:
+                got.append(q.pop(256, timeout=10))
+            except QueueClosedError:
+                return
+
+    t = threading.Thread(target=consume)
+    t.start()
+    for frame in np.split(src, total // 480):
+        off = 0
+        while off < frame.size:
+            off += q.push(frame[off:])
+            if off < frame.size:
+                time.sleep(0.0005)
+    q.close()
+    t.join(10)
+    out = np.concatenate(got)
+    np.testing.assert_array_equal(out, src)
+    assert q.popped == total
+    # drop_newest counted what did not fit; the retries pushed it again.
+    assert q.pushed == q.popped + q.dropped + len(q)
+
+
+def test_audio_queue_policies() -> None:
+    q = AudioQueue(capacity=4, overflow="reject")
+    assert q.push(np.ones(6, dtype=np.float32)) == 4
+    assert (q.pushed, q.dropped, len(q)) == (4, 0, 4)
+    assert q.skip(3) == 3
+    np.testing.assert_array_equal(q.try_pop(8), np.ones(1, dtype=np.float32))
+    assert q.try_pop(8).size == 0
+    assert (q.pushed, q.popped, q.dropped) == (4, 1, 3)
+
+    q = AudioQueue(capacity=4, overflow="drop_newest")
+    assert q.push(np.arange(6, dtype=np.float32)) == 4
+    assert (q.pushed, q.dropped, len(q)) == (6, 2, 4)
+
+    q = AudioQueue(capacity=4, overflow="block")
+    t0 = time.perf_counter()
+    assert q.push(np.zeros(6, dtype=np.float32), timeout=0.05) == 4
+    assert time.perf_counter() - t0 >= 0.05
+    with pytest.raises(QueueTimeoutError):
+        AudioQueue(capacity=4).pop(4, timeout=0.01)
+    with pytest.raises(QueueConfigError):
+        AudioQueue(capacity=4, overflow="drop_oldest")  # type: ignore[arg-type]
+    with pytest.raises(QueueConfigError):
+        AudioQueue(capacity=0)
+
+
+def test_audio_queue_block_push_waits_for_the_consumer() -> None:
+    q = AudioQueue(capacity=64, overflow="block")
+    src = np.arange(10_000, dtype=np.float32)
+    got: list[npt.NDArray[np.float32]] = []
+
+    def consume() -> None:
+        with contextlib.suppress(QueueClosedError):
+            while True:
+                got.append(q.pop(50, timeout=10))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert q.push(src, timeout=10) == src.size
+    q.close()
+    t.join(10)
+    with pytest.raises(QueueClosedError):
+        q.push(src)
+    np.testing.assert_array_equal(np.concatenate(got), src)
+    assert (q.pushed, q.popped, q.dropped) == (src.size, src.size, 0)
+
+
+def test_audio_queue_close_wakes_a_blocked_pop() -> None:
+    q = AudioQueue(capacity=8)
+    raised: list[type[BaseException]] = []
+
+    def pop() -> None:
+        try:
+            q.pop(4)
+        except QueueError as e:
+            raised.append(type(e))
+
+    t = threading.Thread(target=pop)
+    t.start()
+    time.sleep(0.1)
+    q.close()
+    t.join(2)
+    assert raised == [QueueClosedError]

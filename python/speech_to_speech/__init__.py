@@ -6,6 +6,7 @@ re-exports its public pieces.
 
 from speech_to_speech._core import (
     AudioFormatError,
+    AudioQueue,
     BufferTooSmallError,
     CancelToken,
     Engine,
@@ -52,6 +53,7 @@ from speech_to_speech._core import (
 
 __all__ = [
     "AudioFormatError",
+    "AudioQueue",
     "BufferTooSmallError",
     "CancelToken",
     "Engine",

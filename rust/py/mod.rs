@@ -23,7 +23,7 @@ mod core_module {
     #[pymodule_export]
     use super::engine::{PyCancelToken, PyEngine, PySession};
     #[pymodule_export]
-    use super::queue::PyQueue;
+    use super::queue::{PyAudioQueue, PyQueue};
     #[pymodule_export]
     use super::resample::{PyResampler, resample};
     #[pymodule_export]

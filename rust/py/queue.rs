@@ -1,15 +1,20 @@
-//! Bindings for the MPMC queue: a bounded queue of Python objects between stage threads.
+//! Bindings for the queues: `Queue` (MPMC of Python objects between stage
+//! threads) and `AudioQueue` (the SPSC ring of float32 samples).
 #![expect(
     clippy::doc_markdown,
     reason = "doc comments here are the Python docstrings, written for Python readers"
 )]
 
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
+use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::queue::{Overflow, PushError, Pushed, Queue, QueueError};
+use crate::queue::{
+    Consumer, Monitor, Overflow, Producer, PushError, Pushed, Queue, QueueError, spsc,
+};
 
 /// How long a blocked call sleeps with the GIL released before it takes the
 /// GIL back to let signal handlers (Ctrl-C) run. Wake-ups by a push or
@@ -108,7 +113,7 @@ impl PyQueue {
             Err(PushError {
                 kind: QueueError::Full,
                 item,
-            }) if self.inner.policy() == Overflow::Block && timeout != Some(Duration::ZERO) => item,
+            }) if self.inner.policy() == Overflow::Block => item,
             Ok(pushed) => return Ok(pushed.is_queued()),
             Err(e) => return Err(e.kind.into()),
         };
@@ -205,6 +210,218 @@ impl PyQueue {
             self.inner.policy().as_str(),
             self.inner.len(),
             if self.inner.is_closed() {
+                "True"
+            } else {
+                "False"
+            },
+        )
+    }
+}
+
+/// A bounded ring of float32 samples from one producer thread to one
+/// consumer thread (audio frames between a device callback or decoder and
+/// a stage), with bulk copies in and out.
+///
+/// Each end is guarded by its own lock, so calls on the same end from
+/// several threads are serialised but stay correct.
+#[pyclass(name = "AudioQueue", module = "speech_to_speech._core", frozen)]
+pub struct PyAudioQueue {
+    producer: Mutex<Producer<f32>>,
+    consumer: Mutex<Consumer<f32>>,
+    monitor: Monitor<f32>,
+}
+
+/// Lock an end of the ring. Poisoning only means another call panicked
+/// mid-way; the ring's own state is always consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Lock without blocking while holding the GIL: `None` if another thread
+/// holds the end (it may be waiting with the GIL released).
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+#[pymethods]
+impl PyAudioQueue {
+    /// A ring of at most `capacity` samples. `overflow`: "reject" (a push
+    /// writes what fits), "drop_newest" (writes what fits and counts the rest
+    /// as dropped) or "block" (a push waits for room). "drop_oldest" is not
+    /// available: the consumer can catch up with skip().
+    #[new]
+    #[pyo3(signature = (*, capacity, overflow = "drop_newest"))]
+    fn new(capacity: usize, overflow: &str) -> PyResult<Self> {
+        let (producer, consumer) = spsc(capacity, overflow.parse()?)?;
+        Ok(Self {
+            monitor: producer.monitor(),
+            producer: Mutex::new(producer),
+            consumer: Mutex::new(consumer),
+        })
+    }
+
+    /// Append samples and return how many were queued. Under "block" waits
+    /// up to `timeout` seconds (None: forever), GIL released, for room for
+    /// all of them and returns fewer only if the timeout expired. Raises
+    /// QueueClosedError after close().
+    #[pyo3(signature = (samples, timeout = None))]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "pyo3 hands extracted arguments over by value"
+    )]
+    fn push(
+        &self,
+        py: Python<'_>,
+        samples: PyReadonlyArray1<'_, f32>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let timeout = timeout_arg(timeout)?;
+        let src = samples.as_slice()?;
+        let written = match try_lock(&self.producer) {
+            Some(mut p) => {
+                let n = p.push_slice(src)?;
+                if n == src.len() || p.policy() != Overflow::Block {
+                    return Ok(n);
+                }
+                n
+            }
+            None => 0,
+        };
+        // Wait for room (or for the other pusher) without the GIL, on a copy.
+        let rest = src[written..].to_vec();
+        let done = wait_detached(py, timeout, 0usize, |off, slice| {
+            let mut p = lock(&self.producer);
+            let off = off
+                + p.push_slice_timeout(&rest[off..], Some(slice))
+                    .map_err(|e| (e, off))?;
+            if off < rest.len() && p.policy() == Overflow::Block {
+                return Err((QueueError::Timeout, off));
+            }
+            Ok(off)
+        })?;
+        match done {
+            Ok(off) | Err((QueueError::Timeout, off)) => Ok(written + off),
+            Err((kind, _)) => Err(kind.into()),
+        }
+    }
+
+    /// Take up to `max_samples` samples, waiting up to `timeout` seconds
+    /// (None: forever), GIL released, until at least one is there. Raises
+    /// QueueTimeoutError if none came, QueueClosedError once closed and
+    /// drained.
+    #[pyo3(signature = (max_samples, timeout = None))]
+    fn pop<'py>(
+        &self,
+        py: Python<'py>,
+        max_samples: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let timeout = timeout_arg(timeout)?;
+        let mut out = vec![0f32; max_samples];
+        if let Some(mut c) = try_lock(&self.consumer) {
+            let n = c.pop_slice(&mut out)?;
+            if n > 0 || max_samples == 0 {
+                out.truncate(n);
+                return Ok(PyArray1::from_vec(py, out));
+            }
+        }
+        let outcome = wait_detached(py, timeout, out, |mut out, slice| {
+            match lock(&self.consumer).pop_slice_timeout(&mut out, Some(slice)) {
+                Ok(n) => {
+                    out.truncate(n);
+                    Ok(out)
+                }
+                Err(kind) => Err((kind, out)),
+            }
+        })?;
+        match outcome {
+            Ok(out) => Ok(PyArray1::from_vec(py, out)),
+            Err((kind, _)) => Err(kind.into()),
+        }
+    }
+
+    /// Take up to `max_samples` samples without waiting (an empty array if
+    /// there are none). Raises QueueClosedError once closed and drained.
+    fn try_pop<'py>(
+        &self,
+        py: Python<'py>,
+        max_samples: usize,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let mut out = vec![0f32; max_samples];
+        let n = match try_lock(&self.consumer) {
+            Some(mut c) => c.pop_slice(&mut out)?,
+            None => py.detach(|| lock(&self.consumer).pop_slice(&mut out))?,
+        };
+        out.truncate(n);
+        Ok(PyArray1::from_vec(py, out))
+    }
+
+    /// Discard up to `n` of the oldest samples (to catch up after a stall);
+    /// they count as dropped. Returns how many were discarded.
+    fn skip(&self, py: Python<'_>, n: usize) -> usize {
+        match try_lock(&self.consumer) {
+            Some(mut c) => c.skip(n),
+            None => py.detach(|| lock(&self.consumer).skip(n)),
+        }
+    }
+
+    /// Close the ring: pushes raise QueueClosedError, pops drain what is
+    /// left first. Returns False if it was already closed.
+    fn close(&self) -> bool {
+        self.monitor.close()
+    }
+
+    /// Whether close() was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.monitor.is_closed()
+    }
+
+    /// The most samples the ring holds.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.monitor.capacity()
+    }
+
+    /// The overflow policy: "reject", "drop_newest" or "block".
+    #[getter]
+    fn overflow(&self) -> &'static str {
+        self.monitor.policy().as_str()
+    }
+
+    /// Samples accepted by push calls, including those dropped by policy.
+    #[getter]
+    fn pushed(&self) -> u64 {
+        self.monitor.stats().pushed
+    }
+
+    /// Samples handed out by pops.
+    #[getter]
+    fn popped(&self) -> u64 {
+        self.monitor.stats().popped
+    }
+
+    /// Samples dropped by the overflow policy or skip().
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.monitor.stats().dropped
+    }
+
+    fn __len__(&self) -> usize {
+        self.monitor.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "AudioQueue(capacity={}, overflow={:?}, len={}, closed={})",
+            self.monitor.capacity(),
+            self.monitor.policy().as_str(),
+            self.monitor.len(),
+            if self.monitor.is_closed() {
                 "True"
             } else {
                 "False"

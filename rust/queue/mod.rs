@@ -22,7 +22,7 @@ use std::fmt;
 use thiserror::Error;
 
 pub use mpmc::Queue;
-pub use spsc::{Consumer, Producer, spsc};
+pub use spsc::{Consumer, Monitor, Producer, spsc};
 
 /// What a push into a full queue does. Chosen once, at construction.
 #[non_exhaustive]
@@ -180,4 +180,41 @@ pub struct QueueStats {
     pub len: usize,
     /// The most items the queue holds.
     pub capacity: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_round_trip() {
+        for p in [
+            Overflow::Reject,
+            Overflow::DropNewest,
+            Overflow::DropOldest,
+            Overflow::Block,
+        ] {
+            assert_eq!(p.to_string().parse::<Overflow>(), Ok(p));
+        }
+        assert_eq!(Overflow::default(), Overflow::Reject);
+        assert!("Reject".parse::<Overflow>().is_err());
+    }
+
+    #[test]
+    fn push_error_shows_its_kind_without_the_item() {
+        struct Opaque;
+        let e = PushError {
+            kind: QueueError::Full,
+            item: Opaque,
+        };
+        assert_eq!(e.to_string(), "queue is full");
+        assert_eq!(format!("{e:?}"), "PushError { kind: Full, .. }");
+    }
+
+    #[test]
+    fn only_dropped_is_not_queued() {
+        assert!(Pushed::<u8>::Queued.is_queued());
+        assert!(Pushed::Evicted(1).is_queued());
+        assert!(!Pushed::Dropped(1).is_queued());
+    }
 }

@@ -25,6 +25,16 @@ pub fn spsc<T: Send>(
     capacity: usize,
     policy: Overflow,
 ) -> Result<(Producer<T>, Consumer<T>), QueueConfigError> {
+    spsc_from(capacity, policy, 0)
+}
+
+/// `spsc`, with both positions starting at `start` (tests start near
+/// `usize::MAX` to cover wrapping).
+fn spsc_from<T: Send>(
+    capacity: usize,
+    policy: Overflow,
+    start: usize,
+) -> Result<(Producer<T>, Consumer<T>), QueueConfigError> {
     if policy == Overflow::DropOldest {
         return Err(QueueConfigError::UnsupportedPolicy(policy));
     }
@@ -44,21 +54,23 @@ pub fn spsc<T: Send>(
         mask: slots - 1,
         capacity,
         policy,
-        head: CachePadded::new(AtomicUsize::new(0)),
-        tail: CachePadded::new(AtomicUsize::new(0)),
+        origin: start,
+        head: CachePadded::new(AtomicUsize::new(start)),
+        tail: CachePadded::new(AtomicUsize::new(start)),
         dropped_newest: CachePadded::new(AtomicU64::new(0)),
         skipped: CachePadded::new(AtomicU64::new(0)),
         signal: Signal::default(),
     });
+    let cursor = Cursor {
+        pos: start,
+        other: start,
+    };
     Ok((
         Producer {
             ring: Arc::clone(&ring),
-            cursor: Cursor::default(),
+            cursor,
         },
-        Consumer {
-            ring,
-            cursor: Cursor::default(),
-        },
+        Consumer { ring, cursor },
     ))
 }
 
@@ -69,6 +81,8 @@ struct Ring<T> {
     mask: usize,
     capacity: usize,
     policy: Overflow,
+    /// Where both positions started.
+    origin: usize,
     /// Next position to read. Written by the consumer only.
     head: CachePadded<AtomicUsize>,
     /// Next position to write. Written by the producer only.
@@ -105,13 +119,16 @@ impl<T> Ring<T> {
         let dropped_newest = self.dropped_newest.load(Ordering::Relaxed);
         let skipped = self.skipped.load(Ordering::Relaxed);
         // Read head first: the tail can only run ahead of it.
-        let head = self.head.load(Ordering::Acquire) as u64;
-        let tail = self.tail.load(Ordering::Acquire) as u64;
+        // Positions count from `origin` and wrap; as counters they are
+        // exact below 2^64 items (2^32 on 32-bit targets).
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
         QueueStats {
-            pushed: tail + dropped_newest,
-            popped: head - skipped,
+            pushed: tail.wrapping_sub(self.origin) as u64 + dropped_newest,
+            // `skipped` is bumped just before `head` moves past the skipped items.
+            popped: (head.wrapping_sub(self.origin) as u64).saturating_sub(skipped),
             dropped: dropped_newest + skipped,
-            len: ((tail - head) as usize).min(self.capacity),
+            len: tail.wrapping_sub(head).min(self.capacity),
             capacity: self.capacity,
         }
     }
@@ -166,7 +183,7 @@ impl<T> Drop for Ring<T> {
 }
 
 /// One end's own position and its cached copy of the other end's.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Cursor {
     pos: usize,
     other: usize,
@@ -269,6 +286,48 @@ fn attempt_pop<T>(ring: &Ring<T>, cursor: &mut Cursor) -> Result<T, QueueError> 
     Ok(item)
 }
 
+/// Copy as many items of `src` as fit, without notifying waiters.
+fn write_slice<T: Copy>(
+    ring: &Ring<T>,
+    cursor: &mut Cursor,
+    src: &[T],
+) -> Result<usize, QueueError> {
+    if ring.signal.is_closed() {
+        return Err(QueueError::Closed);
+    }
+    let n = free_slots(ring, cursor, src.len()).min(src.len());
+    if n > 0 {
+        // SAFETY: the `n` slots from `pos` are free and only we write them.
+        unsafe { ring.write_slots(cursor.pos, &src[..n]) };
+        cursor.pos = cursor.pos.wrapping_add(n);
+        ring.tail.store(cursor.pos, Ordering::Release);
+    }
+    Ok(n)
+}
+
+/// Copy up to `dst.len()` published items out, without notifying waiters.
+fn read_slice<T: Copy>(
+    ring: &Ring<T>,
+    cursor: &mut Cursor,
+    dst: &mut [T],
+) -> Result<usize, QueueError> {
+    let mut n = available(ring, cursor, dst.len()).min(dst.len());
+    if n == 0 && ring.signal.is_closed() {
+        // Closed: one more look for items pushed just before close().
+        n = available(ring, cursor, 1).min(dst.len());
+        if n == 0 && !dst.is_empty() {
+            return Err(QueueError::Closed);
+        }
+    }
+    if n > 0 {
+        // SAFETY: the `n` slots from `pos` hold items published by the producer.
+        unsafe { ring.read_slots(cursor.pos, &mut dst[..n]) };
+        cursor.pos = cursor.pos.wrapping_add(n);
+        ring.head.store(cursor.pos, Ordering::Release);
+    }
+    Ok(n)
+}
+
 macro_rules! shared_accessors {
     () => {
         /// Close the ring and wake a waiting peer. Pushes fail from now on;
@@ -308,6 +367,33 @@ macro_rules! shared_accessors {
             self.ring.stats()
         }
     };
+}
+
+/// A shared view of an SPSC ring: counters and `close`, no pushing or
+/// popping. Clone it into metrics or control threads.
+pub struct Monitor<T> {
+    ring: Arc<Ring<T>>,
+}
+
+impl<T> Clone for Monitor<T> {
+    fn clone(&self) -> Self {
+        Self {
+            ring: Arc::clone(&self.ring),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Monitor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("policy", &self.ring.policy)
+            .field("stats", &self.ring.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Monitor<T> {
+    shared_accessors!();
 }
 
 impl<T> Producer<T> {
@@ -361,15 +447,8 @@ impl<T> Producer<T> {
         T: Copy,
     {
         let ring = &*self.ring;
-        if ring.signal.is_closed() {
-            return Err(QueueError::Closed);
-        }
-        let n = free_slots(ring, &mut self.cursor, src.len()).min(src.len());
+        let n = write_slice(ring, &mut self.cursor, src)?;
         if n > 0 {
-            // SAFETY: the `n` slots from `pos` are free and only we write them.
-            unsafe { ring.write_slots(self.cursor.pos, &src[..n]) };
-            self.cursor.pos = self.cursor.pos.wrapping_add(n);
-            ring.tail.store(self.cursor.pos, Ordering::Release);
             ring.signal.notify_not_empty();
         }
         if n < src.len() && ring.policy == Overflow::DropNewest {
@@ -377,6 +456,53 @@ impl<T> Producer<T> {
                 .fetch_add((src.len() - n) as u64, Ordering::Relaxed);
         }
         Ok(n)
+    }
+
+    /// Like [`push_slice`](Self::push_slice), but under [`Overflow::Block`]
+    /// waits up to `timeout` (`None`: forever) until all of `src` is
+    /// written. Returns how many items were written: fewer than `src.len()`
+    /// only if the timeout expired (or, for other policies, as `push_slice`).
+    pub fn push_slice_timeout(
+        &mut self,
+        src: &[T],
+        timeout: Option<Duration>,
+    ) -> Result<usize, QueueError>
+    where
+        T: Copy,
+    {
+        let mut written = self.push_slice(src)?;
+        if written == src.len() || self.ring.policy != Overflow::Block {
+            return Ok(written);
+        }
+        let deadline = deadline_after(timeout);
+        let ring = &*self.ring;
+        let cursor = &mut self.cursor;
+        while written < src.len() {
+            // Come out of the wait after any progress, to wake the consumer
+            // (notifying inside the wait would take the waiter lock twice).
+            let step = ring.signal.wait(Side::NotFull, deadline, (), |()| {
+                match write_slice(ring, cursor, &src[written..]) {
+                    Ok(0) => Attempt::Retry(()),
+                    done => Attempt::Done(done),
+                }
+            });
+            match step {
+                Ok(Ok(n)) => {
+                    written += n;
+                    ring.signal.notify_not_empty();
+                }
+                Err((QueueError::Timeout, ())) => break,
+                Ok(Err(e)) | Err((e, ())) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// A handle on the ring's counters and `close`, for other threads.
+    pub fn monitor(&self) -> Monitor<T> {
+        Monitor {
+            ring: Arc::clone(&self.ring),
+        }
     }
 
     /// Items accepted by push calls, including those dropped by policy.
@@ -431,22 +557,11 @@ impl<T> Consumer<T> {
     where
         T: Copy,
     {
-        let ring = &*self.ring;
-        let mut n = available(ring, &mut self.cursor, dst.len()).min(dst.len());
-        if n == 0 && ring.signal.is_closed() {
-            n = available(ring, &mut self.cursor, 1).min(dst.len());
-            if n == 0 && !dst.is_empty() {
-                return Err(QueueError::Closed);
-            }
+        let result = read_slice(&self.ring, &mut self.cursor, dst);
+        if matches!(result, Ok(n) if n > 0) {
+            self.ring.signal.notify_not_full();
         }
-        if n > 0 {
-            // SAFETY: the `n` slots from `pos` hold items published by the producer.
-            unsafe { ring.read_slots(self.cursor.pos, &mut dst[..n]) };
-            self.cursor.pos = self.cursor.pos.wrapping_add(n);
-            ring.head.store(self.cursor.pos, Ordering::Release);
-            ring.signal.notify_not_full();
-        }
-        Ok(n)
+        result
     }
 
     /// Like [`pop_slice`](Self::pop_slice), but waits up to `timeout`
@@ -459,22 +574,27 @@ impl<T> Consumer<T> {
     where
         T: Copy,
     {
-        match self.pop_slice(dst) {
-            Ok(0) if !dst.is_empty() => {}
-            done => return done,
+        if dst.is_empty() {
+            return self.pop_slice(dst);
         }
-        let ring = Arc::clone(&self.ring);
-        ring.signal
+        let ring = &*self.ring;
+        let cursor = &mut self.cursor;
+        let result = ring
+            .signal
             .wait(
                 Side::NotEmpty,
                 deadline_after(timeout),
                 (),
-                |()| match self.pop_slice(dst) {
+                |()| match read_slice(ring, cursor, dst) {
                     Ok(0) => Attempt::Retry(()),
                     done => Attempt::Done(done),
                 },
             )
-            .unwrap_or_else(|(kind, ())| Err(kind))
+            .unwrap_or_else(|(kind, ())| Err(kind));
+        if matches!(result, Ok(n) if n > 0) {
+            ring.signal.notify_not_full();
+        }
+        result
     }
 
     /// Discard up to `n` of the oldest items (consumer-side "drop oldest",
@@ -505,6 +625,13 @@ impl<T> Consumer<T> {
     pub fn dropped(&self) -> u64 {
         self.ring.stats().dropped
     }
+
+    /// A handle on the ring's counters and `close`, for other threads.
+    pub fn monitor(&self) -> Monitor<T> {
+        Monitor {
+            ring: Arc::clone(&self.ring),
+        }
+    }
 }
 
 impl<T> Drop for Producer<T> {
@@ -517,5 +644,59 @@ impl<T> Drop for Producer<T> {
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
         self.ring.signal.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_wrap_around_usize_max() {
+        let (mut tx, mut rx) = spsc_from::<u32>(3, Overflow::Reject, usize::MAX - 4).unwrap();
+        let mut next = 0;
+        let mut expected = 0;
+        let mut out = [0u32; 2];
+        for _ in 0..10 {
+            let src = [next, next + 1];
+            let n = tx.push_slice(&src).unwrap();
+            next += n as u32;
+            assert!(tx.len() <= 3);
+            let m = rx.pop_slice(&mut out).unwrap();
+            for &v in &out[..m] {
+                assert_eq!(v, expected);
+                expected += 1;
+            }
+            if let Ok(Pushed::Queued) = tx.try_push(next) {
+                next += 1;
+            }
+            if let Ok(v) = rx.try_pop() {
+                assert_eq!(v, expected);
+                expected += 1;
+            }
+        }
+        while let Ok(v) = rx.try_pop() {
+            assert_eq!(v, expected);
+            expected += 1;
+        }
+        assert_eq!(expected, next);
+        assert!(next > 10, "the test must actually move items");
+        let s = rx.stats();
+        assert_eq!(
+            (s.pushed, s.popped, s.dropped, s.len),
+            (next.into(), next.into(), 0, 0)
+        );
+        assert_eq!(rx.skip(5), 0);
+    }
+
+    #[test]
+    fn zero_sized_items_are_counted() {
+        let (mut tx, mut rx) = spsc::<()>(2, Overflow::DropNewest).unwrap();
+        assert_eq!(tx.try_push(()).unwrap(), Pushed::Queued);
+        assert_eq!(tx.try_push(()).unwrap(), Pushed::Queued);
+        assert_eq!(tx.try_push(()).unwrap(), Pushed::Dropped(()));
+        assert_eq!(rx.try_pop(), Ok(()));
+        let s = rx.stats();
+        assert_eq!((s.pushed, s.popped, s.dropped, s.len), (3, 1, 1, 1));
     }
 }

@@ -5,7 +5,9 @@
 //! sleeps; a notifier publishes its change, issues a `SeqCst` fence and only
 //! then reads the count. Either the notifier sees the waiter (and takes the
 //! lock, which the waiter holds until it is asleep on the condvar), or the
-//! waiter's re-check sees the change. No wake-up is lost.
+//! waiter's re-check sees the change. No wake-up is lost. The notifier
+//! only passes through the lock (a waiter holds it until it is asleep) and
+//! signals after releasing it, so the woken thread does not block on it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -51,7 +53,7 @@ impl Signal {
     /// Close and wake every waiter on both sides. Returns whether this call closed it.
     pub(crate) fn close(&self) -> bool {
         let first = !self.closed.swap(true, Ordering::SeqCst);
-        let _guard = self.guard();
+        drop(self.guard());
         self.not_empty.notify_all();
         self.not_full.notify_all();
         first
@@ -62,7 +64,10 @@ impl Signal {
     pub(crate) fn notify_not_empty(&self) {
         fence(Ordering::SeqCst);
         if self.pop_waiters.load(Ordering::Relaxed) > 0 {
-            let _guard = self.guard();
+            // Passing through the lock orders us after any waiter that is
+            // between its re-check and its sleep; notifying after releasing
+            // it spares the woken thread from blocking on the lock again.
+            drop(self.guard());
             // All, not one: a woken waiter may be about to give up on its
             // timeout, and with one notification the item could sit unseen.
             self.not_empty.notify_all();
@@ -74,7 +79,7 @@ impl Signal {
     pub(crate) fn notify_not_full(&self) {
         fence(Ordering::SeqCst);
         if self.push_waiters.load(Ordering::Relaxed) > 0 {
-            let _guard = self.guard();
+            drop(self.guard());
             self.not_full.notify_all();
         }
     }
