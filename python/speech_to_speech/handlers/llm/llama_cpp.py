@@ -173,7 +173,7 @@ class LlamaCppLLM(LLMHandler):
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], required: bool
     ) -> str | None:
         """Let the model pick a function name, or None for a message, under a grammar."""
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         options = [f'"functions.{t["name"]}:"' for t in tools]
         if not required:
