@@ -118,6 +118,21 @@ def test_faster_whisper_short_question_and_cancel(stt: STTHandler) -> None:
     assert list(stt.transcribe(audio, cancel=cancelled)) == []
 
 
+def test_faster_whisper_short_window_option() -> None:
+    # Experimental and off by default: a mel window of the utterance's own length.
+    stt = create_handler("stt", "faster-whisper", short_window=True, warmup=False)
+    stt.setup()
+    for name, reference in [
+        ("jfk.wav", JFK_TEXT),
+        ("q_book.wav", "Can you recommend a good book to read this weekend?"),
+    ]:
+        audio = read_wav(SHARED / "audio" / name)
+        t0 = time.perf_counter()
+        text = transcribe_final(stt, audio)
+        print(f"\nfaster-whisper short window {name}: {time.perf_counter() - t0:.2f} s -> {text!r}")
+        assert wer(reference, text) <= 0.15, text
+
+
 # --- llama-cpp ----------------------------------------------------------------------------
 
 
