@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pytest
 from scipy.signal import resample_poly
 from speech_to_speech.handlers import (
+    LLMError,
     LLMHandler,
     STTHandler,
     TextDelta,
@@ -244,6 +245,12 @@ def test_llama_cpp_cancel_between_tokens(llm: LLMHandler) -> None:
     )
 
 
+def test_llama_cpp_prompt_over_context_raises_llm_error() -> None:
+    small = create_handler("llm", "llama-cpp", n_ctx=64, warmup=False)
+    with pytest.raises(LLMError, match="llama-cpp"):
+        list(small.generate([{"role": "user", "content": "word " * 200}]))
+
+
 # --- Piper --------------------------------------------------------------------------------
 
 
@@ -293,3 +300,10 @@ def test_piper_speed_and_cancel(tts: TTSHandler) -> None:
     cancel = threading.Event()
     cancel.set()
     assert list(tts.synthesize(text, cancel=cancel)) == []
+
+
+def test_empty_inputs() -> None:
+    stt = create_handler("stt", "faster-whisper", warmup=False)
+    assert [t.text for t in stt.transcribe(np.zeros(0, dtype=np.float32))] == [""]
+    tts = create_handler("tts", "piper", warmup=False)
+    assert list(tts.synthesize("   ")) == []

@@ -10,6 +10,7 @@ from typing import Any
 
 from speech_to_speech.handlers.base import (
     Cancellation,
+    LLMError,
     LLMEvent,
     LLMHandler,
     TextDelta,
@@ -206,35 +207,39 @@ class LlamaCppLLM(LLMHandler):
         chat = normalize_messages(messages)
         sampling = self._sampling(temperature, max_tokens)
         realtime_tools = [tool_from_chat_format(t) for t in tools or []]
+        function: str | None = None
+        if realtime_tools and isinstance(tool_choice, dict):
+            function = tool_choice.get("name") or tool_choice.get("function", {}).get("name")
+            if function not in {t["name"] for t in realtime_tools}:
+                raise ValueError(f"tool_choice names an unknown tool {function!r}")
+        pick = bool(realtime_tools) and function is None and tool_choice != "none"
         with self._lock:
             if is_cancelled(cancel):
                 return
-            function: str | None = None
-            if realtime_tools and tool_choice != "none":
-                if isinstance(tool_choice, dict):
-                    function = tool_choice.get("name") or tool_choice.get("function", {}).get(
-                        "name"
-                    )
-                    if function not in {t["name"] for t in realtime_tools}:
-                        raise ValueError(f"tool_choice names an unknown tool {function!r}")
-                else:
+            try:
+                if pick:
                     function = self._choose(
                         chat, realtime_tools, required=tool_choice == "required"
                     )
-            if function is not None:
-                from llama_cpp import llama_chat_format
+                if function is not None:
+                    from llama_cpp import llama_chat_format
 
-                stream = llama_chat_format.chatml_function_calling(
-                    llama=self._llm,
-                    messages=chat,
-                    tools=[tool_to_chat_format(t) for t in realtime_tools],
-                    tool_choice={"type": "function", "function": {"name": function}},
-                    stream=True,
-                    **sampling,
-                )
-            else:
-                stream = self._llm.create_chat_completion(messages=chat, stream=True, **sampling)
-            yield from self._consume(stream, cancel)
+                    stream = llama_chat_format.chatml_function_calling(
+                        llama=self._llm,
+                        messages=chat,
+                        tools=[tool_to_chat_format(t) for t in realtime_tools],
+                        tool_choice={"type": "function", "function": {"name": function}},
+                        stream=True,
+                        **sampling,
+                    )
+                else:
+                    stream = self._llm.create_chat_completion(
+                        messages=chat, stream=True, **sampling
+                    )
+                yield from self._consume(stream, cancel)
+            except ValueError as e:
+                # llama-cpp-python reports a prompt longer than n_ctx this way.
+                raise LLMError(f"llama-cpp: {e}") from e
 
     def _consume(self, stream: Iterator[Any], cancel: Cancellation | None) -> Iterator[LLMEvent]:
         """Turn llama-cpp-python's OpenAI-shaped chunk dicts into handler events."""

@@ -115,6 +115,11 @@ class FasterWhisperSTT(STTHandler):
         lang = language or self.language
         if lang == "auto":
             lang = None
+        if len(audio) < STT_SAMPLE_RATE // 100:
+            # Less than one mel frame: nothing to decode.
+            if not is_cancelled(cancel):
+                yield Transcript("", final=True, language=lang)
+            return
         if (
             self.short_window
             and len(audio) < self.short_window_max_s * STT_SAMPLE_RATE
