@@ -105,7 +105,9 @@ class LlamaCppLLM(LLMHandler):
       model as user messages (see :func:`normalize_messages`).
 
     One ``Llama`` context serves one generation at a time: calls from several
-    threads are serialised by a lock.
+    threads are serialised by a lock. ``n_threads`` of ``None`` keeps
+    llama.cpp's choice (half the cores for generation, all for the prompt);
+    when given it also sets ``n_threads_batch`` unless that is given too.
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class LlamaCppLLM(LLMHandler):
         model: str | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        n_threads_batch: int | None = None,
         n_gpu_layers: int = 0,
         chat_format: str | None = None,
         temperature: float | None = 0.7,
@@ -125,6 +128,7 @@ class LlamaCppLLM(LLMHandler):
         self.model_path = model
         self.n_ctx = n_ctx
         self.n_threads = n_threads
+        self.n_threads_batch = n_threads_batch
         self.n_gpu_layers = n_gpu_layers
         self.chat_format = chat_format
         self.temperature = temperature
@@ -153,6 +157,11 @@ class LlamaCppLLM(LLMHandler):
             }
             if self.n_threads:
                 kwargs["n_threads"] = self.n_threads
+            # llama.cpp's threads spin while waiting; more prompt threads than
+            # generation threads hurt on a busy machine, so they follow n_threads.
+            batch_threads = self.n_threads_batch or self.n_threads
+            if batch_threads:
+                kwargs["n_threads_batch"] = batch_threads
             if self.chat_format:
                 kwargs["chat_format"] = self.chat_format
             if self.seed is not None:
