@@ -234,7 +234,11 @@ def add_handler_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _flag(m, "llm_n_ctx", "llama-cpp context length in tokens", type=int, default=2048)
     _flag(
-        m, "llm_threads", "llama-cpp CPU threads; None = llama.cpp's choice", type=int, default=None
+        m,
+        "llm_threads",
+        "llama-cpp CPU threads (prompt and generation); None = half the cores",
+        type=int,
+        default=None,
     )
     _flag(m, "temperature", "sampling temperature", type=float, default=0.7)
     _flag(m, "max_new_tokens", "maximum tokens per reply", type=int, default=256)
