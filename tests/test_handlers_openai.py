@@ -136,6 +136,11 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             str(port),
             "--n_ctx",
             "2048",
+            # One prompt thread as well: llama.cpp's spinning threads stall on a busy CI box.
+            "--n_threads",
+            "1",
+            "--n_threads_batch",
+            "1",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
