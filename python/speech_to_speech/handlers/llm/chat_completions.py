@@ -143,8 +143,10 @@ class ChatCompletionsLLM(LLMHandler):
                         delta = choice.delta
                         if delta is None:
                             continue
-                        if delta.content:
-                            yield TextDelta(delta.content)
+                        # A refusal is what the model says instead of an answer: speak it.
+                        text = delta.content or getattr(delta, "refusal", None)
+                        if text:
+                            yield TextDelta(text)
                         for tc in delta.tool_calls or []:
                             acc = calls.setdefault(tc.index, {"id": "", "name": "", "args": ""})
                             if tc.id:

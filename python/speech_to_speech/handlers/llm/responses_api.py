@@ -197,7 +197,7 @@ class ResponsesLLM(LLMHandler):
                     if is_cancelled(cancel):
                         return
                     kind = event.type
-                    if kind == "response.output_text.delta":
+                    if kind in ("response.output_text.delta", "response.refusal.delta"):
                         if event.delta:
                             yield TextDelta(event.delta)
                     elif kind in ("response.output_item.added", "response.output_item.done"):
