@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from speech_to_speech.handlers import (
     AudioChunk,
     TextDelta,

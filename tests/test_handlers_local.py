@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from scipy.signal import resample_poly
+
 from speech_to_speech.handlers import (
     LLMError,
     LLMHandler,

@@ -32,6 +32,7 @@ from openai.types.responses import (
     ResponseUsage,
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+
 from speech_to_speech.handlers import (
     LLMAuthError,
     LLMConnectionError,

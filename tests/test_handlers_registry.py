@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from speech_to_speech import SpeechToSpeechError
 from speech_to_speech.handlers import (
     MissingExtraError,

@@ -7,7 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from speech_to_speech import __version__
+from speech_to_speech import SpeechToSpeechError, __version__
+from speech_to_speech.handlers.registry import add_handler_arguments, build_handlers
+from speech_to_speech.pipeline import add_engine_arguments
+
+logger = logging.getLogger(__name__)
 
 MODES = ("realtime", "local", "socket", "websocket")
 
@@ -65,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     vad = parser.add_argument_group("voice activity detection (Silero)")
-    _add(vad, "vad_model_path", default=None, help="Silero ONNX model (default: from silero-vad)")
+    _add(
+        vad,
+        "vad_model_path",
+        default=None,
+        help="Silero ONNX model file; None = the one installed by silero-vad",
+    )
     _add(vad, "thresh", type=float, default=0.5, help="speech probability that starts speech")
     _add(vad, "min_speech_ms", type=int, default=250, help="shorter blips are not speech")
     _add(vad, "min_silence_ms", type=int, default=500, help="silence that ends a turn")
@@ -77,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=float("inf"),
         help="longest turn before it is cut",
     )
+    add_handler_arguments(parser)
+    add_engine_arguments(parser)
     return parser
 
 
@@ -88,11 +99,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    reason = _NOT_READY.get(args.mode)
-    if reason is not None:
-        print(f"speech-to-speech: --mode {args.mode}: {reason}", file=sys.stderr)
+    try:
+        # Refuse a backend whose extra is missing before anything loads.
+        build_handlers(args)
+        reason = _NOT_READY.get(args.mode)
+        if reason is not None:
+            print(f"speech-to-speech: --mode {args.mode}: {reason}", file=sys.stderr)
+            return 2
+        return _run_mode(args)
+    except SpeechToSpeechError as e:
+        # One line that says what to do; the traceback is for --log_level debug.
+        logger.debug("start-up failed", exc_info=True)
+        print(f"speech-to-speech: {e}", file=sys.stderr)
         return 2
-    return 0  # pragma: no cover - every mode is listed above until its transport lands
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run_mode(args: argparse.Namespace) -> int:
+    """Start the chosen mode and block until it stops."""
+    raise NotImplementedError(args.mode)  # every mode is in _NOT_READY until it lands
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The `speech-to-speech` command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from speech_to_speech.cli import MODES, build_parser
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "speech_to_speech", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_help_lists_every_mode_and_default() -> None:
+    out = _run("--help")
+    assert out.returncode == 0
+    assert "--mode {realtime,local,socket,websocket}" in out.stdout
+    # Every flag shows its default.
+    for action in build_parser()._actions:
+        if action.option_strings and action.dest not in ("help", "version"):
+            assert action.option_strings[0] in out.stdout, action.dest
+    assert out.stdout.count("(default:") >= 30
+
+
+def test_defaults() -> None:
+    args = build_parser().parse_args([])
+    assert args.mode == "realtime"
+    assert (args.host, args.port) == ("127.0.0.1", 8765)
+    assert (args.stt, args.llm, args.tts) == ("faster-whisper", "llama-cpp", "piper")
+    assert build_parser().parse_args(["--min-silence-ms", "700"]).min_silence_ms == 700
+
+
+def test_modes_not_ready_exit_2_in_one_line() -> None:
+    for mode in MODES:
+        if mode == "realtime":
+            continue
+        out = _run("--mode", mode)
+        assert out.returncode == 2, (mode, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_missing_extra_is_one_line() -> None:
+    out = _run("--mode", "realtime", "--stt", "parakeet-tdt", "--port", "0")
+    assert out.returncode == 2, out.stderr
+    assert "pip install 'speech-to-speech[parakeet]'" in out.stderr
+    assert "Traceback" not in out.stderr

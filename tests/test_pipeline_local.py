@@ -1,0 +1,74 @@
+"""A whole spoken turn on the bundled local models (CPU, no network)."""
+
+from __future__ import annotations
+
+import re
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import speech_to_speech as s2s
+from speech_to_speech.handlers.registry import create_handler
+from speech_to_speech.pipeline import build_engine
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+
+
+def _wav(name: str) -> np.ndarray[Any, np.dtype[np.float32]]:
+    with wave.open(str(SHARED / name)) as w:
+        return s2s.pcm16_to_float32(w.readframes(w.getnframes()))
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def _wer(ref: str, hyp: str) -> float:
+    r, h = _words(ref), _words(hyp)
+    d = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, d[0] = d[0], i
+        for j, hw in enumerate(h, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
+    return d[len(h)] / max(len(r), 1)
+
+
+@pytest.fixture(scope="module")
+def engine() -> s2s.Engine:
+    return build_engine(max_new_tokens=48)
+
+
+def test_a_spoken_question_gets_a_spoken_answer(engine: s2s.Engine) -> None:
+    session = engine.session(input_rate=16000, output_rate=24000, transcription=True)
+    silence = np.zeros(16000, dtype=np.float32)
+    audio = np.concatenate([silence, _wav("q_capital_france.wav"), silence])
+    for i in range(0, len(audio), 320):
+        session.feed_audio(audio[i : i + 320])
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ev = session.next_event(timeout=0.5)
+        if ev is None:
+            continue
+        events.append(ev)
+        if ev["type"] == "response_done":
+            break
+    types = [e["type"] for e in events]
+    assert "response_done" in types, types
+    heard = next(e for e in events if e["type"] == "transcription_completed")["transcript"]
+    assert _wer("What is the capital of France?", heard) <= 0.5, heard
+    done = events[-1]
+    assert done["status"] == "completed", done
+    reply = done["output"][0]["text"]
+    assert reply.strip()
+    speech = np.concatenate([e["audio"] for e in events if e["type"] == "audio"])
+    # What the agent said, heard back by the same Whisper model.
+    stt = create_handler("stt", "faster-whisper")
+    stt.setup()
+    back = s2s.resample(speech, input_rate=24000, output_rate=16000)
+    transcript = [t.text for t in stt.transcribe(back) if t.final][0]
+    assert _wer(reply, transcript) <= 0.35, (reply, transcript)
