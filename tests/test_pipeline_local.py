@@ -70,5 +70,5 @@ def test_a_spoken_question_gets_a_spoken_answer(engine: s2s.Engine) -> None:
     stt = create_handler("stt", "faster-whisper")
     stt.setup()
     back = s2s.resample(speech, input_rate=24000, output_rate=16000)
-    transcript = [t.text for t in stt.transcribe(back) if t.final][0]
+    transcript = next(t.text for t in stt.transcribe(back) if t.final)
     assert _wer(reply, transcript) <= 0.35, (reply, transcript)

@@ -104,3 +104,35 @@ def test_push_to_talk_buffers_until_commit() -> None:
     events = _events_until_done(session)
     assert "speech_started" not in [e["type"] for e in events]
     assert abs(stt.lengths[0] - 2.0) < 0.01
+
+
+class CountingStt:
+    """A word per voiced half second: a transcript that grows as speech goes on."""
+
+    def transcribe(self, audio: Any, **kw: Any) -> Iterator[_Transcript]:
+        blocks = audio[: len(audio) // 8000 * 8000].reshape(-1, 8000)
+        n = int((np.sqrt((blocks**2).mean(axis=1)) > 0.02).sum())
+        yield _Transcript(" ".join(f"w{i}" for i in range(n)), final=True)
+
+
+def test_live_transcription_sends_append_only_deltas() -> None:
+    engine = s2s.Engine(stt=CountingStt(), llm="fake", tts="fake", vad=load_silero_vad())
+    session = engine.session(input_rate=16000, transcription=True, live_transcription=True)
+    silence = np.zeros(16000, np.float32)
+    audio = np.concatenate([silence, _wav("jfk.wav"), silence])
+    step = 320
+    for i in range(0, len(audio), step):
+        session.feed_audio(audio[i : i + step])
+        time.sleep(0.001)  # let the STT worker keep up, as it would in real time
+    events = _events_until_done(session, timeout=20)
+    types = [e["type"] for e in events]
+    deltas = [e["delta"] for e in events if e["type"] == "transcription_delta"]
+    final = next(e for e in events if e["type"] == "transcription_completed")["transcript"]
+    # JFK pauses after "fellow Americans": the first turn is about 3 s long.
+    assert len(deltas) >= 2, types
+    assert types.index("transcription_delta") < types.index("speech_stopped")
+    # The deltas agree with the final transcript (the last live run may have
+    # seen a little more or less audio than the committed turn).
+    live, done = "".join(deltas).split(), final.split()
+    k = min(len(live), len(done))
+    assert live[:k] == done[:k] and abs(len(live) - len(done)) <= 1, (live, done)

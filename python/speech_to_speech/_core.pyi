@@ -125,6 +125,7 @@ class Engine:
         voice: str | None = None,
         speed: float = 1.0,
         transcription: bool = False,
+        live_transcription: bool = False,
         speculation: bool = True,
         chat_size: int = 0,
         temperature: float | None = None,

@@ -137,6 +137,14 @@ impl AudioInput {
         Ok(())
     }
 
+    /// A copy of the open turn's audio so far (16 kHz), empty outside a turn.
+    pub(crate) fn turn_audio(&self) -> Vec<f32> {
+        self.vad
+            .as_ref()
+            .map(|(_, stream)| stream.turn_audio().to_vec())
+            .unwrap_or_default()
+    }
+
     /// Take the push-to-talk buffer (16 kHz), or the open turn's audio when
     /// the VAD runs.
     pub(crate) fn take_buffer(&mut self) -> Vec<f32> {

@@ -62,6 +62,10 @@ pub struct SessionConfig {
     pub chat_size: usize,
     /// Start STT and the LLM on the VAD's soft end, before the commit.
     pub speculation: bool,
+    /// Transcribe while the user speaks and emit append-only deltas.
+    pub live_transcription: bool,
+    /// How often a live transcription runs during speech, ms.
+    pub live_interval_ms: f64,
     /// Rate of the audio fed to the session.
     pub input_rate: u32,
     /// Turn detection settings of the VAD.
@@ -87,6 +91,8 @@ impl Default for SessionConfig {
             stt: SttOptions::default(),
             chat_size: 0,
             speculation: true,
+            live_transcription: false,
+            live_interval_ms: 1000.0,
             input_rate: 24_000,
             vad: crate::vad::TurnConfig::default(),
         }
@@ -248,6 +254,21 @@ struct State {
     pending_stt: usize,
     /// A `response.create` waiting for those transcripts (id, options).
     deferred: Option<(String, ResponseOptions)>,
+    /// Live transcription of the speech in progress.
+    live: LiveTranscript,
+}
+
+/// Where live transcription of the current speech stands.
+#[derive(Debug, Default)]
+struct LiveTranscript {
+    /// The user item being transcribed.
+    item_id: Option<String>,
+    /// Text already sent as deltas.
+    sent: String,
+    /// A live job is running.
+    in_flight: bool,
+    /// Input position of the last live job, ms.
+    last_ms: f64,
 }
 
 /// The shared part of a session, reached by its transport and the workers.
@@ -302,6 +323,7 @@ impl Session {
                 timings: TurnTimings::default(),
                 pending_stt: 0,
                 deferred: None,
+                live: LiveTranscript::default(),
             }),
             events,
             notify: Mutex::new(None),
@@ -344,16 +366,61 @@ impl Session {
     /// audio is buffered for [`commit_buffer`](Self::commit_buffer).
     pub fn feed_audio(&self, samples: &[f32]) -> Result<(), SessionError> {
         let mut turns = Vec::new();
-        {
+        let position_ms = {
             let mut input = self.0.input.lock().unwrap_or_else(PoisonError::into_inner);
             input
                 .feed(samples, &mut turns)
                 .map_err(|e| SessionError::Audio(e.to_string()))?;
-        }
+            input.position_ms()
+        };
         for t in turns {
             self.turn_event(t);
         }
+        self.maybe_live_transcribe(position_ms);
         Ok(())
+    }
+
+    /// Start a live transcription of the speech so far when one is due.
+    fn maybe_live_transcribe(&self, position_ms: f64) {
+        let sh = &self.0;
+        let mut st = lock(&sh.state);
+        let Some(item_id) = st.speech_item.clone() else {
+            return;
+        };
+        if !st.config.live_transcription || st.live.in_flight {
+            return;
+        }
+        if st.live.item_id.as_deref() != Some(item_id.as_str()) {
+            st.live = LiveTranscript {
+                item_id: Some(item_id.clone()),
+                last_ms: position_ms,
+                ..LiveTranscript::default()
+            };
+            return;
+        }
+        if position_ms - st.live.last_ms < st.config.live_interval_ms {
+            return;
+        }
+        let audio = sh
+            .input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .turn_audio();
+        if audio.is_empty() {
+            return;
+        }
+        st.live.in_flight = true;
+        st.live.last_ms = position_ms;
+        let job = SttJob {
+            session: Arc::clone(sh),
+            audio,
+            options: st.config.stt.clone(),
+            purpose: SttPurpose::Live { item_id },
+            cancel: Cancel::never(),
+        };
+        if sh.engine.stt_pool.submit(Box::new(job)).is_err() {
+            st.live.in_flight = false;
+        }
     }
 
     /// Commit the buffered input audio as a user turn
@@ -760,6 +827,12 @@ impl Shared {
                             *transcript = Some(text.clone());
                         }
                     }
+                }
+                if st.live.item_id.as_deref() == Some(item_id) {
+                    if !st.live.sent.is_empty() {
+                        self.send_live_delta(st, item_id, &text);
+                    }
+                    st.live = LiveTranscript::default();
                 }
                 if want_events {
                     self.emit(EngineEvent::InputTranscriptCompleted {
@@ -1452,6 +1525,15 @@ impl Shared {
                     self.emit_error(&e);
                 }
             }
+            SttPurpose::Live { item_id } => {
+                if st.live.item_id.as_deref() != Some(item_id.as_str()) {
+                    return;
+                }
+                st.live.in_flight = false;
+                if let Ok(text) = out {
+                    self.send_live_delta(st, item_id, &text);
+                }
+            }
             SttPurpose::Speculative => {
                 let Some(spec) = st.spec.as_mut().filter(|s| s.generation == generation) else {
                     return;
@@ -1498,6 +1580,28 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Send the part of `text` that extends what was already sent; deltas
+    /// are append-only, so a revised beginning waits for the final transcript.
+    fn send_live_delta(&self, st: &mut State, item_id: &str, text: &str) {
+        if st.config.transcription.is_none() {
+            return;
+        }
+        let text = text.trim();
+        let Some(rest) = text.strip_prefix(st.live.sent.as_str()) else {
+            return;
+        };
+        if rest.is_empty() {
+            return;
+        }
+        text.clone_into(&mut st.live.sent);
+        self.emit(EngineEvent::InputTranscriptDelta {
+            item_id: item_id.to_owned(),
+            delta: rest.to_owned(),
+        });
+    }
+}
+
 fn new_input(engine: &Engine, config: &SessionConfig) -> Result<AudioInput, SessionError> {
     let vad = match (&engine.vad, config.turn_detection) {
         (Some(model), true) => Some((Arc::clone(model), &config.vad)),
@@ -1538,6 +1642,8 @@ enum SttPurpose {
     },
     /// The turn as of the soft end, before the commit.
     Speculative,
+    /// The speech so far, for live transcript deltas.
+    Live { item_id: String },
 }
 
 struct SttJob {

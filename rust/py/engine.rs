@@ -326,7 +326,7 @@ impl PyEngine {
         clippy::fn_params_excessive_bools,
         reason = "keyword-only Python signature"
     )]
-    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, speculation=true, chat_size=0, temperature=None, max_output_tokens=None))]
+    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, live_transcription=false, speculation=true, chat_size=0, temperature=None, max_output_tokens=None))]
     fn session(
         &self,
         instructions: &str,
@@ -337,6 +337,7 @@ impl PyEngine {
         voice: Option<String>,
         speed: f64,
         transcription: bool,
+        live_transcription: bool,
         speculation: bool,
         chat_size: usize,
         temperature: Option<f64>,
@@ -351,6 +352,7 @@ impl PyEngine {
             voice,
             speed,
             transcription: transcription.then(SttOptions::default),
+            live_transcription,
             speculation,
             chat_size,
             temperature,
@@ -537,6 +539,11 @@ fn event_to_py<'py>(py: Python<'py>, e: &EngineEvent) -> PyResult<Bound<'py, PyD
             put!("type", "transcription_completed");
             put!("item_id", item_id);
             put!("transcript", transcript);
+        }
+        EngineEvent::InputTranscriptDelta { item_id, delta } => {
+            put!("type", "transcription_delta");
+            put!("item_id", item_id);
+            put!("delta", delta);
         }
         EngineEvent::InputTranscriptFailed { item_id, message } => {
             put!("type", "transcription_failed");
