@@ -36,6 +36,28 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"{stage.upper()} worker threads (each runs one model call at a time)",
         )
     g.add_argument(
+        "--speculation",
+        choices=("on", "off"),
+        default="on",
+        help="start STT and the LLM at the VAD's soft end, before the turn is committed "
+        "(nothing is sent until it is; resumed speech discards the work)",
+    )
+    g.add_argument(
+        "--soft_end_ms",
+        "--soft-end-ms",
+        dest="soft_end_ms",
+        type=float,
+        default=200.0,
+        help="silence after which speculative work starts",
+    )
+    g.add_argument(
+        "--enable_live_transcription",
+        "--enable-live-transcription",
+        dest="enable_live_transcription",
+        action="store_true",
+        help="transcribe while the user speaks and send partial transcripts",
+    )
+    g.add_argument(
         "--max_sessions",
         "--max-sessions",
         dest="max_sessions",
