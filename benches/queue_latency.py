@@ -6,10 +6,14 @@ receive time minus the stamp. Both queues run at the same time in the same
 process (the producer alternates between them), under the same switch
 interval, in three scenarios:
 
-* ``python``: a third thread does pure-Python busy work and never releases
-  the GIL on its own (the default figures, ``queue_p99_us`` etc.);
-* ``native``: the third thread hashes large buffers, which releases the GIL
-  while it computes, like the model libraries the stages call;
+* ``native``: a third thread hashes large buffers, which holds the GIL
+  between calls and releases it while it computes, like the stage workers
+  running model libraries (the default figures, ``queue_p99_us`` etc.: this is
+  the contention a voice pipeline has);
+* ``python``: the third thread does pure-Python busy work and never releases
+  the GIL on its own. No queue can beat the switch interval here: a woken
+  consumer waits for CPython to force the GIL over (5 ms by default), so both
+  queues show a p99 of one to three switch intervals (``queue_python_p99_us``);
 * ``idle``: no third thread.
 
     python benches/queue_latency.py [--n 1000] [--json PATH] [--switch-interval-us US]
@@ -105,12 +109,12 @@ def measure_queue(
     n: int = 1000,
     *,
     pace_s: float = PACE_S,
-    scenarios: tuple[str, ...] = ("python", "native", "idle"),
+    scenarios: tuple[str, ...] = ("native", "python", "idle"),
 ) -> dict[str, Any]:
     """Hand-off latency percentiles in microseconds for both queues.
 
     ``queue_*`` is speech_to_speech.Queue and ``pyqueue_*`` is queue.Queue
-    under the first scenario (by default a busy pure-Python thread); the
+    under the first scenario (by default a thread in GIL-releasing native code); the
     other scenarios add keys such as ``queue_idle_p99_us``.
     """
     result: dict[str, Any] = {
