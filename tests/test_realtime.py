@@ -71,10 +71,11 @@ class SlowLlm:
 
     def generate(self, messages: list[dict[str, Any]], **kw: Any) -> Iterator[SimpleNamespace]:
         cancel = kw["cancel"]
-        for i, w in enumerate("One two three four five six seven eight nine ten.".split()):
+        text = " ".join(f"This is sentence number {n}." for n in range(1, 8))
+        for i, w in enumerate(text.split()):
             if cancel.is_set():
                 return
-            time.sleep(0.15)
+            time.sleep(0.06)
             yield SimpleNamespace(text=w if i == 0 else " " + w)
 
 
@@ -105,7 +106,12 @@ def slow_server(vad: Any) -> Iterator[RealtimeServer]:
 
 
 def _client(server: RealtimeServer, api_key: str = "x") -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=api_key)
+    # The beta client always uses wss:// unless told the WebSocket URL.
+    return AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{server.port}/v1",
+        websocket_base_url=f"ws://127.0.0.1:{server.port}/v1",
+        api_key=api_key,
+    )
 
 
 class Conn:
@@ -378,14 +384,14 @@ async def test_g711_in_and_out(conn: Conn, question: np.ndarray) -> None:
     s = (await conn.until("session.updated")).session
     assert s.audio.input.format.type == "audio/pcmu"
     audio8k = np.asarray(resample(question, input_rate=24000, output_rate=8000), np.float32)
-    ulaw = bytes(mulaw_encode(float32_to_pcm16(audio8k)))
+    ulaw = mulaw_encode((audio8k * 32767).astype(np.int16))
     for i in range(0, len(ulaw), 800):
         await conn.send({"type": "input_audio_buffer.append",
                          "audio": base64.b64encode(ulaw[i : i + 800]).decode()})
     await conn.until("response.done", timeout=20)
     deltas = [base64.b64decode(e.delta) for e in conn.seen if e.type == "response.output_audio.delta"]
     assert deltas and max(len(d) for d in deltas) <= 1600  # 1 byte a sample, <= 200 ms at 8 kHz
-    pcm = np.frombuffer(bytes(alaw_decode(b"".join(deltas))), dtype="<i2")
+    pcm = alaw_decode(b"".join(deltas))
     assert np.abs(pcm).max() > 1000  # a tone, not silence
 
 
@@ -503,18 +509,23 @@ async def test_oversize_message_is_answered(vad: Any) -> None:
     for server in _serve(engine, max_message_bytes=64 * 1024):
         async for c in _open(server):
             await c.until("session.created")
-            big = base64.b64encode(bytes(100 * 1024)).decode()
+            big = base64.b64encode(bytes(80 * 1024)).decode()
             await c.send({"type": "input_audio_buffer.append", "audio": big})
             err = await _next_error(c)
             assert err.error.code == "message_too_large"
             await c.send({"type": "input_audio_buffer.clear"})
             await c.until("input_audio_buffer.cleared")
+            # Far past the limit the frame is not read: an error, then a close.
+            huge = base64.b64encode(bytes(200 * 1024)).decode()
+            await c.send({"type": "input_audio_buffer.append", "audio": huge})
+            err = await _next_error(c)
+            assert err.error.code == "message_too_large"
 
 
 async def test_large_append_within_limit(conn: Conn) -> None:
     await conn.until("session.created")
-    # 15 MiB of silence in one event (over the websockets library's 1 MiB default).
-    pcm = bytes(15 * 1024 * 1024)
+    # A 15 MiB event of silence (over the websockets library's 1 MiB default).
+    pcm = bytes(15 * 1024 * 1024 // 4 * 3)
     await conn.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
     await conn.send({"type": "input_audio_buffer.clear"})
     await conn.until("input_audio_buffer.cleared", timeout=60)
@@ -583,6 +594,7 @@ async def test_auth(vad: Any) -> None:
                 pass
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestWarning")
 def test_health_and_port(server: RealtimeServer) -> None:
     body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health").read())
     assert body["status"] == "ok" and body["backends"] == {"stt": "fake"}

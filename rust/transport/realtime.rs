@@ -392,7 +392,23 @@ async fn connection(app: &App, mut socket: WebSocket, dialect: Dialect, model: S
                         None,
                     )),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    Some(Err(e)) => {
+                        // Past the read limit the frame cannot be read at all:
+                        // say why before closing.
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("Space limit") {
+                            let ev = conn.enc.error_code(
+                                "invalid_request_error",
+                                "message_too_large",
+                                &format!("Closing: {text}. Split long audio into several appends."),
+                                None,
+                            );
+                            let _ = send(&mut socket, &ev, app.config.send_timeout).await;
+                            let _ = socket.send(close_frame(1009, "message too large")).await;
+                        }
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
                 }
                 // The engine events a client event caused go out before its reply.
                 ok = conn.flush(&mut socket, app.config.send_timeout).await;
