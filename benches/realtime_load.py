@@ -77,7 +77,9 @@ def _chunks(audio: np.ndarray) -> list[str]:
     for i in range(0, len(audio) - step + 1, step):
         pcm = (np.clip(audio[i : i + step], -1, 1) * 32767).astype("<i2").tobytes()
         out.append(
-            json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+            json.dumps(
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+            )
         )
     return out
 
@@ -168,7 +170,7 @@ def _pct(xs: list[float], p: float) -> float | None:
     if not xs:
         return None
     xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))], 2)
+    return round(xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))], 2)
 
 
 async def _run(n: int) -> dict[str, Any]:

@@ -57,7 +57,9 @@ def build_engine(
     return engine, {stage: _backend_name(h) for stage, h in handlers.items()}
 
 
-def build_server(args: argparse.Namespace, engine: Engine, backends: dict[str, Any]) -> RealtimeServer:
+def build_server(
+    args: argparse.Namespace, engine: Engine, backends: dict[str, Any]
+) -> RealtimeServer:
     """The (stopped) server for ``args``: host, port, API key, message limit."""
     api_key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV) or None
     host = str(getattr(args, "host", "127.0.0.1"))

@@ -762,6 +762,14 @@ impl Shared {
                     }
                 }
                 if want_events {
+                    // Without live partials, the whole transcript is one delta
+                    // (what the Realtime API does for non-streaming models).
+                    if !text.is_empty() {
+                        self.emit(EngineEvent::InputTranscriptDelta {
+                            item_id: item_id.to_owned(),
+                            delta: text.clone(),
+                        });
+                    }
                     self.emit(EngineEvent::InputTranscriptCompleted {
                         item_id: item_id.to_owned(),
                         transcript: text.clone(),

@@ -299,17 +299,16 @@ impl Encoder {
                     json!({"item": item, "previous_item_id": previous_item_id}),
                 ));
             }
+            // Beta has no `conversation.item.done`.
             EngineEvent::ItemDone {
                 item,
                 previous_item_id,
-            } => {
-                if self.dialect == Dialect::Ga {
-                    let item = self.item(&item);
-                    out.push(self.ev(
-                        "conversation.item.done",
-                        json!({"item": item, "previous_item_id": previous_item_id}),
-                    ));
-                }
+            } if self.dialect == Dialect::Ga => {
+                let item = self.item(&item);
+                out.push(self.ev(
+                    "conversation.item.done",
+                    json!({"item": item, "previous_item_id": previous_item_id}),
+                ));
             }
             EngineEvent::ItemDeleted { item_id } => {
                 out.push(self.ev("conversation.item.deleted", json!({"item_id": item_id})));

@@ -21,7 +21,7 @@ impl From<TransportError> for PyErr {
     }
 }
 
-/// The OpenAI Realtime-compatible WebSocket server around an engine.
+/// The `OpenAI` Realtime-compatible WebSocket server around an engine.
 #[pyclass(name = "RealtimeServer", module = "speech_to_speech._core", frozen)]
 pub struct PyRealtimeServer {
     inner: Mutex<RealtimeServer>,
@@ -39,7 +39,10 @@ impl PyRealtimeServer {
 impl PyRealtimeServer {
     /// A stopped server; `start()` binds and serves in the background.
     #[new]
-    #[pyo3(signature = (engine, *, host="127.0.0.1".to_owned(), port=8765, api_key=None, max_message_bytes=16*1024*1024, backends=None))]
+    #[pyo3(
+        signature = (engine, *, host="127.0.0.1".to_owned(), port=8765, api_key=None, max_message_bytes=16*1024*1024, backends=None),
+        text_signature = "(engine, *, host='127.0.0.1', port=8765, api_key=None, max_message_bytes=16777216, backends=None)"
+    )]
     fn new(
         py: Python<'_>,
         engine: PyRef<'_, PyEngine>,
