@@ -13,8 +13,15 @@ Latencies reported:
   audio up to ``audio_end_ms + silence_duration_ms`` (the point at which the
   turn can end) to the arrival of ``input_audio_buffer.speech_stopped``. The
   VAD works in 32 ms windows, so up to 32 ms of this is the model's framing.
+  The 24 kHz -> 16 kHz resampler in front of the VAD holds back part of
+  each append, so the decision usually comes with the next 20 ms append.
+* ``reaction``: the last append sent before ``speech_stopped`` arrived to its
+  arrival (the server's own reaction time).
 * ``first_audio``: ``response.create`` sent to the first
   ``response.output_audio.delta`` received.
+
+The clients share the machine with the server, so their own scheduling is
+part of every figure.
 
 Usage: python benches/realtime_load.py --sessions 100 [--json out.json]
 """
@@ -133,9 +140,14 @@ async def _session(url: str, chunks: list[str], start: asyncio.Event, out: dict[
         stopped = [(t, e) for t, e in events if e["type"] == "input_audio_buffer.speech_stopped"]
         if stopped:
             t_ev, ev = stopped[0]
-            ready_ms = ev["audio_end_ms"] + SILENCE_MS
+            # audio_end_ms includes the closing silence: it is the audio the
+            # server had consumed when it decided the turn was over.
+            ready_ms = ev["audio_end_ms"]
             idx = min(len(sent_at) - 1, max(0, -(-ready_ms // CHUNK_MS) - 1))
             out["speech_stopped_ms"] = (t_ev - sent_at[idx]) * 1000
+            # Reaction: from the last append sent before the event arrived.
+            last = max(t for t in sent_at if t <= t_ev)
+            out["reaction_ms"] = (t_ev - last) * 1000
         out["phase"] = "manual"
         n_before = len(events)
         await ws.send(
@@ -207,11 +219,14 @@ async def _run(n: int) -> dict[str, Any]:
         proc.wait(10)
     stopped = [o["speech_stopped_ms"] for o in outs if "speech_stopped_ms" in o]
     first = [o["first_audio_ms"] for o in outs if "first_audio_ms" in o]
+    reaction = [o["reaction_ms"] for o in outs if "reaction_ms" in o]
     return {
         "sessions": n,
         "sessions_completed": sum(1 for o in outs if o.get("completed")),
         "p50_event_latency_ms": _pct(stopped, 50),
         "p99_event_latency_ms": _pct(stopped, 99),
+        "p50_reaction_ms": _pct(reaction, 50),
+        "p99_reaction_ms": _pct(reaction, 99),
         "p50_first_audio_ms": _pct(first, 50),
         "p99_first_audio_ms": _pct(first, 99),
         "mean_event_latency_ms": round(statistics.fmean(stopped), 2) if stopped else None,

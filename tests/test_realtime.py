@@ -762,3 +762,49 @@ def test_health_and_port(server: RealtimeServer) -> None:
     assert e.value.code == 404
     with pytest.raises(ServerAddressError):
         RealtimeServer(Engine(stt="fake", llm="fake", tts="fake"), port=server.port or 0).start()
+
+
+async def test_openai_agents_realtime_runner(server: RealtimeServer, question: np.ndarray) -> None:
+    """`openai-agents` validates every event strictly: one spoken turn and one tool call."""
+    pytest.importorskip("agents")
+    from agents import function_tool
+    from agents.realtime import RealtimeAgent, RealtimeRunner
+
+    calls: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        calls.append(city)
+        return "sunny"
+
+    agent = RealtimeAgent(name="assistant", instructions="Be brief.", tools=[get_weather])
+    config: Any = {
+        "url": f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime",
+        "api_key": "x",
+    }
+    seen: list[str] = []
+
+    async def next_of(session: Any, kind: str) -> Any:
+        async for event in session:
+            seen.append(event.type)
+            assert event.type != "error", event
+            if event.type == "raw_model_event" and event.data.type == "error":
+                raise AssertionError(event.data)
+            if event.type == kind:
+                return event
+        raise AssertionError(f"session ended before {kind}")
+
+    async def until(session: Any, kind: str) -> Any:
+        return await asyncio.wait_for(next_of(session, kind), 20)
+
+    async with await RealtimeRunner(agent).run(model_config=config) as session:
+        pcm = float32_to_pcm16(np.ascontiguousarray(question))
+        for i in range(0, len(pcm), 4800):
+            await session.send_audio(pcm[i : i + 4800])
+        await until(session, "agent_end")
+        assert "audio" in seen and "audio_end" in seen
+        await session.send_message("What's the weather in Paris?")
+        await until(session, "tool_end")
+        await until(session, "agent_end")
+    assert calls == ["Paris"]
