@@ -66,20 +66,20 @@ def _serve(max_sessions: int) -> None:
         server.stop()
 
 
-def _audio() -> np.ndarray:
+def _audio(lead_ms: int = 200, rate: int = 24000) -> np.ndarray:
     from speech_to_speech import resample
 
     with wave.open(str(AUDIO), "rb") as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    speech = np.asarray(
-        resample(pcm.astype(np.float32) / 32768.0, input_rate=16000, output_rate=24000),
-        dtype=np.float32,
-    )
-    return np.concatenate([np.zeros(4800, np.float32), speech, np.zeros(24000, np.float32)])
+    speech = pcm.astype(np.float32) / 32768.0
+    if rate != 16000:
+        speech = np.asarray(resample(speech, input_rate=16000, output_rate=rate), np.float32)
+    lead = np.zeros(rate * lead_ms // 1000, np.float32)
+    return np.concatenate([lead, speech, np.zeros(rate, np.float32)])
 
 
-def _chunks(audio: np.ndarray) -> list[str]:
-    step = 24000 * CHUNK_MS // 1000
+def _chunks(audio: np.ndarray, rate: int) -> list[str]:
+    step = rate * CHUNK_MS // 1000
     out = []
     for i in range(0, len(audio) - step + 1, step):
         pcm = (np.clip(audio[i : i + step], -1, 1) * 32767).astype("<i2").tobytes()
@@ -104,25 +104,42 @@ def _proc_stat(pid: int) -> tuple[int, float]:
     return rss, (int(fields[11]) + int(fields[12])) / ticks
 
 
-async def _session(url: str, chunks: list[str], start: asyncio.Event, out: dict[str, Any]) -> None:
+async def _session(
+    url: str, chunks: list[str], start: asyncio.Event, out: dict[str, Any], rate: int
+) -> None:
     import websockets
 
     async with websockets.connect(url, max_size=None) as ws:
         first = json.loads(await ws.recv())
         assert first["type"] == "session.created", first
+        if rate != 24000:
+            fmt = {"type": "audio/pcm", "rate": rate}
+            update = {"type": "realtime", "audio": {"input": {"format": fmt}}}
+            await ws.send(json.dumps({"type": "session.update", "session": update}))
+            while json.loads(await ws.recv())["type"] != "session.updated":
+                pass
         out["connected"] = True
         await start.wait()
         sent_at: list[float] = []
         events: list[tuple[float, dict[str, Any]]] = []
 
         async def reader() -> None:
+            # Parse only what is measured: the client shares the CPU with
+            # the server, and JSON-decoding every audio delta in Python
+            # would be most of its work.
             async for raw in ws:
+                now = time.perf_counter()
+                if '"type":"response.output_audio.delta"' in raw:
+                    events.append((now, {"type": "response.output_audio.delta"}))
+                    continue
                 ev = json.loads(raw)
-                events.append((time.perf_counter(), ev))
+                events.append((now, ev))
                 if ev["type"] == "response.done" and out.get("phase") == "manual":
                     return
 
         task = asyncio.create_task(reader())
+        # Sessions start spread over one second, as independent callers would.
+        await asyncio.sleep(out["offset_s"])
         t0 = time.perf_counter()
         for i, c in enumerate(chunks):
             # Real-time pace against an absolute schedule (no drift).
@@ -185,7 +202,7 @@ def _pct(xs: list[float], p: float) -> float | None:
     return round(xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))], 2)
 
 
-async def _run(n: int) -> dict[str, Any]:
+async def _run(n: int, rate: int) -> dict[str, Any]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--sessions", str(n)],
         stdout=subprocess.PIPE,
@@ -197,13 +214,19 @@ async def _run(n: int) -> dict[str, Any]:
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=bench"
         await asyncio.sleep(0.3)
         rss0, _ = _proc_stat(proc.pid)
-        chunks = _chunks(_audio())
+        # Lead-in silences of 200..218 ms: the 32 ms VAD windows fall at
+        # different places in the 20 ms appends, as they do for real callers.
+        variants = [_chunks(_audio(200 + 2 * k, rate), rate) for k in range(10)]
         start = asyncio.Event()
-        outs: list[dict[str, Any]] = [{} for _ in range(n)]
-        tasks = [asyncio.create_task(_session(url, chunks, start, o)) for o in outs]
+        outs: list[dict[str, Any]] = [{"offset_s": i / n} for i in range(n)]
+        tasks = [
+            asyncio.create_task(_session(url, variants[i % len(variants)], start, o, rate))
+            for i, o in enumerate(outs)
+        ]
         while sum(1 for o in outs if o.get("connected")) < n and not any(t.done() for t in tasks):
             await asyncio.sleep(0.05)
         rss1, cpu0 = _proc_stat(proc.pid)
+        client0 = time.process_time()
         t0 = time.perf_counter()
         start.set()
         # Sample the peak RSS while the sessions stream.
@@ -213,6 +236,7 @@ async def _run(n: int) -> dict[str, Any]:
             peak = max(peak, _proc_stat(proc.pid)[0])
         wall = time.perf_counter() - t0
         _, cpu1 = _proc_stat(proc.pid)
+        client_cpu = time.process_time() - client0
         failures = [t.exception() for t in tasks if t.exception() is not None]
     finally:
         proc.terminate()
@@ -222,6 +246,7 @@ async def _run(n: int) -> dict[str, Any]:
     reaction = [o["reaction_ms"] for o in outs if "reaction_ms" in o]
     return {
         "sessions": n,
+        "input_rate": rate,
         "sessions_completed": sum(1 for o in outs if o.get("completed")),
         "p50_event_latency_ms": _pct(stopped, 50),
         "p99_event_latency_ms": _pct(stopped, 99),
@@ -235,6 +260,7 @@ async def _run(n: int) -> dict[str, Any]:
         "rss_peak_kb": peak,
         "rss_per_session_kb": round((peak - rss0) / n, 1),
         "cpu_percent": round(100 * (cpu1 - cpu0) / wall, 1),
+        "client_cpu_percent": round(100 * client_cpu / wall, 1),
         "wall_s": round(wall, 2),
         "client_failures": [repr(f) for f in failures][:5],
         "errors": sum(len(o.get("errors", [])) for o in outs),
@@ -245,12 +271,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--rate", type=int, default=24000, help="input PCM rate (24000 is the protocol's)"
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         _serve(max(64, args.sessions))
         return 0
-    result = asyncio.run(_run(args.sessions))
+    result = asyncio.run(_run(args.sessions, args.rate))
     print(json.dumps(result, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
