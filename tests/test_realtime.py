@@ -626,6 +626,53 @@ ERROR_CASES: list[tuple[str, Any, str]] = [
         "invalid_value",
     ),
     ("output buffer clear", {"type": "output_audio_buffer.clear"}, "unsupported_event"),
+    ("json array", "[1, 2]", "invalid_json"),
+    ("type not a string", {"type": 5}, "invalid_value"),
+    ("session not an object", {"type": "session.update", "session": []}, "invalid_value"),
+    (
+        "negative content_index",
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "x",
+            "content_index": -1,
+            "audio_end_ms": 1,
+        },
+        "invalid_value",
+    ),
+    (
+        "fractional audio_end_ms",
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "x",
+            "content_index": 0,
+            "audio_end_ms": 1.5,
+        },
+        "invalid_value",
+    ),
+    (
+        "insert after a missing item",
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "id": "dup",
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "a"}],
+            },
+            "previous_item_id": "missing",
+        },
+        "item_not_found",
+    ),
+    (
+        "bad tool_choice",
+        {"type": "response.create", "response": {"tool_choice": {"type": "mcp"}}},
+        "invalid_value",
+    ),
+    (
+        "bad max tokens",
+        {"type": "response.create", "response": {"max_output_tokens": 0}},
+        "invalid_value",
+    ),
 ]
 
 
@@ -808,3 +855,41 @@ async def test_openai_agents_realtime_runner(server: RealtimeServer, question: n
         await until(session, "tool_end")
         await until(session, "agent_end")
     assert calls == ["Paris"]
+
+
+async def test_idle_timeout_triggers(conn: Conn) -> None:
+    await conn.until("session.created")
+    td = {"type": "server_vad", "idle_timeout_ms": 1000}
+    await conn.send(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": td}}},
+        }
+    )
+    s = (await conn.until("session.updated")).session
+    assert s.audio.input.turn_detection.idle_timeout_ms == 1000
+    t0 = time.monotonic()
+    await conn.until("input_audio_buffer.timeout_triggered", timeout=5)
+    assert 0.9 < time.monotonic() - t0 < 3
+    done = await conn.until("response.done")
+    assert done.response.status == "completed"
+
+
+async def test_interrupt_response_false_keeps_answering(
+    slow_server: RealtimeServer, question: np.ndarray
+) -> None:
+    async for c in _open(slow_server):
+        await c.until("session.created")
+        td = {"type": "server_vad", "interrupt_response": False}
+        await c.send(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"turn_detection": td}}},
+            }
+        )
+        await c.until("session.updated")
+        await c.stream(question)
+        await c.until("response.output_audio.delta", timeout=20)
+        await c.stream(question[:60000])
+        done = await c.until("response.done", timeout=20)
+        assert done.response.status == "completed"
