@@ -205,8 +205,14 @@ impl RealtimeServer {
     pub fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.cancel.cancel();
-            // Connections see the token and close with 1001; give them a moment.
-            r.runtime.shutdown_timeout(Duration::from_secs(2));
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // Inside another runtime blocking is not allowed: let the
+                // tasks wind down on their own.
+                r.runtime.shutdown_background();
+            } else {
+                // Connections see the token and close with 1001; give them a moment.
+                r.runtime.shutdown_timeout(Duration::from_secs(2));
+            }
             tracing::info!(addr = %r.addr, "realtime server stopped");
         }
     }
@@ -296,7 +302,11 @@ async fn realtime(
     }
     let ws = match ws {
         Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            let body = json!({"error": {"type": "invalid_request_error", "code": "websocket_required",
+                "message": format!("{}: connect with a WebSocket client.", rejection.body_text())}});
+            return (rejection.status(), axum::Json(body)).into_response();
+        }
     };
     let beta = headers
         .get_all("openai-beta")
