@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use speech_to_speech::engine::fake::{FakeLlm, FakeStt, FakeTts};
@@ -95,7 +96,6 @@ async fn push_to_talk_text_and_audio_turns() {
             x.to_le_bytes()
         })
         .collect();
-    use base64::Engine as _;
     let audio = base64::engine::general_purpose::STANDARD.encode(&pcm);
     send(
         &mut ws,
