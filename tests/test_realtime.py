@@ -893,3 +893,76 @@ async def test_interrupt_response_false_keeps_answering(
         await c.stream(question[:60000])
         done = await c.until("response.done", timeout=20)
         assert done.response.status == "completed"
+
+
+async def test_random_garbage_never_kills_the_session(conn: Conn) -> None:
+    """Mutated client events: every one is answered or applied; the session survives."""
+    import random
+
+    rng = random.Random(5)
+    await conn.until("session.created")
+    base: list[dict[str, Any]] = [
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": 24000},
+                        "turn_detection": None,
+                    }
+                },
+            },
+        },
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "x"}],
+            },
+        },
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "a",
+            "content_index": 0,
+            "audio_end_ms": 0,
+        },
+        {
+            "type": "response.create",
+            "response": {"output_modalities": ["text"], "tools": [], "tool_choice": "auto"},
+        },
+        {"type": "input_audio_buffer.append", "audio": "AAAA"},
+    ]
+    junk: list[Any] = [None, -1, 2**70, 1.5, "", "x" * 300, [], {}, [1, {}], True, {"a": [None]}]
+
+    def mutate(v: Any, depth: int = 0) -> Any:
+        if isinstance(v, dict) and v and depth < 6:
+            k = rng.choice(list(v))
+            out = dict(v)
+            out[k] = rng.choice(junk) if rng.random() < 0.5 else mutate(v[k], depth + 1)
+            return out
+        if isinstance(v, list) and v and depth < 6:
+            return [mutate(x, depth + 1) for x in v]
+        return rng.choice(junk)
+
+    for _ in range(300):
+        await conn.conn.send_raw(json.dumps(mutate(rng.choice(base))))
+    await conn.conn.send_raw(
+        json.dumps(
+            {
+                "type": "session.update",
+                "event_id": "last",
+                "session": {"type": "realtime", "instructions": "ok"},
+            }
+        )
+    )
+    # Everything before the last update was answered or applied, in order;
+    # every answer validates against the SDK's types.
+    errors = 0
+    while True:
+        ev = await conn.recv(timeout=20)
+        errors += ev.type == "error"
+        if ev.type == "session.updated" and ev.session.instructions == "ok":
+            break
+    assert errors > 100
