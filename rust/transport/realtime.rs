@@ -19,6 +19,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
@@ -182,6 +183,13 @@ impl RealtimeServer {
             .route("/realtime", get(realtime))
             .fallback(not_found)
             .with_state(Arc::clone(&app));
+        // Events are small frames sent as they happen: Nagle's algorithm
+        // would hold some back for up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("could not set TCP_NODELAY: {e}");
+            }
+        });
         let stop = cancel.clone();
         runtime.spawn(async move {
             let served = axum::serve(listener, router)
