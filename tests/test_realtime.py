@@ -966,3 +966,22 @@ async def test_random_garbage_never_kills_the_session(conn: Conn) -> None:
         if ev.type == "session.updated" and ev.session.instructions == "ok":
             break
     assert errors > 100
+
+
+async def test_stop_closes_every_session() -> None:
+    import websockets
+
+    engine = Engine(stt="fake", llm="fake", tts="fake")
+    server = RealtimeServer(engine, port=0)
+    server.start()
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime"
+    clients = [await websockets.connect(url) for _ in range(3)]
+    for ws in clients:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+    assert engine.sessions == 3 and server.sessions == 3
+    await asyncio.to_thread(server.stop)
+    assert engine.sessions == 0 and not server.running and server.port is None
+    for ws in clients:
+        with pytest.raises(websockets.ConnectionClosedOK, match="1001"):
+            await ws.recv()
+    server.stop()  # twice is fine

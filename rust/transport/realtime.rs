@@ -219,7 +219,14 @@ impl RealtimeServer {
                 r.runtime.shutdown_background();
             } else {
                 // Connections see the token and close with 1001; give them a moment.
-                r.runtime.shutdown_timeout(Duration::from_secs(2));
+                let app = Arc::clone(&r.app);
+                r.runtime.block_on(async move {
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while app.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                });
+                r.runtime.shutdown_timeout(Duration::from_secs(1));
             }
             tracing::info!(addr = %r.addr, "realtime server stopped");
         }
@@ -376,6 +383,9 @@ async fn connection(app: &App, mut socket: WebSocket, dialect: Dialect, model: S
         }
     };
     state.id = session.id().to_owned();
+    // However the task ends (disconnect, shutdown, a dropped future), the
+    // session is closed and its work cancelled.
+    let _closer = CloseOnDrop(session.clone());
     let notify = Arc::new(Notify::new());
     let waker = Arc::clone(&notify);
     session.set_notify(Box::new(move || waker.notify_one()));
@@ -452,6 +462,14 @@ async fn connection(app: &App, mut socket: WebSocket, dialect: Dialect, model: S
         }
     }
     conn.session.close();
+}
+
+struct CloseOnDrop(Session);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
