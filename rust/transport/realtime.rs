@@ -399,6 +399,7 @@ async fn connection(app: &App, mut socket: WebSocket, dialect: Dialect, model: S
         idle_deadline: None,
         vad: app.engine.has_vad(),
         client_ids: 0,
+        notify: Arc::clone(&notify),
     };
     conn.reset_idle();
     let created = conn.enc.session_event("session.created", &conn.state);
@@ -500,6 +501,8 @@ struct Conn {
     vad: bool,
     /// Counter for ids of client items sent without one.
     client_ids: u64,
+    /// Wakes the connection when the session queues events.
+    notify: Arc<Notify>,
 }
 
 impl Conn {
@@ -516,9 +519,9 @@ impl Conn {
             self.enc.engine_event(ev, &mut out);
         }
         if n == DRAIN_BATCH {
-            // More may be queued: look at the socket, then come back.
-            // (`Notify` keeps one permit, so this wake-up is not lost.)
-            tokio::task::yield_now().await;
+            // More may be queued: store a wake-up so the loop comes back for
+            // them after looking at the socket.
+            self.notify.notify_one();
         }
         out.append(&mut self.replies);
         for ev in &out {
