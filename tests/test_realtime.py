@@ -985,3 +985,54 @@ async def test_stop_closes_every_session() -> None:
         with pytest.raises(websockets.ConnectionClosedOK, match="1001"):
             await ws.recv()
     server.stop()  # twice is fine
+
+
+async def test_out_of_band_response(conn: Conn) -> None:
+    await conn.until("session.created")
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "sum"}]}
+    await conn.send(
+        {
+            "type": "response.create",
+            "response": {
+                "conversation": "none",
+                "output_modalities": ["text"],
+                "input": [item],
+                "metadata": {"purpose": "summary"},
+                "instructions": "Summarise.",
+            },
+        }
+    )
+    done = await conn.until("response.done")
+    assert done.response.conversation_id is None
+    assert done.response.metadata == {"purpose": "summary"}
+    assert done.response.output[0].content[0].text == "You said: sum. That is all I know."
+    # Nothing joined the conversation.
+    assert "conversation.item.added" not in conn.types()
+    await conn.send({"type": "conversation.item.retrieve", "item_id": done.response.output[0].id})
+    assert (await _next_error(conn)).error.code == "item_not_found"
+
+
+async def test_beta_flat_session_fields(beta_conn: Conn) -> None:
+    c = beta_conn
+    await c.until("session.created")
+    await c.send(
+        {
+            "type": "session.update",
+            "session": {
+                "modalities": ["text"],
+                "input_audio_format": "g711_ulaw",
+                "output_audio_format": "g711_alaw",
+                "turn_detection": None,
+                "voice": "verse",
+                "temperature": 0.6,
+                "max_response_output_tokens": 200,
+            },
+        }
+    )
+    s = (await c.until("session.updated")).session
+    assert s.modalities == ["text"] and s.turn_detection is None
+    assert (s.input_audio_format, s.output_audio_format) == ("g711_ulaw", "g711_alaw")
+    assert (s.voice, s.temperature, s.max_response_output_tokens) == ("verse", 0.6, 200)
+    await c.send({"type": "session.update", "session": {"input_audio_format": "opus"}})
+    err = await _next_error(c)
+    assert err.error.param == "session.input_audio_format"
