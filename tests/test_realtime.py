@@ -1036,3 +1036,25 @@ async def test_beta_flat_session_fields(beta_conn: Conn) -> None:
     await c.send({"type": "session.update", "session": {"input_audio_format": "opus"}})
     err = await _next_error(c)
     assert err.error.param == "session.input_audio_format"
+
+
+async def test_live_input_transcription(conn: Conn, question: np.ndarray) -> None:
+    """A live transcription model gets deltas at the pauses in speech, before the commit."""
+    await conn.until("session.created")
+    transcription = {"model": "gpt-live-transcribe"}
+    await conn.send(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"transcription": transcription}}},
+        }
+    )
+    await conn.until("session.updated")
+    await conn.stream(question)
+    completed = await conn.until("conversation.item.input_audio_transcription.completed")
+    types = conn.types()
+    kind = "conversation.item.input_audio_transcription.delta"
+    assert types.index(kind) < types.index("input_audio_buffer.committed")
+    deltas = [e.delta for e in conn.seen if e.type == kind]
+    assert "".join(deltas) == completed.transcript
+    assert all(e.item_id == completed.item_id for e in conn.seen if e.type == kind)
+    await conn.until("response.done")

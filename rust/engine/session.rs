@@ -56,6 +56,9 @@ pub struct SessionConfig {
     pub interrupt_response: bool,
     /// Emit input transcription events, with these options.
     pub transcription: Option<SttOptions>,
+    /// Also send input transcript deltas during speech, at its pauses (from
+    /// the speculative transcription), before the turn is committed.
+    pub live_transcription: bool,
     /// Options of the STT the pipeline runs anyway.
     pub stt: SttOptions,
     /// Items of history the LLM sees (0: all).
@@ -84,6 +87,7 @@ impl Default for SessionConfig {
             create_response: true,
             interrupt_response: true,
             transcription: None,
+            live_transcription: false,
             stt: SttOptions::default(),
             chat_size: 0,
             speculation: true,
@@ -248,6 +252,8 @@ struct State {
     pending_stt: usize,
     /// A `response.create` waiting for those transcripts (id, options).
     deferred: Option<(String, ResponseOptions)>,
+    /// Input transcript already sent as deltas during speech: (item id, text).
+    live_transcript: Option<(String, String)>,
 }
 
 /// The shared part of a session, reached by its transport and the workers.
@@ -302,6 +308,7 @@ impl Session {
                 timings: TurnTimings::default(),
                 pending_stt: 0,
                 deferred: None,
+                live_transcript: None,
             }),
             events,
             notify: Mutex::new(None),
@@ -762,12 +769,17 @@ impl Shared {
                     }
                 }
                 if want_events {
-                    // Without live partials, the whole transcript is one delta
-                    // (what the Realtime API does for non-streaming models).
-                    if !text.is_empty() {
+                    // Deltas are append-only: send what the pauses in the
+                    // speech did not already give (all of it without them).
+                    let sent = match st.live_transcript.take() {
+                        Some((id, sent)) if id == item_id => sent,
+                        _ => String::new(),
+                    };
+                    let rest = text.strip_prefix(sent.as_str()).unwrap_or_default();
+                    if !rest.is_empty() {
                         self.emit(EngineEvent::InputTranscriptDelta {
                             item_id: item_id.to_owned(),
-                            delta: text.clone(),
+                            delta: rest.to_owned(),
                         });
                     }
                     self.emit(EngineEvent::InputTranscriptCompleted {
@@ -812,6 +824,33 @@ impl Shared {
                 });
             }
         }
+    }
+
+    /// Live input transcription: a pause in the speech gave a transcript of
+    /// the turn so far; send what it adds to what was sent.
+    fn live_transcript_delta(&self, st: &mut State, text: &str) {
+        let Some(item_id) = st.speech_item.clone() else {
+            return;
+        };
+        if st.config.transcription.is_none() || !st.config.live_transcription {
+            return;
+        }
+        let sent = match &st.live_transcript {
+            Some((id, sent)) if *id == item_id => sent.clone(),
+            _ => String::new(),
+        };
+        // A revision of words already sent cannot be taken back: skip it.
+        let Some(rest) = text.strip_prefix(sent.as_str()) else {
+            return;
+        };
+        if rest.is_empty() {
+            return;
+        }
+        self.emit(EngineEvent::InputTranscriptDelta {
+            item_id: item_id.clone(),
+            delta: rest.to_owned(),
+        });
+        st.live_transcript = Some((item_id, text.to_owned()));
     }
 
     fn start_response(
@@ -1474,6 +1513,7 @@ impl Shared {
                             return;
                         }
                         spec.transcript = Some(text.clone());
+                        self.live_transcript_delta(st, &text);
                         st.timings.stt_done = Some(self.engine.now_ms());
                         let may_respond = st.config.turn_detection
                             && st.config.create_response

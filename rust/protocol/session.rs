@@ -319,6 +319,16 @@ pub struct Transcription {
     pub language: Option<String>,
     /// Prompt.
     pub prompt: Option<String>,
+    /// `delay` as given (`minimal` .. `xhigh`).
+    pub delay: Option<String>,
+}
+
+impl Transcription {
+    /// Live deltas during speech: a live model (`gpt-live-transcribe`) or a
+    /// `minimal`/`low` delay asks for them.
+    pub fn live(&self) -> bool {
+        self.model.contains("live") || matches!(self.delay.as_deref(), Some("minimal" | "low"))
+    }
 }
 
 impl Transcription {
@@ -331,11 +341,13 @@ impl Transcription {
             model: field::string(obj, "model", param)?.unwrap_or_else(|| "whisper-1".to_owned()),
             language: field::string(obj, "language", param)?,
             prompt: field::string(obj, "prompt", param)?,
+            delay: field::string(obj, "delay", param)?,
         }))
     }
 
     fn to_json(&self) -> Value {
-        json!({"model": self.model, "language": self.language, "prompt": self.prompt})
+        json!({"model": self.model, "language": self.language, "prompt": self.prompt,
+            "delay": self.delay})
     }
 }
 
@@ -603,6 +615,7 @@ impl SessionState {
             language: t.language.clone(),
             prompt: t.prompt.clone(),
         });
+        c.live_transcription = self.transcription.as_ref().is_some_and(Transcription::live);
         if let Some(t) = &self.transcription {
             c.stt.language.clone_from(&t.language);
             c.stt.prompt.clone_from(&t.prompt);
