@@ -12,7 +12,9 @@
 
 pub mod audio;
 pub mod engine;
+pub mod protocol;
 pub mod queue;
+pub mod transport;
 pub mod vad;
 
 #[cfg(feature = "python")]

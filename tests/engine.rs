@@ -141,6 +141,7 @@ fn a_full_turn_in_order() {
             "committed",
             "item_added",
             "item_done",
+            "transcript_delta",
             "transcript_completed",
             "response_created",
             "output_item_added",

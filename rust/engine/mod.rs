@@ -72,7 +72,10 @@ impl Default for EngineConfig {
             llm_workers: 1,
             tts_workers: 1,
             queue_capacity: 1024,
-            session_event_capacity: 8192,
+            // Each slot is preallocated (~160 bytes): 1024 keeps a session
+            // near 200 kB, and is minutes of audio deltas for a reader that
+            // drains continuously, as every transport does.
+            session_event_capacity: 1024,
             max_sessions: 64,
         }
     }

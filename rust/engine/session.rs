@@ -62,7 +62,9 @@ pub struct SessionConfig {
     pub chat_size: usize,
     /// Start STT and the LLM on the VAD's soft end, before the commit.
     pub speculation: bool,
-    /// Transcribe while the user speaks and emit append-only deltas.
+    /// Send input transcript deltas while the user speaks: from a live
+    /// transcription every `live_interval_ms`, and from the speculative
+    /// transcript at each pause (append-only; the final transcript follows).
     pub live_transcription: bool,
     /// How often a live transcription runs during speech, ms.
     pub live_interval_ms: f64,
@@ -828,13 +830,22 @@ impl Shared {
                         }
                     }
                 }
-                if st.live.item_id.as_deref() == Some(item_id) {
-                    if !st.live.sent.is_empty() {
-                        self.send_live_delta(st, item_id, &text);
-                    }
-                    st.live = LiveTranscript::default();
-                }
+                let live = std::mem::take(&mut st.live);
                 if want_events {
+                    // Deltas are append-only: send what live transcription
+                    // did not already give (all of it without it).
+                    let sent = if live.item_id.as_deref() == Some(item_id) {
+                        live.sent
+                    } else {
+                        String::new()
+                    };
+                    let rest = text.strip_prefix(sent.as_str()).unwrap_or_default();
+                    if !rest.is_empty() {
+                        self.emit(EngineEvent::InputTranscriptDelta {
+                            item_id: item_id.to_owned(),
+                            delta: rest.to_owned(),
+                        });
+                    }
                     self.emit(EngineEvent::InputTranscriptCompleted {
                         item_id: item_id.to_owned(),
                         transcript: text.clone(),
@@ -877,6 +888,24 @@ impl Shared {
                 });
             }
         }
+    }
+
+    /// Live input transcription: a pause in the speech gave a transcript of
+    /// the turn so far; send what it adds to what was sent.
+    fn live_transcript_delta(&self, st: &mut State, text: &str) {
+        let Some(item_id) = st.speech_item.clone() else {
+            return;
+        };
+        if !st.config.live_transcription {
+            return;
+        }
+        if st.live.item_id.as_deref() != Some(item_id.as_str()) {
+            st.live = LiveTranscript {
+                item_id: Some(item_id.clone()),
+                ..LiveTranscript::default()
+            };
+        }
+        self.send_live_delta(st, &item_id, text);
     }
 
     fn start_response(
@@ -1548,6 +1577,7 @@ impl Shared {
                             return;
                         }
                         spec.transcript = Some(text.clone());
+                        self.live_transcript_delta(st, &text);
                         st.timings.stt_done = Some(self.engine.now_ms());
                         let may_respond = st.config.turn_detection
                             && st.config.create_response

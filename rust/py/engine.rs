@@ -269,6 +269,13 @@ impl From<SessionError> for PyErr {
 #[pyclass(name = "Engine", module = "speech_to_speech._core", frozen)]
 pub struct PyEngine(Arc<Engine>);
 
+impl PyEngine {
+    /// The engine, for the transports.
+    pub(crate) fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.0)
+    }
+}
+
 /// `"fake"` selects the scripted Rust backend; anything else is a handler.
 fn is_fake(obj: &Bound<'_, PyAny>) -> bool {
     obj.extract::<String>().is_ok_and(|s| s == "fake")

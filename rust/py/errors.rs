@@ -129,6 +129,24 @@ create_exception!(
     VadError,
     "VAD inputs that do not fit together (batch sizes, chunk lengths, sample rates)."
 );
+create_exception!(
+    speech_to_speech,
+    ServerError,
+    SpeechToSpeechError,
+    "Base class of the Realtime server errors."
+);
+create_exception!(
+    speech_to_speech,
+    ServerAddressError,
+    ServerError,
+    "The server could not listen on its host and port: pick another port or free it."
+);
+create_exception!(
+    speech_to_speech,
+    ServerConfigError,
+    ServerError,
+    "A server setting is out of range."
+);
 
 /// Add every exception class to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -162,6 +180,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ModelError", py.get_type::<ModelError>())?;
     m.add("VadConfigError", py.get_type::<VadConfigError>())?;
     m.add("VadInputError", py.get_type::<VadInputError>())?;
+    m.add("ServerError", py.get_type::<ServerError>())?;
+    m.add("ServerAddressError", py.get_type::<ServerAddressError>())?;
+    m.add("ServerConfigError", py.get_type::<ServerConfigError>())?;
     Ok(())
 }
 

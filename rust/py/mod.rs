@@ -6,6 +6,7 @@ mod audio;
 mod engine;
 pub(crate) mod errors;
 mod queue;
+mod realtime;
 mod resample;
 mod vad;
 
@@ -24,6 +25,8 @@ mod core_module {
     use super::engine::{PyCancelToken, PyEngine, PySession};
     #[pymodule_export]
     use super::queue::{PyAudioQueue, PyQueue};
+    #[pymodule_export]
+    use super::realtime::PyRealtimeServer;
     #[pymodule_export]
     use super::resample::{PyResampler, resample};
     #[pymodule_export]

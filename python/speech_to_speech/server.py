@@ -1,0 +1,96 @@
+"""Realtime mode: build the engine from the CLI arguments and serve the Realtime API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from speech_to_speech._core import Engine, RealtimeServer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["API_KEY_ENV", "build_engine", "build_server", "run_realtime"]
+
+#: Environment variable read when ``--api_key`` is not given.
+API_KEY_ENV = "SPEECH_TO_SPEECH_API_KEY"
+
+
+def _backend_name(handler: object) -> str:
+    if isinstance(handler, str):
+        return handler
+    return str(getattr(handler, "name", type(handler).__name__))
+
+
+def build_engine(
+    args: argparse.Namespace,
+    *,
+    stt: object | None = None,
+    llm: object | None = None,
+    tts: object | None = None,
+) -> tuple[Engine, dict[str, str]]:
+    """The engine for ``args``: its handlers, the Silero VAD and the session limit.
+
+    Handlers come from the keyword arguments, else from ``args.stt`` /
+    ``args.llm`` / ``args.tts`` (handler objects or ``"fake"``), else the
+    scripted fakes.
+    """
+    from speech_to_speech.vad import load_silero_vad
+
+    handlers = {
+        "stt": stt if stt is not None else getattr(args, "stt", None) or "fake",
+        "llm": llm if llm is not None else getattr(args, "llm", None) or "fake",
+        "tts": tts if tts is not None else getattr(args, "tts", None) or "fake",
+    }
+    vad = load_silero_vad(getattr(args, "vad_model_path", None))
+    engine = Engine(
+        stt=handlers["stt"],
+        llm=handlers["llm"],
+        tts=handlers["tts"],
+        vad=vad,
+        stt_workers=int(getattr(args, "stt_workers", 1)),
+        llm_workers=int(getattr(args, "llm_workers", 1)),
+        tts_workers=int(getattr(args, "tts_workers", 1)),
+        max_sessions=int(getattr(args, "max_sessions", 64)),
+    )
+    return engine, {stage: _backend_name(h) for stage, h in handlers.items()}
+
+
+def build_server(
+    args: argparse.Namespace, engine: Engine, backends: dict[str, Any]
+) -> RealtimeServer:
+    """The (stopped) server for ``args``: host, port, API key, message limit."""
+    api_key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV) or None
+    host = str(getattr(args, "host", "127.0.0.1"))
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving on %s without an API key: anyone who can reach it can use it", host)
+    return RealtimeServer(
+        engine,
+        host=host,
+        port=int(getattr(args, "port", 8765)),
+        api_key=api_key,
+        max_message_bytes=int(getattr(args, "max_message_bytes", 16 * 1024 * 1024)),
+        backends=backends,
+    )
+
+
+def run_realtime(
+    args: argparse.Namespace,
+    *,
+    stt: object | None = None,
+    llm: object | None = None,
+    tts: object | None = None,
+) -> int:
+    """Serve ``ws://HOST:PORT/v1/realtime`` until Ctrl-C; returns the exit status."""
+    engine, backends = build_engine(args, stt=stt, llm=llm, tts=tts)
+    server = build_server(args, engine, backends)
+    server.start()
+    logger.info("OpenAI Realtime API at %s (backends: %s)", server.url, backends)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        logger.info("stopping")
+    finally:
+        server.stop()
+    return 0

@@ -1,0 +1,147 @@
+//! Python surface of the Realtime server: start, serve, stop.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::engine::PyEngine;
+use super::errors::{ServerAddressError, ServerConfigError, ServerError};
+use crate::transport::{RealtimeServer, ServerConfig, TransportError};
+
+impl From<TransportError> for PyErr {
+    fn from(e: TransportError) -> Self {
+        let msg = e.to_string();
+        match e {
+            TransportError::Bind { .. } => ServerAddressError::new_err(msg),
+            TransportError::InvalidConfig(_) => ServerConfigError::new_err(msg),
+            _ => ServerError::new_err(msg),
+        }
+    }
+}
+
+/// The `OpenAI` Realtime-compatible WebSocket server around an engine.
+#[pyclass(name = "RealtimeServer", module = "speech_to_speech._core", frozen)]
+pub struct PyRealtimeServer {
+    inner: Mutex<RealtimeServer>,
+    host: String,
+}
+
+impl PyRealtimeServer {
+    fn with<T>(&self, f: impl FnOnce(&mut RealtimeServer) -> T) -> T {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+#[pymethods]
+impl PyRealtimeServer {
+    /// A stopped server; `start()` binds and serves in the background.
+    #[new]
+    #[pyo3(
+        signature = (engine, *, host="127.0.0.1".to_owned(), port=8765, api_key=None, max_message_bytes=16*1024*1024, backends=None),
+        text_signature = "(engine, *, host='127.0.0.1', port=8765, api_key=None, max_message_bytes=16777216, backends=None)"
+    )]
+    fn new(
+        py: Python<'_>,
+        engine: PyRef<'_, PyEngine>,
+        host: String,
+        port: u16,
+        api_key: Option<String>,
+        max_message_bytes: usize,
+        backends: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let backends = match backends {
+            None => serde_json::Value::Null,
+            Some(d) => {
+                let text: String = py
+                    .import("json")?
+                    .getattr("dumps")?
+                    .call1((d,))?
+                    .extract()?;
+                serde_json::from_str(&text)
+                    .map_err(|e| ServerConfigError::new_err(format!("backends: {e}")))?
+            }
+        };
+        let config = ServerConfig {
+            host: host.clone(),
+            port,
+            api_key,
+            max_message_bytes,
+            backends,
+            ..ServerConfig::default()
+        };
+        let server = RealtimeServer::new(engine.engine(), config)?;
+        Ok(Self {
+            inner: Mutex::new(server),
+            host,
+        })
+    }
+
+    /// Bind and start serving; returns at once.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.with(RealtimeServer::start))?;
+        Ok(())
+    }
+
+    /// Block until `stop()` is called (from another thread) or Ctrl-C.
+    /// The GIL is released while waiting; signals are checked every 100 ms.
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.with(|s| s.is_running()) {
+            self.start(py)?;
+        }
+        loop {
+            py.detach(|| std::thread::sleep(Duration::from_millis(100)));
+            if let Err(e) = py.check_signals() {
+                py.detach(|| self.with(RealtimeServer::stop));
+                return Err(e);
+            }
+            if !self.with(|s| s.is_running()) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Close every connection and stop serving. Safe to call twice.
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| self.with(RealtimeServer::stop));
+    }
+
+    /// The bound port (useful with `port=0`); `None` while stopped.
+    #[getter]
+    fn port(&self) -> Option<u16> {
+        self.with(|s| s.local_addr().map(|a| a.port()))
+    }
+
+    /// The interface it binds.
+    #[getter]
+    fn host(&self) -> String {
+        self.host.clone()
+    }
+
+    /// Whether it is serving.
+    #[getter]
+    fn running(&self) -> bool {
+        self.with(|s| s.is_running())
+    }
+
+    /// Open WebSocket sessions.
+    #[getter]
+    fn sessions(&self) -> usize {
+        self.with(|s| s.connections())
+    }
+
+    /// `ws://host:port/v1/realtime` while running.
+    #[getter]
+    fn url(&self) -> Option<String> {
+        self.with(|s| s.local_addr().map(|a| format!("ws://{a}/v1/realtime")))
+    }
+
+    fn __repr__(&self) -> String {
+        match self.url() {
+            Some(u) => format!("RealtimeServer(url={u:?})"),
+            None => format!("RealtimeServer(host={:?}, stopped)", self.host),
+        }
+    }
+}
