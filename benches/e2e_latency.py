@@ -51,6 +51,15 @@ RATE = 24_000
 CHUNK = RATE // 50  # 20 ms
 
 
+def speech_end_s(audio: np.ndarray[Any, np.dtype[np.float32]], rate: int) -> float:
+    """Where the speech in a clip ends: the last 10 ms frame within 30 dB of the loudest."""
+    hop = rate // 100
+    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
+    rms = np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)) + 1e-12
+    voiced = np.nonzero(20 * np.log10(rms / rms.max()) > -30)[0]
+    return float((voiced[-1] + 1) * hop / rate) if len(voiced) else len(audio) / rate
+
+
 def load_utterances() -> list[tuple[str, np.ndarray[Any, np.dtype[np.float32]]]]:
     out = []
     for name in UTTERANCES:
@@ -238,8 +247,11 @@ async def conversation(
             turn = Turn(conversation=index, utterance=name)
             current[0] = turn
             finished.clear()
+            start = sent
             await send(audio)
-            turn.speech_end = clock + sent / RATE
+            # The user stopped speaking where the voice in the clip ends, not
+            # where the clip's own trailing silence ends.
+            turn.speech_end = clock + start / RATE + speech_end_s(audio, RATE)
             # Keep the microphone open: silence until the answer is done.
             deadline = time.perf_counter() + 60
             while not finished.is_set() and time.perf_counter() < deadline:

@@ -17,7 +17,6 @@ MODES = ("realtime", "local", "socket", "websocket")
 
 # Modes whose transport has not landed yet, with the one line that says so.
 _NOT_READY = {
-    "realtime": "the OpenAI Realtime-compatible server is not ready yet",
     "local": "local microphone/speaker mode is not ready yet",
     "socket": "TCP socket mode is not ready yet",
     "websocket": "plain WebSocket mode is not ready yet",
@@ -60,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(run, "host", default="127.0.0.1", help="address the server listens on")
     _add(run, "port", type=int, default=8765, help="port the server listens on")
+    _add(
+        run,
+        "api_key",
+        default=None,
+        help="require this key (Authorization: Bearer KEY); default: env "
+        "SPEECH_TO_SPEECH_API_KEY, else no auth (only sensible on 127.0.0.1)",
+    )
+    _add(
+        run,
+        "max_message_bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="largest client message answered normally",
+    )
     _add(
         run,
         "log_level",
@@ -118,7 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_mode(args: argparse.Namespace) -> int:
     """Start the chosen mode and block until it stops."""
-    raise NotImplementedError(args.mode)  # every mode is in _NOT_READY until it lands
+    from speech_to_speech.server import run_realtime
+
+    # Every other mode is refused in main() until its transport lands.
+    return run_realtime(args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from speech_to_speech._core import Engine, RealtimeServer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["API_KEY_ENV", "build_engine", "build_server", "run_realtime"]
+__all__ = ["API_KEY_ENV", "build_engine", "build_server", "run_realtime", "session_defaults"]
 
 #: Environment variable read when ``--api_key`` is not given.
 API_KEY_ENV = "SPEECH_TO_SPEECH_API_KEY"
@@ -72,7 +72,33 @@ def build_server(
         api_key=api_key,
         max_message_bytes=int(getattr(args, "max_message_bytes", 16 * 1024 * 1024)),
         backends=backends,
+        defaults=session_defaults(args),
     )
+
+
+def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """What every session starts with, from the command line's flags."""
+    out: dict[str, Any] = {}
+    mapping = {
+        "init_chat_prompt": "instructions",
+        "chat_size": "chat_size",
+        "soft_end_ms": "soft_end_ms",
+        "enable_live_transcription": "live_transcription",
+        "thresh": "threshold",
+        "speech_pad_ms": "prefix_padding_ms",
+        "min_silence_ms": "silence_duration_ms",
+        "min_speech_ms": "min_speech_ms",
+        "max_speech_ms": "max_speech_ms",
+    }
+    for flag, key in mapping.items():
+        if getattr(args, flag, None) is not None:
+            out[key] = getattr(args, flag)
+    if getattr(args, "speculation", None) is not None:
+        out["speculation"] = args.speculation == "on"
+    for key in ("prefix_padding_ms", "silence_duration_ms"):
+        if key in out:
+            out[key] = int(out[key])
+    return out
 
 
 def run_realtime(
@@ -82,8 +108,18 @@ def run_realtime(
     llm: object | None = None,
     tts: object | None = None,
 ) -> int:
-    """Serve ``ws://HOST:PORT/v1/realtime`` until Ctrl-C; returns the exit status."""
-    engine, backends = build_engine(args, stt=stt, llm=llm, tts=tts)
+    """Serve ``ws://HOST:PORT/v1/realtime`` until Ctrl-C; returns the exit status.
+
+    Without handler objects, the backends named by ``--stt/--llm/--tts`` are
+    created from the registry, loaded and warmed up first.
+    """
+    if stt is None and llm is None and tts is None and hasattr(args, "stt_model"):
+        from speech_to_speech.pipeline import engine_from_args
+
+        engine = engine_from_args(args)
+        backends = {stage: str(getattr(args, stage)) for stage in ("stt", "llm", "tts")}
+    else:
+        engine, backends = build_engine(args, stt=stt, llm=llm, tts=tts)
     server = build_server(args, engine, backends)
     server.start()
     logger.info("OpenAI Realtime API at %s (backends: %s)", server.url, backends)

@@ -8,7 +8,7 @@ use pyo3::types::PyDict;
 
 use super::engine::PyEngine;
 use super::errors::{ServerAddressError, ServerConfigError, ServerError};
-use crate::transport::{RealtimeServer, ServerConfig, TransportError};
+use crate::transport::{RealtimeServer, ServerConfig, SessionDefaults, TransportError};
 
 impl From<TransportError> for PyErr {
     fn from(e: TransportError) -> Self {
@@ -35,14 +35,44 @@ impl PyRealtimeServer {
     }
 }
 
+/// Read the server-wide session defaults from a dict of CLI values.
+fn session_defaults(d: &Bound<'_, PyDict>) -> PyResult<SessionDefaults> {
+    let mut out = SessionDefaults::default();
+    for (k, v) in d.iter() {
+        let key: String = k.extract()?;
+        match key.as_str() {
+            "instructions" => out.instructions = v.extract()?,
+            "chat_size" => out.chat_size = v.extract()?,
+            "speculation" => out.speculation = v.extract()?,
+            "soft_end_ms" => out.soft_end_ms = v.extract()?,
+            "live_transcription" => out.live_transcription = v.extract()?,
+            "threshold" => out.threshold = v.extract()?,
+            "prefix_padding_ms" => out.prefix_padding_ms = v.extract()?,
+            "silence_duration_ms" => out.silence_duration_ms = v.extract()?,
+            "min_speech_ms" => out.min_speech_ms = v.extract()?,
+            "max_speech_ms" => {
+                let ms: Option<f64> = v.extract()?;
+                out.max_speech_ms = ms.filter(|m| m.is_finite());
+            }
+            other => {
+                return Err(ServerConfigError::new_err(format!(
+                    "unknown session default '{other}'"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[pymethods]
 impl PyRealtimeServer {
     /// A stopped server; `start()` binds and serves in the background.
     #[new]
     #[pyo3(
-        signature = (engine, *, host="127.0.0.1".to_owned(), port=8765, api_key=None, max_message_bytes=16*1024*1024, backends=None),
-        text_signature = "(engine, *, host='127.0.0.1', port=8765, api_key=None, max_message_bytes=16777216, backends=None)"
+        signature = (engine, *, host="127.0.0.1".to_owned(), port=8765, api_key=None, max_message_bytes=16*1024*1024, backends=None, defaults=None),
+        text_signature = "(engine, *, host='127.0.0.1', port=8765, api_key=None, max_message_bytes=16777216, backends=None, defaults=None)"
     )]
+    #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
     fn new(
         py: Python<'_>,
         engine: PyRef<'_, PyEngine>,
@@ -51,7 +81,12 @@ impl PyRealtimeServer {
         api_key: Option<String>,
         max_message_bytes: usize,
         backends: Option<Bound<'_, PyDict>>,
+        defaults: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let defaults = match defaults {
+            None => SessionDefaults::default(),
+            Some(d) => session_defaults(&d)?,
+        };
         let backends = match backends {
             None => serde_json::Value::Null,
             Some(d) => {
@@ -70,6 +105,7 @@ impl PyRealtimeServer {
             api_key,
             max_message_bytes,
             backends,
+            defaults,
             ..ServerConfig::default()
         };
         let server = RealtimeServer::new(engine.engine(), config)?;

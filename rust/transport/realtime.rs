@@ -75,6 +75,78 @@ pub struct ServerConfig {
     /// A send that takes longer than this means the client stopped reading:
     /// the connection is closed.
     pub send_timeout: Duration,
+    /// What a new session starts with (the command line's flags).
+    pub defaults: SessionDefaults,
+}
+
+/// Server-wide starting values of every session, from the command line.
+/// A client may change the protocol's fields with `session.update`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionDefaults {
+    /// System prompt (`instructions` until the client sets its own).
+    pub instructions: String,
+    /// Items of history the LLM sees (0: all).
+    pub chat_size: usize,
+    /// Start STT and the LLM at the soft end of speech.
+    pub speculation: bool,
+    /// Silence before that soft end, ms (`None`: derived from the turn's silence).
+    pub soft_end_ms: Option<f64>,
+    /// Input transcript deltas while the user speaks.
+    pub live_transcription: bool,
+    /// `server_vad.threshold`.
+    pub threshold: f64,
+    /// `server_vad.prefix_padding_ms`.
+    pub prefix_padding_ms: u64,
+    /// `server_vad.silence_duration_ms`.
+    pub silence_duration_ms: u64,
+    /// Shorter speech is not a turn, ms.
+    pub min_speech_ms: f64,
+    /// Longest turn, ms (`None`: unlimited).
+    pub max_speech_ms: Option<f64>,
+}
+
+impl Default for SessionDefaults {
+    fn default() -> Self {
+        Self {
+            instructions: String::new(),
+            chat_size: 0,
+            speculation: true,
+            soft_end_ms: None,
+            live_transcription: false,
+            threshold: 0.5,
+            prefix_padding_ms: 300,
+            silence_duration_ms: 500,
+            min_speech_ms: 250.0,
+            max_speech_ms: None,
+        }
+    }
+}
+
+impl SessionDefaults {
+    /// Apply to a new session: its protocol state and its engine config.
+    fn apply(&self, state: &mut SessionState, config: &mut SessionConfig) {
+        state.instructions.clone_from(&self.instructions);
+        if let TurnDetection::ServerVad {
+            threshold,
+            prefix_padding_ms,
+            silence_duration_ms,
+            ..
+        } = &mut state.turn_detection
+        {
+            *threshold = self.threshold;
+            *prefix_padding_ms = self.prefix_padding_ms;
+            *silence_duration_ms = self.silence_duration_ms;
+        }
+        state.apply_to(config);
+        config.chat_size = self.chat_size;
+        config.speculation = self.speculation;
+        config.live_transcription |= self.live_transcription;
+        config.vad.min_speech_ms = self.min_speech_ms;
+        config.vad.max_speech_ms = self.max_speech_ms;
+        if let Some(ms) = self.soft_end_ms {
+            config.vad.soft_end_ms = Some(ms);
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -87,6 +159,7 @@ impl Default for ServerConfig {
             backends: Value::Null,
             worker_threads: 0,
             send_timeout: Duration::from_secs(10),
+            defaults: SessionDefaults::default(),
         }
     }
 }
@@ -362,7 +435,7 @@ async fn connection(app: &App, mut socket: WebSocket, dialect: Dialect, model: S
         state.turn_detection = TurnDetection::Disabled;
     }
     let mut config = SessionConfig::default();
-    state.apply_to(&mut config);
+    app.config.defaults.apply(&mut state, &mut config);
     let session = match app.engine.create_session(config) {
         Ok(s) => s,
         Err(e) => {

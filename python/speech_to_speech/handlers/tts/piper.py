@@ -89,6 +89,10 @@ class PiperTTS(TTSHandler):
         rate = self.speed * speed
         if rate <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
+        # A per-call voice is a Piper voice file; a Realtime client's voice
+        # name ("alloy", ...) means "the server's voice".
+        if voice is not None and not (voice.endswith(".onnx") and Path(voice).is_file()):
+            voice = None
         piper_voice = self._load(voice or self.voice)
         syn_config = SynthesisConfig(
             length_scale=float(piper_voice.config.length_scale) / rate,
