@@ -1058,3 +1058,26 @@ async def test_live_input_transcription(conn: Conn, question: np.ndarray) -> Non
     assert "".join(deltas) == completed.transcript
     assert all(e.item_id == completed.item_id for e in conn.seen if e.type == kind)
     await conn.until("response.done")
+
+
+async def test_out_of_band_input_with_item_reference(conn: Conn) -> None:
+    await conn.until("session.created")
+    item = {
+        "id": "ref1",
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "remember"}],
+    }
+    await conn.send({"type": "conversation.item.create", "item": item})
+    await conn.until("conversation.item.done")
+    response = {
+        "conversation": "none",
+        "output_modalities": ["text"],
+        "input": [{"type": "item_reference", "id": "ref1"}],
+    }
+    await conn.send({"type": "response.create", "response": response})
+    done = await conn.until("response.done")
+    assert done.response.output[0].content[0].text == "You said: remember. That is all I know."
+    response["input"] = [{"type": "item_reference", "id": "nope"}]
+    await conn.send({"type": "response.create", "response": response})
+    assert (await _next_error(conn)).error.code == "item_not_found"

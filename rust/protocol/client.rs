@@ -49,6 +49,9 @@ pub enum ClientEvent {
         options: Box<ResponseOptions>,
         /// `metadata`, echoed on the response.
         metadata: Value,
+        /// `item_reference` entries of `input`: (position in the final
+        /// input, referenced item id), in ascending position.
+        references: Vec<(usize, String)>,
     },
     /// `response.cancel`.
     ResponseCancel,
@@ -149,13 +152,14 @@ fn parse_object(
             }
         }
         "response.create" => {
-            let (options, metadata) = match get(obj, "response") {
-                None => (ResponseOptions::default(), Value::Null),
+            let (options, metadata, references) = match get(obj, "response") {
+                None => (ResponseOptions::default(), Value::Null, Vec::new()),
                 Some(r) => parse_response_options(r, dialect, new_id)?,
             };
             ClientEvent::ResponseCreate {
                 options: Box::new(options),
                 metadata,
+                references,
             }
         }
         "response.cancel" => ClientEvent::ResponseCancel,
@@ -170,13 +174,16 @@ fn parse_object(
     })
 }
 
-/// Parse the `response` object of `response.create`.
+/// Parse the `response` object of `response.create`: the options, the
+/// metadata, and the `item_reference` entries of `input` (see
+/// [`ClientEvent::ResponseCreate`]).
 pub fn parse_response_options(
     v: &Value,
     dialect: Dialect,
     new_id: &mut dyn FnMut(&str) -> String,
-) -> Result<(ResponseOptions, Value), ProtocolError> {
+) -> Result<(ResponseOptions, Value, Vec<(usize, String)>), ProtocolError> {
     let p = "response";
+    let mut references = Vec::new();
     let obj = field::object(v, p)?;
     let mut o = ResponseOptions {
         instructions: field::string(obj, "instructions", p)?,
@@ -237,7 +244,13 @@ pub fn parse_response_options(
         })?;
         let mut items = Vec::with_capacity(list.len());
         for (i, it) in list.iter().enumerate() {
-            items.push(parse_item(it, &format!("response.input[{i}]"), new_id)?);
+            let p = format!("response.input[{i}]");
+            if it.get("type").and_then(Value::as_str) == Some("item_reference") {
+                let id = field::required_string(field::object(it, &p)?, "id", &p)?;
+                references.push((i, id));
+            } else {
+                items.push(parse_item(it, &p, new_id)?);
+            }
         }
         o.input = Some(items);
     }
@@ -251,7 +264,7 @@ pub fn parse_response_options(
             ));
         }
     };
-    Ok((o, metadata))
+    Ok((o, metadata, references))
 }
 
 /// Parse a conversation item (`conversation.item.create`, `response.input`).
