@@ -11,6 +11,10 @@ use super::{Dialect, ProtocolError};
 use crate::engine::ResponseOptions;
 use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
 
+/// `item_reference` entries of `response.input`: (position in the final
+/// input, referenced item id), in ascending position.
+pub type ItemReferences = Vec<(usize, String)>;
+
 /// A parsed client event.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -49,9 +53,8 @@ pub enum ClientEvent {
         options: Box<ResponseOptions>,
         /// `metadata`, echoed on the response.
         metadata: Value,
-        /// `item_reference` entries of `input`: (position in the final
-        /// input, referenced item id), in ascending position.
-        references: Vec<(usize, String)>,
+        /// `item_reference` entries of `input`.
+        references: ItemReferences,
     },
     /// `response.cancel`.
     ResponseCancel,
@@ -181,7 +184,7 @@ pub fn parse_response_options(
     v: &Value,
     dialect: Dialect,
     new_id: &mut dyn FnMut(&str) -> String,
-) -> Result<(ResponseOptions, Value, Vec<(usize, String)>), ProtocolError> {
+) -> Result<(ResponseOptions, Value, ItemReferences), ProtocolError> {
     let p = "response";
     let mut references = Vec::new();
     let obj = field::object(v, p)?;
