@@ -627,6 +627,18 @@ ERROR_CASES: list[tuple[str, Any, str]] = [
     ),
     ("output buffer clear", {"type": "output_audio_buffer.clear"}, "unsupported_event"),
     ("json array", "[1, 2]", "invalid_json"),
+    (
+        "audio in an item",
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "audio": "AAAA"}],
+            },
+        },
+        "unsupported_content",
+    ),
     ("type not a string", {"type": 5}, "invalid_value"),
     ("session not an object", {"type": "session.update", "session": []}, "invalid_value"),
     (

@@ -319,10 +319,23 @@ pub fn parse_item(
                     (Role::User | Role::System, "input_text") => {
                         Content::InputText(field::string(c, "text", &pp)?.unwrap_or_default())
                     }
-                    (Role::User, "input_audio") => Content::InputAudio {
-                        transcript: field::string(c, "transcript", &pp)?,
-                        duration_ms: 0.0,
-                    },
+                    (Role::User, "input_audio") => {
+                        let transcript = field::string(c, "transcript", &pp)?;
+                        if transcript.is_none() && get(c, "audio").is_some() {
+                            // Rather than add an item the model cannot hear.
+                            return Err(ProtocolError::invalid(
+                                "unsupported_content",
+                                "Audio inside conversation.item.create is not transcribed yet: \
+                                 send it with input_audio_buffer.append and commit, or give \
+                                 its 'transcript'.",
+                                Some(&field::join(&pp, "audio")),
+                            ));
+                        }
+                        Content::InputAudio {
+                            transcript,
+                            duration_ms: 0.0,
+                        }
+                    }
                     (Role::Assistant, "output_text" | "text") => {
                         Content::OutputText(field::string(c, "text", &pp)?.unwrap_or_default())
                     }
