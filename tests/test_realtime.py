@@ -627,6 +627,18 @@ ERROR_CASES: list[tuple[str, Any, str]] = [
     ),
     ("output buffer clear", {"type": "output_audio_buffer.clear"}, "unsupported_event"),
     ("json array", "[1, 2]", "invalid_json"),
+    (
+        "audio in an item",
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "audio": "AAAA"}],
+            },
+        },
+        "unsupported_content",
+    ),
     ("type not a string", {"type": 5}, "invalid_value"),
     ("session not an object", {"type": "session.update", "session": []}, "invalid_value"),
     (
@@ -1058,3 +1070,69 @@ async def test_live_input_transcription(conn: Conn, question: np.ndarray) -> Non
     assert "".join(deltas) == completed.transcript
     assert all(e.item_id == completed.item_id for e in conn.seen if e.type == kind)
     await conn.until("response.done")
+
+
+async def test_out_of_band_input_with_item_reference(conn: Conn) -> None:
+    await conn.until("session.created")
+    item = {
+        "id": "ref1",
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "remember"}],
+    }
+    await conn.send({"type": "conversation.item.create", "item": item})
+    await conn.until("conversation.item.done")
+    response = {
+        "conversation": "none",
+        "output_modalities": ["text"],
+        "input": [{"type": "item_reference", "id": "ref1"}],
+    }
+    await conn.send({"type": "response.create", "response": response})
+    done = await conn.until("response.done")
+    assert done.response.output[0].content[0].text == "You said: remember. That is all I know."
+    response["input"] = [{"type": "item_reference", "id": "nope"}]
+    await conn.send({"type": "response.create", "response": response})
+    assert (await _next_error(conn)).error.code == "item_not_found"
+
+
+class PausingStt:
+    """Hears an unfinished sentence in short audio, the whole one in long audio."""
+
+    def transcribe(self, audio: np.ndarray, **kw: Any) -> Iterator[SimpleNamespace]:
+        text = "what is the capital of France?" if len(audio) > 16000 * 3.5 else "what is the"
+        yield SimpleNamespace(text=text, final=True, language="en")
+
+
+@pytest.mark.parametrize("unfinished", [True, False])
+async def test_semantic_vad_waits_for_an_unfinished_sentence(
+    vad: Any, question: np.ndarray, unfinished: bool
+) -> None:
+    # The fake STT hears "level N": a finished phrase, so the pause ends the turn.
+    stt: Any = PausingStt() if unfinished else "fake"
+    engine = Engine(stt=stt, llm="fake", tts="fake", vad=vad)
+    for server in _serve(engine):
+        async for c in _open(server):
+            await c.until("session.created")
+            td = {"type": "semantic_vad", "eagerness": "high"}
+            session = {"audio": {"input": {"turn_detection": td, "transcription": {}}}}
+            await c.send({"type": "session.update", "session": {"type": "realtime", **session}})
+            await c.until("session.updated")
+            speech = question[4800:-36000]
+            pause = np.zeros(24000 * 8 // 10, np.float32)  # longer than high's 300 ms
+            await c.stream(np.concatenate([pause, speech, pause, speech, pause, pause, pause]))
+            done = await c.until("response.done", timeout=20)
+            if not unfinished:
+                # Two turns; the second one barges in on the first answer.
+                await c.until("input_audio_buffer.committed", timeout=20)
+                assert c.types().count("input_audio_buffer.speech_started") == 2
+                return
+            types = c.types()
+            assert types.count("input_audio_buffer.speech_started") == 1, types
+            assert types.count("input_audio_buffer.committed") == 1, types
+            completed = next(
+                e
+                for e in c.seen
+                if e.type == "conversation.item.input_audio_transcription.completed"
+            )
+            assert completed.transcript == "what is the capital of France?"
+            assert done.response.status == "completed"

@@ -56,6 +56,10 @@ pub struct SessionConfig {
     pub interrupt_response: bool,
     /// Emit input transcription events, with these options.
     pub transcription: Option<SttOptions>,
+    /// Semantic turn ends (`semantic_vad`): when the VAD ends a turn whose
+    /// transcript sounds unfinished, wait up to this long (input audio ms,
+    /// from the end of speech) for the user to go on. `None`: never wait.
+    pub semantic_max_wait_ms: Option<f64>,
     /// Options of the STT the pipeline runs anyway.
     pub stt: SttOptions,
     /// Items of history the LLM sees (0: all).
@@ -90,6 +94,7 @@ impl Default for SessionConfig {
             create_response: true,
             interrupt_response: true,
             transcription: None,
+            semantic_max_wait_ms: None,
             stt: SttOptions::default(),
             chat_size: 0,
             speculation: true,
@@ -209,6 +214,42 @@ struct Speculation {
     committed_item: Option<String>,
 }
 
+/// A turn held open by the semantic end-of-turn check.
+#[derive(Debug)]
+struct HeldTurn {
+    item_id: String,
+    /// Its audio, 16 kHz.
+    audio: Vec<f32>,
+    audio_end_ms: u64,
+    /// Input position (ms) at which it is committed anyway.
+    until_ms: f64,
+}
+
+/// Whether a transcript sounds like the speaker will go on: it ends in a
+/// comma or dash, or in a word that does not end an English sentence.
+/// Sentence punctuation or any other last word counts as finished.
+pub fn sounds_unfinished(text: &str) -> bool {
+    const GO_ON: &[&str] = &[
+        "and", "or", "but", "so", "because", "then", "if", "that", "which", "um", "uh", "er",
+        "erm", "the", "a", "an", "to", "of", "with", "for", "in", "on", "at", "from", "my", "your",
+        "our", "their", "is", "are", "was", "were", "i", "like", "about", "than",
+    ];
+    let t = text.trim_end();
+    if t.is_empty() || t.ends_with(['.', '?', '!']) {
+        return false;
+    }
+    if t.ends_with([',', '-', ';', ':']) || t.ends_with('\u{2026}') {
+        return true;
+    }
+    let last = t
+        .rsplit(char::is_whitespace)
+        .next()
+        .unwrap_or_default()
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase();
+    GO_ON.contains(&last.as_str())
+}
+
 /// A clause on its way through TTS.
 #[derive(Debug, Default)]
 struct ClauseSlot {
@@ -258,6 +299,11 @@ struct State {
     deferred: Option<(String, ResponseOptions)>,
     /// Live transcription of the speech in progress.
     live: LiveTranscript,
+    /// A turn the VAD ended but whose words sound unfinished (semantic mode).
+    held_turn: Option<HeldTurn>,
+    /// Audio of a held turn the user went on with (16 kHz): the start of
+    /// the current turn.
+    carry: Vec<f32>,
 }
 
 /// Where live transcription of the current speech stands.
@@ -326,6 +372,8 @@ impl Session {
                 pending_stt: 0,
                 deferred: None,
                 live: LiveTranscript::default(),
+                held_turn: None,
+                carry: Vec::new(),
             }),
             events,
             notify: Mutex::new(None),
@@ -379,7 +427,21 @@ impl Session {
             self.turn_event(t);
         }
         self.maybe_live_transcribe(position_ms);
+        self.release_held_turn(false);
         Ok(())
+    }
+
+    /// Commit a held turn once its wait is over (or at once with `now`);
+    /// returns its item id if it was committed.
+    fn release_held_turn(&self, now: bool) -> Option<String> {
+        let sh = &self.0;
+        let position = self.input_position_ms();
+        let mut st = lock(&sh.state);
+        let until = st.held_turn.as_ref()?.until_ms;
+        if !now && position < until {
+            return None;
+        }
+        sh.release_held(&mut st)
     }
 
     /// Start a live transcription of the speech so far when one is due.
@@ -428,6 +490,9 @@ impl Session {
     /// Commit the buffered input audio as a user turn
     /// (`input_audio_buffer.commit`); returns the new item id.
     pub fn commit_buffer(&self) -> Result<String, SessionError> {
+        if let Some(id) = self.release_held_turn(true) {
+            return Ok(id);
+        }
         let audio = self
             .0
             .input
@@ -513,6 +578,14 @@ impl Session {
         let mut st = lock(&sh.state);
         match input {
             TurnInput::SpeechStarted { audio_start_ms } => {
+                if let Some(held) = st.held_turn.take() {
+                    // The user went on: the same turn, the same item, and no
+                    // new speech_started (the client never saw it stop).
+                    sh.drop_speculation(&mut st);
+                    st.speech_item = Some(held.item_id);
+                    st.carry = held.audio;
+                    return;
+                }
                 let interrupt = st.config.interrupt_response;
                 if interrupt && st.response.as_ref().is_some_and(|r| r.held.is_none()) {
                     sh.cancel_response(&mut st, StopReason::TurnDetected);
@@ -531,6 +604,11 @@ impl Session {
                     return;
                 }
                 sh.drop_speculation(&mut st);
+                let audio = if st.carry.is_empty() {
+                    audio
+                } else {
+                    [st.carry.as_slice(), audio.as_slice()].concat()
+                };
                 let generation = sh.spec_gen.fetch_add(1, Ordering::AcqRel) + 1;
                 let soft_end_ms = sh.engine.now_ms();
                 st.timings.soft_end = Some(soft_end_ms);
@@ -555,6 +633,36 @@ impl Session {
                 audio_end_ms,
                 audio,
             } => {
+                let audio = if st.carry.is_empty() {
+                    audio
+                } else {
+                    let mut all = std::mem::take(&mut st.carry);
+                    all.extend_from_slice(&audio);
+                    all
+                };
+                // Hold the turn if its words sound unfinished, or while they
+                // are still being transcribed (the transcript decides then).
+                let hold = st
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.transcript.as_deref().is_none_or(sounds_unfinished));
+                if let Some(max_wait) = st.config.semantic_max_wait_ms
+                    && hold
+                {
+                    let item_id = st
+                        .speech_item
+                        .clone()
+                        .unwrap_or_else(|| sh.engine.new_id("item"));
+                    st.speech_item = Some(item_id.clone());
+                    let silence = st.config.vad.min_silence_ms;
+                    st.held_turn = Some(HeldTurn {
+                        item_id,
+                        audio,
+                        audio_end_ms,
+                        until_ms: audio_end_ms as f64 + (max_wait - silence).max(0.0),
+                    });
+                    return;
+                }
                 let item_id = st
                     .speech_item
                     .take()
@@ -598,6 +706,8 @@ impl Session {
         let mut st = lock(&sh.state);
         sh.drop_speculation(&mut st);
         st.speech_item = None;
+        st.held_turn = None;
+        st.carry.clear();
         sh.emit(EngineEvent::InputCleared);
     }
 
@@ -888,6 +998,21 @@ impl Shared {
                 });
             }
         }
+    }
+
+    /// Commit the held turn now; returns its item id.
+    fn release_held(self: &Arc<Self>, st: &mut State) -> Option<String> {
+        let held = st.held_turn.take()?;
+        st.speech_item = None;
+        self.emit(EngineEvent::SpeechStopped {
+            item_id: held.item_id.clone(),
+            audio_end_ms: held.audio_end_ms,
+        });
+        if let Err(e) = self.commit(st, held.item_id.clone(), held.audio, true) {
+            self.emit_error(&e);
+            return None;
+        }
+        Some(held.item_id)
     }
 
     /// Live input transcription: a pause in the speech gave a transcript of
@@ -1594,6 +1719,11 @@ impl Shared {
                                 id,
                             );
                         }
+                        // A turn held for this transcript: commit it unless
+                        // the words sound unfinished.
+                        if st.held_turn.is_some() && !sounds_unfinished(&text) {
+                            self.release_held(st);
+                        }
                     }
                     Err(message) => {
                         if let Some(item_id) = spec.committed_item.clone() {
@@ -1602,6 +1732,7 @@ impl Shared {
                             self.transcript_ready(st, &item_id, Err(message), duration_ms, true);
                         } else {
                             st.spec = None;
+                            self.release_held(st);
                         }
                     }
                 }
@@ -1767,6 +1898,33 @@ impl Job for TtsJob {
         if !self.cancel.is_cancelled() {
             self.session
                 .on_tts(&self.response_id, self.index, None, Some(result));
+        }
+    }
+}
+
+#[cfg(test)]
+mod semantic_tests {
+    use super::sounds_unfinished;
+
+    #[test]
+    fn unfinished_transcripts_are_recognised() {
+        for t in [
+            "I want to go to",
+            "coffee and",
+            "Well, um",
+            "first,",
+            "the weather in",
+        ] {
+            assert!(sounds_unfinished(t), "{t}");
+        }
+        for t in [
+            "What is the capital of France?",
+            "Thanks.",
+            "level 42",
+            "",
+            "Paris",
+        ] {
+            assert!(!sounds_unfinished(t), "{t}");
         }
     }
 }

@@ -11,6 +11,10 @@ use super::{Dialect, ProtocolError};
 use crate::engine::ResponseOptions;
 use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
 
+/// `item_reference` entries of `response.input`: (position in the final
+/// input, referenced item id), in ascending position.
+pub type ItemReferences = Vec<(usize, String)>;
+
 /// A parsed client event.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -49,6 +53,8 @@ pub enum ClientEvent {
         options: Box<ResponseOptions>,
         /// `metadata`, echoed on the response.
         metadata: Value,
+        /// `item_reference` entries of `input`.
+        references: ItemReferences,
     },
     /// `response.cancel`.
     ResponseCancel,
@@ -149,13 +155,14 @@ fn parse_object(
             }
         }
         "response.create" => {
-            let (options, metadata) = match get(obj, "response") {
-                None => (ResponseOptions::default(), Value::Null),
+            let (options, metadata, references) = match get(obj, "response") {
+                None => (ResponseOptions::default(), Value::Null, Vec::new()),
                 Some(r) => parse_response_options(r, dialect, new_id)?,
             };
             ClientEvent::ResponseCreate {
                 options: Box::new(options),
                 metadata,
+                references,
             }
         }
         "response.cancel" => ClientEvent::ResponseCancel,
@@ -170,13 +177,16 @@ fn parse_object(
     })
 }
 
-/// Parse the `response` object of `response.create`.
+/// Parse the `response` object of `response.create`: the options, the
+/// metadata, and the `item_reference` entries of `input` (see
+/// [`ClientEvent::ResponseCreate`]).
 pub fn parse_response_options(
     v: &Value,
     dialect: Dialect,
     new_id: &mut dyn FnMut(&str) -> String,
-) -> Result<(ResponseOptions, Value), ProtocolError> {
+) -> Result<(ResponseOptions, Value, ItemReferences), ProtocolError> {
     let p = "response";
+    let mut references = Vec::new();
     let obj = field::object(v, p)?;
     let mut o = ResponseOptions {
         instructions: field::string(obj, "instructions", p)?,
@@ -237,7 +247,13 @@ pub fn parse_response_options(
         })?;
         let mut items = Vec::with_capacity(list.len());
         for (i, it) in list.iter().enumerate() {
-            items.push(parse_item(it, &format!("response.input[{i}]"), new_id)?);
+            let p = format!("response.input[{i}]");
+            if it.get("type").and_then(Value::as_str) == Some("item_reference") {
+                let id = field::required_string(field::object(it, &p)?, "id", &p)?;
+                references.push((i, id));
+            } else {
+                items.push(parse_item(it, &p, new_id)?);
+            }
         }
         o.input = Some(items);
     }
@@ -251,7 +267,7 @@ pub fn parse_response_options(
             ));
         }
     };
-    Ok((o, metadata))
+    Ok((o, metadata, references))
 }
 
 /// Parse a conversation item (`conversation.item.create`, `response.input`).
@@ -303,10 +319,23 @@ pub fn parse_item(
                     (Role::User | Role::System, "input_text") => {
                         Content::InputText(field::string(c, "text", &pp)?.unwrap_or_default())
                     }
-                    (Role::User, "input_audio") => Content::InputAudio {
-                        transcript: field::string(c, "transcript", &pp)?,
-                        duration_ms: 0.0,
-                    },
+                    (Role::User, "input_audio") => {
+                        let transcript = field::string(c, "transcript", &pp)?;
+                        if transcript.is_none() && get(c, "audio").is_some() {
+                            // Rather than add an item the model cannot hear.
+                            return Err(ProtocolError::invalid(
+                                "unsupported_content",
+                                "Audio inside conversation.item.create is not transcribed yet: \
+                                 send it with input_audio_buffer.append and commit, or give \
+                                 its 'transcript'.",
+                                Some(&field::join(&pp, "audio")),
+                            ));
+                        }
+                        Content::InputAudio {
+                            transcript,
+                            duration_ms: 0.0,
+                        }
+                    }
                     (Role::Assistant, "output_text" | "text") => {
                         Content::OutputText(field::string(c, "text", &pp)?.unwrap_or_default())
                     }

@@ -11,7 +11,9 @@ mod client;
 mod server;
 mod session;
 
-pub use client::{ClientEvent, parse_client_event, parse_item, parse_response_options};
+pub use client::{
+    ClientEvent, ItemReferences, parse_client_event, parse_item, parse_response_options,
+};
 pub use server::Encoder;
 pub use session::{AudioFormat, SessionState, Transcription, TurnDetection};
 

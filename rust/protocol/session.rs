@@ -616,6 +616,10 @@ impl SessionState {
             prompt: t.prompt.clone(),
         });
         c.live_transcription = self.transcription.as_ref().is_some_and(Transcription::live);
+        c.semantic_max_wait_ms = match &self.turn_detection {
+            TurnDetection::SemanticVad { eagerness, .. } => Some(semantic_max_wait_ms(eagerness)),
+            _ => None,
+        };
         if let Some(t) = &self.transcription {
             c.stt.language.clone_from(&t.language);
             c.stt.prompt.clone_from(&t.prompt);
@@ -661,15 +665,26 @@ impl SessionState {
 
 /// The silence that ends a turn under `semantic_vad`, by eagerness.
 ///
-/// There is no end-of-utterance model yet, so eagerness picks the silence
-/// the server VAD waits for: `high` answers quickly, `low` lets the user
-/// pause to think. The protocol's maximum waits (8 s / 4 s / 2 s) bound what
-/// a semantic model could add on top; they are not reached here.
+/// Eagerness picks the silence after which the VAD proposes an end of turn
+/// (`high` answers quickly, `low` lets the user pause to think). The engine
+/// then looks at the transcript of the turn so far: when it sounds
+/// unfinished (a trailing comma, "and", "the", "um", ...) it waits for more
+/// speech up to [`semantic_max_wait_ms`] from the end of speech.
 pub fn semantic_silence_ms(eagerness: &str) -> f64 {
     match eagerness {
         "low" => 1_200.0,
         "high" => 300.0,
         _ => 600.0,
+    }
+}
+
+/// The longest a `semantic_vad` turn that sounds unfinished waits for the
+/// user to go on: the protocol's 8 s / 4 s / 2 s for low / medium / high.
+pub fn semantic_max_wait_ms(eagerness: &str) -> f64 {
+    match eagerness {
+        "low" => 8_000.0,
+        "high" => 2_000.0,
+        _ => 4_000.0,
     }
 }
 

@@ -756,7 +756,22 @@ impl Conn {
                 audio_end_ms,
             } => s.truncate_item(&item_id, content_index, audio_end_ms),
             ClientEvent::ItemDelete(id) => s.delete_item(&id),
-            ClientEvent::ResponseCreate { options, metadata } => {
+            ClientEvent::ResponseCreate {
+                mut options,
+                metadata,
+                references,
+            } => {
+                if let Some(input) = options.input.as_mut() {
+                    for (pos, id) in references {
+                        match s.item(&id) {
+                            Ok(item) => input.insert(pos.min(input.len()), item),
+                            Err(e) => {
+                                self.session_error(&e, event_id);
+                                return;
+                            }
+                        }
+                    }
+                }
                 let audio = options.audio_output;
                 let voice = options.voice.clone();
                 let max = options.max_output_tokens;
