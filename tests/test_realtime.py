@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import urllib.error
@@ -1136,3 +1137,45 @@ async def test_semantic_vad_waits_for_an_unfinished_sentence(
             )
             assert completed.transcript == "what is the capital of France?"
             assert done.response.status == "completed"
+
+
+async def test_turn_timings_extension_only_when_asked(
+    server: RealtimeServer, question: np.ndarray
+) -> None:
+    import websockets
+
+    async def turn(query: str) -> list[dict[str, Any]]:
+        url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=x{query}"
+        events: list[dict[str, Any]] = []
+        async with websockets.connect(url, max_size=None) as ws:
+            audio = np.concatenate([question, np.zeros(24000, np.float32)])
+            for i in range(0, len(audio), 4800):
+                append = {
+                    "type": "input_audio_buffer.append",
+                    "audio": s2s_pcm(audio[i : i + 4800]),
+                }
+                await ws.send(json.dumps(append))
+            while True:
+                ev = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                events.append(ev)
+                if ev["type"] == "response.done":
+                    break
+            # The timings follow response.done.
+            with contextlib.suppress(TimeoutError):
+                events.append(json.loads(await asyncio.wait_for(ws.recv(), 1)))
+        return events
+
+    asked = await turn("&timings=1")
+    timings = [e for e in asked if e["type"] == "speech_to_speech.turn.timings"]
+    assert len(timings) == 1
+    t = timings[0]["timings"]
+    assert t["commit_ms"] <= t["first_audio_out_ms"]
+    assert t["stt_done_ms"] is not None and t["tts_first_chunk_ms"] is not None
+    plain = await turn("")
+    assert not [e for e in plain if e["type"].startswith("speech_to_speech.")]
+
+
+def s2s_pcm(samples: np.ndarray) -> str:
+    from speech_to_speech import float32_to_pcm16
+
+    return base64.b64encode(float32_to_pcm16(samples.astype(np.float32))).decode()

@@ -29,6 +29,10 @@ pub struct Encoder {
     /// The session settings responses default to.
     session: SessionState,
     responses: HashMap<String, ResponseMeta>,
+    /// Send each turn's per-stage timings as `speech_to_speech.turn.timings`
+    /// (an extension, only for clients that ask with `?timings=1`: strict
+    /// clients refuse event types they do not know).
+    pub timings: bool,
 }
 
 impl Encoder {
@@ -42,6 +46,7 @@ impl Encoder {
             next: 0,
             session: session.clone(),
             responses: HashMap::new(),
+            timings: false,
         }
     }
 
@@ -536,7 +541,30 @@ impl Encoder {
                 code,
                 message,
             } => out.push(self.error_code(kind, code, &message, None)),
-            // Timings are for logs and benchmarks, not part of the protocol.
+            EngineEvent::Timings {
+                response_id,
+                timings: t,
+            } if self.timings => {
+                let ms = |v: Option<f64>| v.map(|x| (x * 10.0).round() / 10.0);
+                out.push(self.ev(
+                    "speech_to_speech.turn.timings",
+                    json!({
+                        "response_id": response_id,
+                        "timings": {
+                            "speech_end_audio_ms": t.speech_end,
+                            "soft_end_ms": ms(t.soft_end),
+                            "commit_ms": ms(t.commit),
+                            "stt_done_ms": ms(t.stt_done),
+                            "llm_first_token_ms": ms(t.llm_first_token),
+                            "first_clause_ms": ms(t.first_clause),
+                            "tts_first_chunk_ms": ms(t.tts_first_chunk),
+                            "first_audio_out_ms": ms(t.first_audio_out),
+                            "speculative": t.speculative,
+                        },
+                    }),
+                ));
+            }
+            // Timings are otherwise for the server's log only.
             _ => {}
         }
     }

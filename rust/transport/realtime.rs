@@ -402,10 +402,14 @@ async fn realtime(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("realtime=v1"));
     let dialect = if beta { Dialect::Beta } else { Dialect::Ga };
+    let query = query.map(|Query(q)| q).unwrap_or_default();
     let model = query
-        .ok()
-        .and_then(|Query(q)| q.get("model").cloned())
+        .get("model")
+        .cloned()
         .unwrap_or_else(|| "gpt-realtime".to_owned());
+    let timings = query
+        .get("timings")
+        .is_some_and(|v| v == "1" || v == "true");
     let limit = app.config.max_message_bytes;
     // Read up to twice the limit so an oversize message can be answered
     // with an error event instead of a dropped connection.
@@ -414,7 +418,7 @@ async fn realtime(
         .max_frame_size(limit.saturating_mul(2))
         .on_upgrade(move |socket| async move {
             app.connections.fetch_add(1, Ordering::AcqRel);
-            connection(&app, socket, dialect, model).await;
+            connection(&app, socket, dialect, model, timings).await;
             app.connections.fetch_sub(1, Ordering::AcqRel);
         })
 }
@@ -429,7 +433,13 @@ fn close_frame(code: u16, reason: &str) -> Message {
 /// Events drained from the session per wake-up before the socket is looked at again.
 const DRAIN_BATCH: usize = 512;
 
-async fn connection(app: &App, mut socket: WebSocket, dialect: Dialect, model: String) {
+async fn connection(
+    app: &App,
+    mut socket: WebSocket,
+    dialect: Dialect,
+    model: String,
+    timings: bool,
+) {
     let mut state = SessionState::new("sess_pending", &model);
     if !app.engine.has_vad() {
         state.turn_detection = TurnDetection::Disabled;
@@ -463,7 +473,11 @@ async fn connection(app: &App, mut socket: WebSocket, dialect: Dialect, model: S
     let waker = Arc::clone(&notify);
     session.set_notify(Box::new(move || waker.notify_one()));
     let mut conn = Conn {
-        enc: Encoder::new(dialect, &state),
+        enc: {
+            let mut enc = Encoder::new(dialect, &state);
+            enc.timings = timings;
+            enc
+        },
         state,
         session,
         dialect,
