@@ -227,7 +227,7 @@ def add_handler_arguments(parser: argparse.ArgumentParser) -> None:
         dest="stt_short_window",
         action="store_true",
         help="faster-whisper: encode a short utterance in a window of its own length instead "
-        "of 30 s (experimental: faster, but it can change words)",
+        "of 30 s (experimental: faster, but it can change words) (default: %(default)s)",
     )
     _flag(s, "language", "spoken language code, or 'auto' to detect", default="en")
     _flag(s, "beam_size", "STT beam size (1 = greedy, fastest)", type=int, default=1)
