@@ -169,6 +169,11 @@ fn a_full_turn_in_order() {
         })
         .collect();
     assert!(audio.iter().all(|&n| n <= 4800));
+    // At least 20 ms each, but for the tail of the response.
+    assert!(
+        audio[..audio.len() - 1].iter().all(|&n| n >= 480),
+        "{audio:?}"
+    );
     let total: usize = audio.iter().sum();
     assert!((total as i64 - 9 * 2400).abs() <= 2, "total {total}");
     // The conversation holds the user transcript and the assistant's words.

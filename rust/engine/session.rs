@@ -282,6 +282,8 @@ struct ActiveResponse {
     usage: Usage,
     resampler: Option<Resampler>,
     out_buf: Vec<f32>,
+    /// Output audio not yet sent (less than a 20 ms delta).
+    pending_audio: Vec<f32>,
     audio_ms: f64,
     timings: TurnTimings,
 }
@@ -1102,6 +1104,7 @@ impl Shared {
             usage: Usage::default(),
             resampler: None,
             out_buf: Vec::new(),
+            pending_audio: Vec::new(),
             audio_ms: 0.0,
             timings,
         };
@@ -1495,19 +1498,29 @@ impl Shared {
             .process_into(&chunk.samples, &mut resp.out_buf)
             .unwrap_or(0);
         let samples: Vec<f32> = resp.out_buf[..n].to_vec();
-        self.send_samples(resp, samples, out_rate, now);
+        self.send_samples(resp, samples, out_rate, now, false);
     }
 
-    fn send_samples(&self, resp: &mut ActiveResponse, samples: Vec<f32>, out_rate: u32, now: f64) {
-        if samples.is_empty() {
-            return;
-        }
-        resp.timings.first_audio_out.get_or_insert(now);
+    /// Queue output audio and send it in deltas of 20 to 200 ms: at most
+    /// 200 ms keeps every frame under client size limits, at least 20 ms
+    /// keeps the event rate sane. `flush` sends a shorter tail at the end.
+    fn send_samples(
+        &self,
+        resp: &mut ActiveResponse,
+        samples: Vec<f32>,
+        out_rate: u32,
+        now: f64,
+        flush: bool,
+    ) {
         resp.audio_ms += samples.len() as f64 * 1000.0 / f64::from(out_rate);
+        resp.pending_audio.extend_from_slice(&samples);
+        let max = (out_rate / 5).max(1) as usize;
+        let min = (out_rate / 50).max(1) as usize;
         let (item_id, output_index) = resp.message.clone().unwrap_or_default();
-        // Deltas of at most 200 ms keep every frame under client size limits.
-        let max = (out_rate / 5) as usize;
-        for piece in samples.chunks(max.max(1)) {
+        while resp.pending_audio.len() >= min || (flush && !resp.pending_audio.is_empty()) {
+            let n = resp.pending_audio.len().min(max);
+            let piece: Vec<f32> = resp.pending_audio.drain(..n).collect();
+            resp.timings.first_audio_out.get_or_insert(now);
             let response_id = resp.id.clone();
             self.emit_resp(
                 resp,
@@ -1515,7 +1528,7 @@ impl Shared {
                     response_id,
                     item_id: item_id.clone(),
                     output_index,
-                    samples: piece.to_vec(),
+                    samples: piece,
                 },
             );
         }
@@ -1535,14 +1548,18 @@ impl Shared {
         };
         // Stop the jobs of this response.
         self.resp_gen.fetch_add(1, Ordering::AcqRel);
-        if status == ResponseStatus::Completed
-            && let Some(rs) = resp.resampler.as_mut()
-        {
-            let mut tail = vec![0.0; rs.flush_len()];
-            if let Ok(n) = rs.flush_into(&mut tail) {
+        if status == ResponseStatus::Completed {
+            let mut tail = Vec::new();
+            if let Some(rs) = resp.resampler.as_mut() {
+                tail = vec![0.0; rs.flush_len()];
+                let n = rs.flush_into(&mut tail).unwrap_or(0);
                 tail.truncate(n);
-                self.send_samples(&mut resp, tail, output_rate, now);
             }
+            self.send_samples(&mut resp, tail, output_rate, now, true);
+        } else {
+            // Audio not sent was not heard: it is not part of the item.
+            let unsent = std::mem::take(&mut resp.pending_audio);
+            resp.audio_ms -= unsent.len() as f64 * 1000.0 / f64::from(output_rate);
         }
         let item_status = if status == ResponseStatus::Completed {
             ItemStatus::Completed
