@@ -629,16 +629,16 @@ ERROR_CASES: list[tuple[str, Any, str]] = [
     ("output buffer clear", {"type": "output_audio_buffer.clear"}, "unsupported_event"),
     ("json array", "[1, 2]", "invalid_json"),
     (
-        "audio in an item",
+        "bad base64 audio in an item",
         {
             "type": "conversation.item.create",
             "item": {
                 "type": "message",
                 "role": "user",
-                "content": [{"type": "input_audio", "audio": "AAAA"}],
+                "content": [{"type": "input_audio", "audio": "!!!"}],
             },
         },
-        "unsupported_content",
+        "invalid_base64",
     ),
     ("type not a string", {"type": 5}, "invalid_value"),
     ("session not an object", {"type": "session.update", "session": []}, "invalid_value"),
@@ -1179,3 +1179,35 @@ def s2s_pcm(samples: np.ndarray) -> str:
     from speech_to_speech import float32_to_pcm16
 
     return base64.b64encode(float32_to_pcm16(samples.astype(np.float32))).decode()
+
+
+async def test_item_create_with_audio_is_transcribed(conn: Conn, question: np.ndarray) -> None:
+    await conn.until("session.created")
+    await conn.send(
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "output_modalities": ["text"],
+                "audio": {
+                    "input": {"turn_detection": None, "transcription": {"model": "whisper-1"}}
+                },
+            },
+        }
+    )
+    await conn.until("session.updated")
+    peak = round(float(np.abs(question).max()) * 100)
+    item = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_audio", "audio": s2s_pcm(question)}],
+    }
+    await conn.send({"type": "conversation.item.create", "item": item})
+    # The response waits for the transcript of the item just added.
+    await conn.send({"type": "response.create"})
+    done = await conn.until("response.done", timeout=20)
+    heard = [
+        e for e in conn.seen if e.type == "conversation.item.input_audio_transcription.completed"
+    ]
+    assert [e.transcript for e in heard] == [f"level {peak}"]
+    assert done.response.output[0].content[0].text == f"You said: level {peak}. That is all I know."

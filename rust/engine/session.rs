@@ -729,6 +729,50 @@ impl Session {
         Ok(())
     }
 
+    /// Add a user audio item (`conversation.item.create` with audio) and
+    /// transcribe it; a `response.create` meanwhile waits for the transcript.
+    pub fn add_audio_item(
+        &self,
+        mut item: Item,
+        previous: Option<&str>,
+        audio_16k: Vec<f32>,
+    ) -> Result<(), SessionError> {
+        let sh = &self.0;
+        let duration_ms = audio_16k.len() as f64 * 1000.0 / f64::from(STT_RATE);
+        if let ItemKind::Message { content, .. } = &mut item.kind {
+            for c in content.iter_mut() {
+                if let Content::InputAudio { duration_ms: d, .. } = c {
+                    *d = duration_ms;
+                }
+            }
+        }
+        let mut st = lock(&sh.state);
+        let prev = st.conversation.insert(item.clone(), previous)?;
+        let item_id = item.id.clone();
+        sh.emit(EngineEvent::ItemAdded {
+            item: item.clone(),
+            previous_item_id: prev.clone(),
+        });
+        sh.emit(EngineEvent::ItemDone {
+            item,
+            previous_item_id: prev,
+        });
+        let job = SttJob {
+            session: Arc::clone(sh),
+            audio: audio_16k,
+            options: st.config.stt.clone(),
+            purpose: SttPurpose::Committed {
+                item_id,
+                duration_ms,
+                respond: false,
+            },
+            cancel: Cancel::never(),
+        };
+        sh.engine.stt_pool.submit(Box::new(job))?;
+        st.pending_stt += 1;
+        Ok(())
+    }
+
     /// Remove an item.
     pub fn delete_item(&self, id: &str) -> Result<(), SessionError> {
         let sh = &self.0;

@@ -33,6 +33,9 @@ pub enum ClientEvent {
         previous_item_id: Option<String>,
         /// The item (with an id, generated when the client gave none).
         item: Box<Item>,
+        /// Base64-decoded audio of an `input_audio` part without a
+        /// transcript, in the session's input format: to be transcribed.
+        audio: Option<Vec<u8>>,
     },
     /// `conversation.item.retrieve`.
     ItemRetrieve(String),
@@ -130,10 +133,12 @@ fn parse_object(
         "conversation.item.create" => {
             let previous_item_id = field::string(obj, "previous_item_id", "")?;
             let item = get(obj, "item").ok_or_else(|| ProtocolError::missing("item"))?;
-            let item = parse_item(item, "item", new_id)?;
+            let audio = untranscribed_audio(item)?;
+            let item = parse_item_with(item, "item", new_id, audio.is_some())?;
             ClientEvent::ItemCreate {
                 previous_item_id,
                 item: Box::new(item),
+                audio,
             }
         }
         "conversation.item.retrieve" => {
@@ -276,6 +281,46 @@ pub fn parse_item(
     p: &str,
     new_id: &mut dyn FnMut(&str) -> String,
 ) -> Result<Item, ProtocolError> {
+    parse_item_with(v, p, new_id, false)
+}
+
+/// The decoded audio of a user message's `input_audio` part that has no
+/// transcript (`conversation.item.create` transcribes it).
+fn untranscribed_audio(item: &Value) -> Result<Option<Vec<u8>>, ProtocolError> {
+    let parts = item
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for (i, c) in parts.enumerate() {
+        let is_audio = c.get("type").and_then(Value::as_str) == Some("input_audio");
+        let has_transcript = c.get("transcript").is_some_and(|t| !t.is_null());
+        if let (true, false, Some(audio)) = (
+            is_audio,
+            has_transcript,
+            c.get("audio").and_then(Value::as_str),
+        ) {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(audio.as_bytes())
+                .map_err(|e| {
+                    ProtocolError::invalid(
+                        "invalid_base64",
+                        format!("'item.content[{i}].audio' is not valid base64: {e}."),
+                        Some(&format!("item.content[{i}].audio")),
+                    )
+                })?;
+            return Ok(Some(bytes));
+        }
+    }
+    Ok(None)
+}
+
+fn parse_item_with(
+    v: &Value,
+    p: &str,
+    new_id: &mut dyn FnMut(&str) -> String,
+    audio_allowed: bool,
+) -> Result<Item, ProtocolError> {
     let obj = field::object(v, p)?;
     let id = match field::string(obj, "id", p)? {
         Some(id) if id.is_empty() || id.len() > 64 => {
@@ -321,13 +366,12 @@ pub fn parse_item(
                     }
                     (Role::User, "input_audio") => {
                         let transcript = field::string(c, "transcript", &pp)?;
-                        if transcript.is_none() && get(c, "audio").is_some() {
+                        if transcript.is_none() && get(c, "audio").is_some() && !audio_allowed {
                             // Rather than add an item the model cannot hear.
                             return Err(ProtocolError::invalid(
                                 "unsupported_content",
-                                "Audio inside conversation.item.create is not transcribed yet: \
-                                 send it with input_audio_buffer.append and commit, or give \
-                                 its 'transcript'.",
+                                "Audio in response input items is not transcribed: add it \
+                                 with conversation.item.create first, or give its 'transcript'.",
                                 Some(&field::join(&pp, "audio")),
                             ));
                         }

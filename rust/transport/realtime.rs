@@ -423,6 +423,20 @@ async fn realtime(
         })
 }
 
+/// Audio at `rate` as 16 kHz for STT (one-shot, with the resampler's tail).
+fn to_stt_rate(samples: &[f32], rate: u32) -> Vec<f32> {
+    let stt = crate::engine::session::STT_RATE;
+    let Ok(mut r) = crate::audio::resample::Resampler::new(rate, stt) else {
+        // Rates the resampler lacks were refused when the format was set.
+        return samples.to_vec();
+    };
+    let mut out = vec![0.0; r.output_len_max(samples.len()) + r.flush_len()];
+    let n = r.process_into(samples, &mut out).unwrap_or(0);
+    let m = r.flush_into(&mut out[n..]).unwrap_or(0);
+    out.truncate(n + m);
+    out
+}
+
 fn close_frame(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
@@ -759,7 +773,24 @@ impl Conn {
             ClientEvent::ItemCreate {
                 previous_item_id,
                 item,
+                audio: None,
             } => s.add_item(*item, previous_item_id.as_deref()),
+            ClientEvent::ItemCreate {
+                previous_item_id,
+                item,
+                audio: Some(bytes),
+            } => match self.state.input_format.decode(&bytes) {
+                Ok(samples) => {
+                    let rate = self.state.input_format.rate();
+                    let audio = to_stt_rate(&samples, rate);
+                    s.add_audio_item(*item, previous_item_id.as_deref(), audio)
+                }
+                Err(e) => {
+                    let ev = self.enc.error(&e, event_id);
+                    self.replies.push(ev);
+                    return;
+                }
+            },
             ClientEvent::ItemRetrieve(id) => s.item(&id).map(|item| {
                 let ev = self.enc.item_retrieved(&item);
                 self.replies.push(ev);
