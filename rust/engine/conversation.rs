@@ -284,8 +284,8 @@ impl Conversation {
         Ok(())
     }
 
-    /// The chat messages for the LLM: the system prompt, then at most
-    /// `window` items from the end (0 means all).
+    /// The chat messages for the LLM: the system prompt, then the last
+    /// `window` to `2 * window - 1` items (0 means all; see below).
     pub fn chat_messages(&self, system: &str, window: usize) -> Vec<ChatMessage> {
         let mut out = Vec::new();
         if !system.is_empty() {
@@ -299,7 +299,11 @@ impl Conversation {
         let mut start = if window == 0 {
             0
         } else {
-            self.items.len().saturating_sub(window)
+            // Slide in steps of a whole window: the prompt then begins the
+            // same way for several turns, so the LLM reuses its cached
+            // prefix instead of re-reading the whole history every turn.
+            // The model sees between `window` and `2 * window - 1` items.
+            self.items.len().saturating_sub(window) / window * window
         };
         // A tool result without its call is rejected by chat APIs: widen the
         // window back past the calls and results to the message before them.
@@ -521,6 +525,22 @@ mod tests {
             c.truncate("u", 0, 10),
             Err(ConversationError::NotTruncatable(_))
         ));
+    }
+
+    #[test]
+    fn the_window_slides_in_steps_so_the_prefix_stays() {
+        let mut c = Conversation::default();
+        let mut firsts = Vec::new();
+        for i in 0..12 {
+            c.insert(msg(&format!("m{i}"), Role::User, &format!("t{i}")), None)
+                .unwrap();
+            let m = c.chat_messages("", 4);
+            assert!((4..=7).contains(&m.len()) || i < 4, "{i}: {}", m.len());
+            firsts.push(m[0].content.clone());
+        }
+        // The first message changes every fourth item, not every item.
+        let changes = firsts.windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(changes, 2, "{firsts:?}");
     }
 
     #[test]
