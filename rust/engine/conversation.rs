@@ -296,15 +296,16 @@ impl Conversation {
                 tool_call_id: None,
             });
         }
-        let mut start = if window == 0 {
-            0
-        } else {
-            // Slide in steps of a whole window: the prompt then begins the
-            // same way for several turns, so the LLM reuses its cached
-            // prefix instead of re-reading the whole history every turn.
-            // The model sees between `window` and `2 * window - 1` items.
-            self.items.len().saturating_sub(window) / window * window
-        };
+        // Slide in steps of a whole window (window 0: everything): the prompt
+        // then begins the same way for several turns, so the LLM reuses its
+        // cached prefix instead of re-reading the whole history every turn.
+        // The model sees between `window` and `2 * window - 1` items.
+        let mut start = self
+            .items
+            .len()
+            .saturating_sub(window)
+            .checked_div(window)
+            .map_or(0, |k| k * window);
         // A tool result without its call is rejected by chat APIs: widen the
         // window back past the calls and results to the message before them.
         while start > 0
