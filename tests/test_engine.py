@@ -173,3 +173,25 @@ def test_empty_commit_is_a_clear_error() -> None:
     session = s2s.Engine(stt="fake", llm="fake", tts="fake").session()
     with pytest.raises(ValueError, match="input_audio_buffer_commit_empty"):
         session.commit_audio(np.zeros(100, dtype=np.float32))
+
+
+def test_each_turn_is_logged_on_one_line_with_its_timings() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, speech_to_speech as s2s\n"
+        "assert s2s.init_logging('info')\n"
+        "s = s2s.Engine(stt='fake', llm='fake', tts='fake').session()\n"
+        "s.commit_audio(np.full(16000, 0.3, dtype=np.float32))\n"
+        "s.create_response()\n"
+        "while (e := s.next_event(timeout=5)) is not None and e['type'] != 'timings': pass\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [line for line in out.stderr.splitlines() if " turn" in line]
+    assert len(lines) == 1, out.stderr
+    for key in ("commit_to_stt_ms", "commit_to_first_token_ms", "commit_to_audio_ms", "status"):
+        assert key in lines[0], lines[0]
+    assert "INFO" in lines[0]

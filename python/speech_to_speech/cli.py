@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from speech_to_speech import SpeechToSpeechError, __version__
+from speech_to_speech import SpeechToSpeechError, __version__, init_logging
 from speech_to_speech.handlers.registry import add_handler_arguments, build_handlers
 from speech_to_speech.pipeline import add_engine_arguments
 
@@ -112,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The Rust core logs turns (one line each, with its stage timings) too.
+    init_logging(os.environ.get("S2S_LOG") or args.log_level)
     try:
         # Refuse a backend whose extra is missing before anything loads.
         build_handlers(args)

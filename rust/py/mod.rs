@@ -5,6 +5,7 @@
 mod audio;
 mod engine;
 pub(crate) mod errors;
+mod logging;
 mod queue;
 mod realtime;
 mod resample;
@@ -23,6 +24,8 @@ mod core_module {
     };
     #[pymodule_export]
     use super::engine::{PyCancelToken, PyEngine, PySession};
+    #[pymodule_export]
+    use super::logging::init_logging;
     #[pymodule_export]
     use super::queue::{PyAudioQueue, PyQueue};
     #[pymodule_export]
