@@ -279,6 +279,9 @@ fn speculation_is_held_until_commit_and_dropped_on_resumed_speech() {
         panic!("{n:?}")
     };
     assert!(timings.speculative);
+    // Started before the commit, the response still reports the turn's times.
+    assert!(timings.commit.is_some() && timings.speech_end.is_some());
+    assert!(timings.commit <= timings.first_audio_out);
 }
 
 #[test]

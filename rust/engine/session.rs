@@ -1016,6 +1016,13 @@ impl Shared {
                         self.emit(e);
                     }
                     resp.previous_item_id = Some(item_id.to_owned());
+                    // It started before the commit: take the turn's times now,
+                    // and audio made before the release goes out only now.
+                    resp.timings.speech_end = st.timings.speech_end;
+                    resp.timings.commit = st.timings.commit;
+                    if resp.timings.first_audio_out.is_some() {
+                        resp.timings.first_audio_out = Some(self.engine.now_ms());
+                    }
                     return;
                 }
                 if respond && st.config.create_response && !text.trim().is_empty() {
