@@ -193,8 +193,10 @@ async fn beta_names_limit_auth_and_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_queue_overflow_closes_with_an_error() {
-    // A queue of 16 events cannot hold one spoken answer: the session must be
-    // closed with a clear error rather than grow or lose events silently.
+    // A queue of 16 events cannot hold the replies to a burst of 200 events
+    // and a spoken answer: the session must be closed with a clear error
+    // rather than grow or lose events silently. (With fewer events the
+    // writer sometimes keeps up, and nothing overflows.)
     let engine = Engine::new(
         Arc::new(FakeStt::new(Vec::new(), Duration::ZERO)),
         Arc::new(FakeLlm::default()),
@@ -216,7 +218,7 @@ async fn an_event_queue_overflow_closes_with_an_error() {
     let port = srv.start().unwrap().port();
     let mut ws = connect(port, false).await;
     until(&mut ws, "session.created").await;
-    for _ in 0..20 {
+    for _ in 0..200 {
         send(
             &mut ws,
             json!({"type": "conversation.item.create", "item": {"type": "message",

@@ -1211,3 +1211,30 @@ async def test_item_create_with_audio_is_transcribed(conn: Conn, question: np.nd
     ]
     assert [e.transcript for e in heard] == [f"level {peak}"]
     assert done.response.output[0].content[0].text == f"You said: level {peak}. That is all I know."
+
+
+async def test_beta_transcription_session(beta_conn: Conn, question: np.ndarray) -> None:
+    c = beta_conn
+    await c.until("session.created")
+    await c.send(
+        {
+            "type": "transcription_session.update",
+            "session": {
+                "input_audio_format": "pcm16",
+                "input_audio_transcription": {"model": "whisper-1", "language": "en"},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+            },
+        }
+    )
+    updated = await c.until("transcription_session.updated")
+    assert updated.session.input_audio_transcription.model == "whisper-1"
+    assert updated.session.turn_detection.silence_duration_ms == 500
+    # A transcription session transcribes each turn and answers nothing.
+    await c.stream(np.concatenate([question, np.zeros(24000, np.float32)]))
+    done = await c.until("conversation.item.input_audio_transcription.completed", timeout=20)
+    assert done.transcript.startswith("level ")
+    with contextlib.suppress(TimeoutError):
+        await c.until("response.created", timeout=1.0)
+        raise AssertionError("a transcription session must not respond")
+    await c.send({"type": "transcription_session.update", "session": {"turn_detection": 5}})
+    assert (await _next_error(c)).error.param is not None

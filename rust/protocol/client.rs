@@ -63,8 +63,8 @@ pub enum ClientEvent {
     ResponseCancel,
     /// `output_audio_buffer.clear` (WebRTC/SIP only).
     OutputAudioBufferClear,
-    /// `transcription_session.update` (beta).
-    TranscriptionSessionUpdate,
+    /// `transcription_session.update` (beta): the `session` object.
+    TranscriptionSessionUpdate(Value),
 }
 
 /// Parse one text frame. The error carries the client's `event_id` when it
@@ -113,7 +113,9 @@ fn parse_object(
             ClientEvent::SessionUpdate(s.clone())
         }
         "transcription_session.update" if dialect == Dialect::Beta => {
-            ClientEvent::TranscriptionSessionUpdate
+            let s = get(obj, "session").ok_or_else(|| ProtocolError::missing("session"))?;
+            field::object(s, "session")?;
+            ClientEvent::TranscriptionSessionUpdate(s.clone())
         }
         "input_audio_buffer.append" => {
             let audio = field::required_string(obj, "audio", "")?;

@@ -108,6 +108,15 @@ impl Encoder {
         self.ev(kind, json!({ "session": session }))
     }
 
+    /// `transcription_session.updated` (beta).
+    pub fn transcription_session_updated(&mut self, s: &SessionState) -> Value {
+        let session = s.transcription_json();
+        self.ev(
+            "transcription_session.updated",
+            json!({ "session": session }),
+        )
+    }
+
     /// An `error` event for a refused client event.
     pub fn error(&mut self, e: &ProtocolError, client_event_id: Option<&str>) -> Value {
         let body = e.to_error_body(client_event_id);

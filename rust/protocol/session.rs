@@ -537,6 +537,49 @@ impl SessionState {
     }
 
     /// The full session object for `session.created` / `session.updated`.
+    /// The beta `transcription_session` object: the input side only.
+    pub fn transcription_json(&self) -> Value {
+        json!({
+            // Only REST-created sessions carry a real secret; the SDK's type
+            // requires the field, so it is empty over the WebSocket.
+            "client_secret": {"value": "", "expires_at": 0},
+            "modalities": ["text"],
+            "input_audio_format": self.input_format.to_beta(),
+            "input_audio_transcription": self.transcription.as_ref().map(Transcription::to_json),
+            "turn_detection": self.turn_detection.to_json(),
+            "include": null,
+        })
+    }
+
+    /// Apply a beta `transcription_session.update`: its input fields, and no
+    /// responses (a transcription session only transcribes).
+    pub fn update_transcription(&mut self, v: &Value) -> Result<(), ProtocolError> {
+        let obj = field::object(v, "session")?;
+        let mut sub = Map::new();
+        for k in [
+            "input_audio_format",
+            "input_audio_transcription",
+            "turn_detection",
+        ] {
+            if let Some(x) = obj.get(k) {
+                sub.insert(k.to_owned(), x.clone());
+            }
+        }
+        let mut next = self.clone();
+        next.update_beta(&sub)?;
+        match &mut next.turn_detection {
+            TurnDetection::ServerVad {
+                create_response, ..
+            }
+            | TurnDetection::SemanticVad {
+                create_response, ..
+            } => *create_response = false,
+            TurnDetection::Disabled => {}
+        }
+        *self = next;
+        Ok(())
+    }
+
     pub fn to_json(&self, dialect: Dialect) -> Value {
         let modalities = if self.audio_output {
             json!(["audio"])

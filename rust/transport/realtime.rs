@@ -849,15 +849,33 @@ impl Conn {
                 self.replies.push(ev);
                 Ok(())
             }
-            ClientEvent::TranscriptionSessionUpdate => {
-                let ev = self.enc.error_code(
-                    "invalid_request_error",
-                    "unsupported_event",
-                    "transcription_session.update is not supported: use session.update with input_audio_transcription.",
-                    event_id,
-                );
-                self.replies.push(ev);
-                Ok(())
+            ClientEvent::TranscriptionSessionUpdate(v) => {
+                let mut next = self.state.clone();
+                if let Err(e) = next.update_transcription(&v) {
+                    let ev = self.enc.error(&e, event_id);
+                    self.replies.push(ev);
+                    return;
+                }
+                if next.turn_detection != TurnDetection::Disabled && !self.vad {
+                    let ev = self.enc.error_code(
+                        "invalid_request_error",
+                        "invalid_value",
+                        "Turn detection needs a VAD model, and this server has none: use turn_detection null (push-to-talk).",
+                        event_id,
+                    );
+                    self.replies.push(ev);
+                    return;
+                }
+                match s.update_config(|c| next.apply_to(c)) {
+                    Ok(()) => {
+                        self.state = next;
+                        self.enc.set_session(&self.state);
+                        let ev = self.enc.transcription_session_updated(&self.state);
+                        self.replies.push(ev);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
         if let Err(e) = result {
