@@ -6,7 +6,7 @@
 //! Nothing here touches Python.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use super::Engine;
@@ -328,7 +328,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     input: Mutex<AudioInput>,
     events: Queue<EngineEvent>,
-    notify: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Set once by the transport; read without a lock on every event.
+    notify: OnceLock<Box<dyn Fn() + Send + Sync>>,
     resp_gen: Arc<AtomicU64>,
     spec_gen: Arc<AtomicU64>,
     closed: AtomicBool,
@@ -378,7 +379,7 @@ impl Session {
                 carry: Vec::new(),
             }),
             events,
-            notify: Mutex::new(None),
+            notify: OnceLock::new(),
             resp_gen: Arc::new(AtomicU64::new(0)),
             spec_gen: Arc::new(AtomicU64::new(0)),
             closed: AtomicBool::new(false),
@@ -513,9 +514,11 @@ impl Session {
             .position_ms()
     }
 
-    /// Call `f` after each event is queued (for async transports).
+    /// Call `f` after each event is queued (for async transports); only the
+    /// first call takes effect.
     pub fn set_notify(&self, f: Box<dyn Fn() + Send + Sync>) {
-        *self.0.notify.lock().unwrap_or_else(PoisonError::into_inner) = Some(f);
+        // Only the first callback counts: a session has one transport.
+        let _ = self.0.notify.set(f);
     }
 
     /// The next event, waiting up to `timeout` (`None`: forever).
@@ -853,7 +856,7 @@ impl Shared {
         }
         match self.events.try_push(event) {
             Ok(_) => {
-                if let Some(f) = &*self.notify.lock().unwrap_or_else(PoisonError::into_inner) {
+                if let Some(f) = self.notify.get() {
                     f();
                 }
             }
@@ -861,7 +864,7 @@ impl Shared {
                 // The reader is too slow: flag it so the transport closes the
                 // connection with a clear error instead of growing memory.
                 self.overflowed.store(true, Ordering::Release);
-                if let Some(f) = &*self.notify.lock().unwrap_or_else(PoisonError::into_inner) {
+                if let Some(f) = self.notify.get() {
                     f();
                 }
             }

@@ -716,37 +716,53 @@ impl Conn {
         }
     }
 
+    /// Take a validated `session.update` (or beta `transcription_session.update`):
+    /// refuse turn detection without a VAD, hand it to the engine, answer it.
+    fn change_session(
+        &mut self,
+        s: &Session,
+        event_id: Option<&str>,
+        next: Result<SessionState, crate::protocol::ProtocolError>,
+        transcription: bool,
+    ) -> Result<(), SessionError> {
+        let next = match next {
+            Ok(next) => next,
+            Err(e) => {
+                let ev = self.enc.error(&e, event_id);
+                self.replies.push(ev);
+                return Ok(());
+            }
+        };
+        if next.turn_detection != TurnDetection::Disabled && !self.vad {
+            let ev = self.enc.error_code(
+                "invalid_request_error",
+                "invalid_value",
+                "Turn detection needs a VAD model, and this server has none: use turn_detection null (push-to-talk).",
+                event_id,
+            );
+            self.replies.push(ev);
+            return Ok(());
+        }
+        s.update_config(|c| next.apply_to(c))?;
+        self.state = next;
+        self.enc.set_session(&self.state);
+        self.reset_idle();
+        let ev = if transcription {
+            self.enc.transcription_session_updated(&self.state)
+        } else {
+            self.enc.session_event("session.updated", &self.state)
+        };
+        self.replies.push(ev);
+        Ok(())
+    }
+
     fn apply(&mut self, event_id: Option<&str>, ev: ClientEvent) {
         let s = self.session.clone();
         let result: Result<(), SessionError> = match ev {
             ClientEvent::SessionUpdate(v) => {
                 let mut next = self.state.clone();
-                if let Err(e) = next.update(self.dialect, &v) {
-                    let ev = self.enc.error(&e, event_id);
-                    self.replies.push(ev);
-                    return;
-                }
-                if next.turn_detection != TurnDetection::Disabled && !self.vad {
-                    let ev = self.enc.error_code(
-                        "invalid_request_error",
-                        "invalid_value",
-                        "Turn detection needs a VAD model, and this server has none: use turn_detection null (push-to-talk).",
-                        event_id,
-                    );
-                    self.replies.push(ev);
-                    return;
-                }
-                match s.update_config(|c| next.apply_to(c)) {
-                    Ok(()) => {
-                        self.state = next;
-                        self.enc.set_session(&self.state);
-                        self.reset_idle();
-                        let ev = self.enc.session_event("session.updated", &self.state);
-                        self.replies.push(ev);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                let checked = next.update(self.dialect, &v).map(|()| next);
+                self.change_session(&s, event_id, checked, false)
             }
             ClientEvent::Append(bytes) => match self.state.input_format.decode(&bytes) {
                 Ok(samples) if samples.is_empty() => Ok(()),
@@ -851,31 +867,8 @@ impl Conn {
             }
             ClientEvent::TranscriptionSessionUpdate(v) => {
                 let mut next = self.state.clone();
-                if let Err(e) = next.update_transcription(&v) {
-                    let ev = self.enc.error(&e, event_id);
-                    self.replies.push(ev);
-                    return;
-                }
-                if next.turn_detection != TurnDetection::Disabled && !self.vad {
-                    let ev = self.enc.error_code(
-                        "invalid_request_error",
-                        "invalid_value",
-                        "Turn detection needs a VAD model, and this server has none: use turn_detection null (push-to-talk).",
-                        event_id,
-                    );
-                    self.replies.push(ev);
-                    return;
-                }
-                match s.update_config(|c| next.apply_to(c)) {
-                    Ok(()) => {
-                        self.state = next;
-                        self.enc.set_session(&self.state);
-                        let ev = self.enc.transcription_session_updated(&self.state);
-                        self.replies.push(ev);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                let checked = next.update_transcription(&v).map(|()| next);
+                self.change_session(&s, event_id, checked, true)
             }
         };
         if let Err(e) = result {
