@@ -120,9 +120,10 @@ def test_faster_whisper_short_question_and_cancel(stt: STTHandler) -> None:
     assert list(stt.transcribe(audio, cancel=cancelled)) == []
 
 
-def test_faster_whisper_short_window_option() -> None:
-    # Experimental and off by default: a mel window of the utterance's own length.
-    stt = create_handler("stt", "faster-whisper", short_window=True, warmup=False)
+@pytest.mark.parametrize("window_s", [10.0, 30.0])
+def test_faster_whisper_window(window_s: float) -> None:
+    # 10 s is the default smaller mel window; 30 s is Whisper's own.
+    stt = create_handler("stt", "faster-whisper", window_s=window_s, warmup=False)
     stt.setup()
     for name, reference in [
         ("jfk.wav", JFK_TEXT),
@@ -131,8 +132,21 @@ def test_faster_whisper_short_window_option() -> None:
         audio = read_wav(SHARED / "audio" / name)
         t0 = time.perf_counter()
         text = transcribe_final(stt, audio)
-        print(f"\nfaster-whisper short window {name}: {time.perf_counter() - t0:.2f} s -> {text!r}")
+        print(f"\nfaster-whisper window {window_s} s {name}: {time.perf_counter() - t0:.2f} s")
         assert wer(reference, text) <= 0.15, text
+
+
+def test_faster_whisper_window_guards() -> None:
+    from speech_to_speech.handlers.stt.faster_whisper import looks_wrong
+
+    assert not looks_wrong("Can you recommend a good book to read this weekend?", -0.3)
+    assert not looks_wrong("ask not what your country can do for you, ask what you can do", -0.2)
+    assert looks_wrong("", -0.1)
+    assert looks_wrong("the cat sat on the mat and the cat sat on the mat and so on", -0.2)
+    assert looks_wrong("na " * 40, None)
+    assert looks_wrong("What is the capital of France?", -1.4)
+    with pytest.raises(ValueError, match="window_s"):
+        create_handler("stt", "faster-whisper", window_s=0)
 
 
 # --- llama-cpp ----------------------------------------------------------------------------

@@ -221,13 +221,13 @@ def add_handler_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(s, "stt_device", "STT device (cpu, cuda, auto, mps)", default="cpu")
     _flag(s, "stt_compute_type", "STT compute type (int8, float16, float32...)", default="int8")
     _flag(s, "stt_cpu_threads", "STT CPU threads; 0 = library default", type=int, default=0)
-    s.add_argument(
-        "--stt_short_window",
-        "--stt-short-window",
-        dest="stt_short_window",
-        action="store_true",
-        help="faster-whisper: encode a short utterance in a window of its own length instead "
-        "of 30 s (experimental: faster, but it can change words) (default: %(default)s)",
+    _flag(
+        s,
+        "stt_window_s",
+        "faster-whisper: smallest mel window in seconds for an utterance; 30 = always "
+        "Whisper's full window (slower, same accuracy here)",
+        type=float,
+        default=10.0,
     )
     _flag(s, "language", "spoken language code, or 'auto' to detect", default="en")
     _flag(s, "beam_size", "STT beam size (1 = greedy, fastest)", type=int, default=1)
@@ -283,7 +283,7 @@ def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[st
             "cpu_threads": a.get("stt_cpu_threads"),
             "language": a.get("language"),
             "beam_size": a.get("beam_size"),
-            "short_window": a.get("stt_short_window"),
+            "window_s": a.get("stt_window_s"),
         }
     if stage == "llm":
         return {
