@@ -187,6 +187,59 @@ fn a_full_turn_in_order() {
 }
 
 #[test]
+fn speech_start_prefills_the_history_the_answer_begins_with() {
+    let llm = Arc::new(FakeLlm::default());
+    let e = Engine::new(
+        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+        Arc::clone(&llm) as Arc<dyn speech_to_speech::engine::LlmBackend>,
+        Arc::new(FakeTts::default()),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    let s = e
+        .create_session(SessionConfig {
+            instructions: "Be brief.".into(),
+            chat_size: 2,
+            ..SessionConfig::default()
+        })
+        .unwrap();
+    for level in [0.1, 0.2, 0.3] {
+        spoken_turn(&s, level);
+        until_done(&s);
+    }
+    let prefills = llm.prefills.lock().unwrap().clone();
+    // One per turn: the system prompt, then the window of history that the
+    // turn's prompt begins with (none yet, then the previous exchange).
+    let roles: Vec<Vec<&str>> = prefills
+        .iter()
+        .map(|m| m.iter().map(|m| m.role).collect())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            vec!["system"],
+            vec!["system", "user", "assistant"],
+            vec!["system", "user", "assistant"],
+        ]
+    );
+    assert_eq!(prefills[2][1].content, "level 20");
+    // The prompts of the answers began exactly so.
+    let items = s.items();
+    assert_eq!(items.len(), 6);
+
+    // Off: no prefill.
+    let s = e
+        .create_session(SessionConfig {
+            prefill: false,
+            ..SessionConfig::default()
+        })
+        .unwrap();
+    spoken_turn(&s, 0.5);
+    until_done(&s);
+    assert_eq!(llm.prefills.lock().unwrap().len(), 3);
+}
+
+#[test]
 fn barge_in_cancels_and_the_next_turn_works() {
     let e = engine(
         FakeLlm {

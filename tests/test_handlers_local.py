@@ -9,6 +9,7 @@ import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -184,6 +185,41 @@ def test_llama_cpp_streams_a_reply(llm: LLMHandler) -> None:
         f"\nllama-cpp first delta {first:.3f} s, {usage.output_tokens} tokens in {total:.2f} s:"
         f" {text!r}"
     )
+
+
+def test_llama_cpp_prefill_reads_the_history_ahead(llm: LLMHandler) -> None:
+    model: Any = getattr(llm, "_llm")  # noqa: B009 - the llama_cpp.Llama inside
+    history = [
+        {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+    ]
+    question = {"role": "user", "content": "And of Germany?"}
+
+    def answer() -> str:
+        events = llm.generate([*history, question])
+        return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+    model.reset()
+    cold = answer()
+    model.reset()
+    llm.prefill(history)
+    read = int(model.n_tokens)
+    ahead = list(model._input_ids)
+    assert read > 20
+    # The answer's prompt begins with what was read ahead, and the answer is the same.
+    assert answer() == cold
+    assert list(model._input_ids[:read]) == ahead
+    # Nothing new to read: the cache is kept as it is.
+    llm.prefill(history)
+    assert list(model._input_ids[:read]) == ahead
+    # With tools the prompt starts elsewhere, and a cancelled prefill reads nothing.
+    model.reset()
+    llm.prefill(history, tools=[WEATHER_TOOL])
+    cancelled = threading.Event()
+    cancelled.set()
+    llm.prefill(history, cancel=cancelled)
+    assert model.n_tokens == 0
 
 
 def test_llama_cpp_forced_tool_call(llm: LLMHandler) -> None:

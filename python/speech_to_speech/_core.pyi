@@ -136,6 +136,7 @@ class Engine:
         transcription: bool = False,
         live_transcription: bool = False,
         speculation: bool = True,
+        prefill: bool = True,
         chat_size: int = 0,
         temperature: float | None = None,
         max_output_tokens: int | None = None,

@@ -43,6 +43,15 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "(nothing is sent until it is; resumed speech discards the work)",
     )
     g.add_argument(
+        "--llm_prefill",
+        "--llm-prefill",
+        dest="llm_prefill",
+        choices=("on", "off"),
+        default="on",
+        help="when the user starts speaking, let the LLM read the conversation so far "
+        "(llama-cpp caches it, so the answer only reads the new words)",
+    )
+    g.add_argument(
         "--soft_end_ms",
         "--soft-end-ms",
         dest="soft_end_ms",

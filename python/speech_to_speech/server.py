@@ -95,6 +95,8 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = getattr(args, flag)
     if getattr(args, "speculation", None) is not None:
         out["speculation"] = args.speculation == "on"
+    if getattr(args, "llm_prefill", None) is not None:
+        out["prefill"] = args.llm_prefill == "on"
     for key in ("prefix_padding_ms", "silence_duration_ms"):
         if key in out:
             out[key] = int(out[key])

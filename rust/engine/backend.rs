@@ -196,6 +196,17 @@ pub trait LlmBackend: Send + Sync {
         cancel: &Cancel,
         emit: &mut dyn FnMut(LlmOutput),
     ) -> Result<(), StageError>;
+
+    /// Read `request.messages` (the history the next response's prompt
+    /// begins with) into the model's cache while the user is still speaking,
+    /// so that the response only has the new user message left to read.
+    ///
+    /// A hint: a backend may do nothing (the default), and it stops early
+    /// when `cancel` says so or when a generation is waiting.
+    fn prefill(&self, request: &LlmRequest, cancel: &Cancel) -> Result<(), StageError> {
+        let _ = (request, cancel);
+        Ok(())
+    }
 }
 
 /// A text-to-speech model.

@@ -287,6 +287,42 @@ impl Conversation {
     /// The chat messages for the LLM: the system prompt, then the last
     /// `window` to `2 * window - 1` items (0 means all; see below).
     pub fn chat_messages(&self, system: &str, window: usize) -> Vec<ChatMessage> {
+        self.messages_from(system, self.window_start(self.items.len(), window))
+    }
+
+    /// The messages [`chat_messages`](Self::chat_messages) will begin with
+    /// once one more item (the next user turn) is added: what an LLM can
+    /// read ahead while that turn is spoken.
+    pub fn chat_prefix(&self, system: &str, window: usize) -> Vec<ChatMessage> {
+        self.messages_from(system, self.window_start(self.items.len() + 1, window))
+    }
+
+    /// Where the window of a conversation of `len` items starts.
+    fn window_start(&self, len: usize, window: usize) -> usize {
+        // Slide in steps of a whole window (window 0: everything): the prompt
+        // then begins the same way for several turns, so the LLM reuses its
+        // cached prefix instead of re-reading the whole history every turn.
+        // The model sees between `window` and `2 * window - 1` items.
+        let mut start = len
+            .saturating_sub(window)
+            .checked_div(window)
+            .map_or(0, |k| k * window)
+            .min(self.items.len());
+        // A tool result without its call is rejected by chat APIs: widen the
+        // window back past the calls and results to the message before them.
+        while start > 0
+            && start < self.items.len()
+            && matches!(
+                self.items[start].kind,
+                ItemKind::FunctionCallOutput { .. } | ItemKind::FunctionCall { .. }
+            )
+        {
+            start -= 1;
+        }
+        start
+    }
+
+    fn messages_from(&self, system: &str, start: usize) -> Vec<ChatMessage> {
         let mut out = Vec::new();
         if !system.is_empty() {
             out.push(ChatMessage {
@@ -295,26 +331,6 @@ impl Conversation {
                 tool_calls: Vec::new(),
                 tool_call_id: None,
             });
-        }
-        // Slide in steps of a whole window (window 0: everything): the prompt
-        // then begins the same way for several turns, so the LLM reuses its
-        // cached prefix instead of re-reading the whole history every turn.
-        // The model sees between `window` and `2 * window - 1` items.
-        let mut start = self
-            .items
-            .len()
-            .saturating_sub(window)
-            .checked_div(window)
-            .map_or(0, |k| k * window);
-        // A tool result without its call is rejected by chat APIs: widen the
-        // window back past the calls and results to the message before them.
-        while start > 0
-            && matches!(
-                self.items[start].kind,
-                ItemKind::FunctionCallOutput { .. } | ItemKind::FunctionCall { .. }
-            )
-        {
-            start -= 1;
         }
         for item in &self.items[start..] {
             match &item.kind {
@@ -542,6 +558,30 @@ mod tests {
         // The first message changes every fourth item, not every item.
         let changes = firsts.windows(2).filter(|w| w[0] != w[1]).count();
         assert_eq!(changes, 2, "{firsts:?}");
+    }
+
+    #[test]
+    fn the_prefix_is_how_the_next_turns_prompt_begins() {
+        for window in [0, 1, 2, 3, 4] {
+            let mut c = Conversation::default();
+            for i in 0..11 {
+                let prefix = c.chat_prefix("sys", window);
+                let role = if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                };
+                c.insert(msg(&format!("m{i}"), role, &format!("t{i}")), None)
+                    .unwrap();
+                let full = c.chat_messages("sys", window);
+                assert_eq!(prefix.len() + 1, full.len(), "window {window}, item {i}");
+                assert_eq!(
+                    prefix[..],
+                    full[..prefix.len()],
+                    "window {window}, item {i}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -93,9 +93,19 @@ pub struct FakeLlm {
     pub per_token: Duration,
     /// Fail every call with this message (to test error paths).
     pub fail: Option<String>,
+    /// The messages of every prefill call, in order.
+    pub prefills: Mutex<Vec<Vec<super::conversation::ChatMessage>>>,
 }
 
 impl LlmBackend for FakeLlm {
+    fn prefill(&self, request: &LlmRequest, _cancel: &Cancel) -> Result<(), StageError> {
+        self.prefills
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(request.messages.clone());
+        Ok(())
+    }
+
     fn generate(
         &self,
         request: &LlmRequest,

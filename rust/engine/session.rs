@@ -66,6 +66,9 @@ pub struct SessionConfig {
     pub chat_size: usize,
     /// Start STT and the LLM on the VAD's soft end, before the commit.
     pub speculation: bool,
+    /// When the user starts speaking, let the LLM read the history ahead
+    /// (see [`LlmBackend::prefill`](super::backend::LlmBackend::prefill)).
+    pub prefill: bool,
     /// Send input transcript deltas while the user speaks: from a live
     /// transcription every `live_interval_ms`, and from the speculative
     /// transcript at each pause (append-only; the final transcript follows).
@@ -98,6 +101,7 @@ impl Default for SessionConfig {
             stt: SttOptions::default(),
             chat_size: 0,
             speculation: true,
+            prefill: true,
             live_transcription: false,
             live_interval_ms: 1000.0,
             input_rate: 24_000,
@@ -603,6 +607,9 @@ impl Session {
                     item_id,
                     audio_start_ms,
                 });
+                if st.config.prefill && st.config.create_response {
+                    sh.prefill(&st);
+                }
             }
             TurnInput::SoftEnd { audio, .. } => {
                 if !st.config.speculation || st.speech_item.is_none() || audio.is_empty() {
@@ -891,6 +898,38 @@ impl Shared {
             held.push(event);
         } else {
             self.emit(event);
+        }
+    }
+
+    /// Let the LLM read the history ahead while the user speaks. Best
+    /// effort: a full queue skips it, and the next response (which bumps the
+    /// response generation) makes a queued or running prefill stop.
+    fn prefill(self: &Arc<Self>, st: &State) {
+        let cfg = &st.config;
+        let tools = if cfg.tool_choice == ToolChoice::None {
+            Vec::new()
+        } else {
+            cfg.tools.clone()
+        };
+        let request = LlmRequest {
+            messages: st
+                .conversation
+                .chat_prefix(&cfg.instructions, cfg.chat_size),
+            tools,
+            tool_choice: cfg.tool_choice.clone(),
+            temperature: cfg.temperature,
+            max_tokens: cfg.max_output_tokens,
+        };
+        let job = PrefillJob {
+            session: Arc::clone(self),
+            request,
+            cancel: Cancel::new(
+                Arc::clone(&self.resp_gen),
+                self.resp_gen.load(Ordering::Acquire),
+            ),
+        };
+        if let Err(e) = self.engine.llm_pool.submit(Box::new(job)) {
+            tracing::debug!(error = %e, "LLM prefill skipped");
         }
     }
 
@@ -1937,6 +1976,32 @@ impl Job for LlmJob {
         let result = backend.generate(&self.request, &self.cancel, &mut emit);
         if !self.cancel.is_cancelled() {
             self.session.on_llm_done(&self.response_id, result);
+        }
+    }
+}
+
+struct PrefillJob {
+    session: Arc<Shared>,
+    request: LlmRequest,
+    cancel: Cancel,
+}
+
+impl Job for PrefillJob {
+    fn is_stale(&self) -> bool {
+        self.cancel.is_cancelled() || self.session.closed.load(Ordering::Acquire)
+    }
+
+    fn run(self: Box<Self>) {
+        let started = std::time::Instant::now();
+        match self.session.engine.llm.prefill(&self.request, &self.cancel) {
+            Ok(()) => tracing::debug!(
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                messages = self.request.messages.len(),
+                "LLM prefill"
+            ),
+            // The response that follows calls the model again and reports
+            // any real failure to the client.
+            Err(e) => tracing::warn!(error = %e, "LLM prefill failed"),
         }
     }
 }

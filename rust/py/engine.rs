@@ -201,6 +201,24 @@ impl LlmBackend for PyLlm {
             run().map_err(|e| stage_err("llm", py, &e))
         })
     }
+
+    fn prefill(&self, request: &LlmRequest, cancel: &Cancel) -> Result<(), StageError> {
+        Python::attach(|py| {
+            let run = || -> PyResult<()> {
+                let handler = self.0.bind(py);
+                // Handlers that do not derive from LLMHandler may lack it.
+                if !handler.hasattr("prefill")? {
+                    return Ok(());
+                }
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("tools", tools_to_py(py, &request.tools)?)?;
+                kwargs.set_item("cancel", PyCancelToken(cancel.clone()))?;
+                handler.call_method("prefill", (messages_to_py(py, request)?,), Some(&kwargs))?;
+                Ok(())
+            };
+            run().map_err(|e| stage_err("llm", py, &e))
+        })
+    }
 }
 
 impl TtsBackend for PyTts {
@@ -333,7 +351,7 @@ impl PyEngine {
         clippy::fn_params_excessive_bools,
         reason = "keyword-only Python signature"
     )]
-    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, live_transcription=false, speculation=true, chat_size=0, temperature=None, max_output_tokens=None))]
+    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, live_transcription=false, speculation=true, prefill=true, chat_size=0, temperature=None, max_output_tokens=None))]
     fn session(
         &self,
         instructions: &str,
@@ -346,6 +364,7 @@ impl PyEngine {
         transcription: bool,
         live_transcription: bool,
         speculation: bool,
+        prefill: bool,
         chat_size: usize,
         temperature: Option<f64>,
         max_output_tokens: Option<u32>,
@@ -361,6 +380,7 @@ impl PyEngine {
             transcription: transcription.then(SttOptions::default),
             live_transcription,
             speculation,
+            prefill,
             chat_size,
             temperature,
             max_output_tokens,

@@ -44,6 +44,7 @@ fn session_defaults(d: &Bound<'_, PyDict>) -> PyResult<SessionDefaults> {
             "instructions" => out.instructions = v.extract()?,
             "chat_size" => out.chat_size = v.extract()?,
             "speculation" => out.speculation = v.extract()?,
+            "prefill" => out.prefill = v.extract()?,
             "soft_end_ms" => out.soft_end_ms = v.extract()?,
             "live_transcription" => out.live_transcription = v.extract()?,
             "threshold" => out.threshold = v.extract()?,

@@ -89,6 +89,8 @@ pub struct SessionDefaults {
     pub chat_size: usize,
     /// Start STT and the LLM at the soft end of speech.
     pub speculation: bool,
+    /// Let the LLM read the history ahead while the user speaks.
+    pub prefill: bool,
     /// Silence before that soft end, ms (`None`: derived from the turn's silence).
     pub soft_end_ms: Option<f64>,
     /// Input transcript deltas while the user speaks.
@@ -111,6 +113,7 @@ impl Default for SessionDefaults {
             instructions: String::new(),
             chat_size: 0,
             speculation: true,
+            prefill: true,
             soft_end_ms: None,
             live_transcription: false,
             threshold: 0.5,
@@ -140,6 +143,7 @@ impl SessionDefaults {
         state.apply_to(config);
         config.chat_size = self.chat_size;
         config.speculation = self.speculation;
+        config.prefill = self.prefill;
         config.live_transcription |= self.live_transcription;
         config.vad.min_speech_ms = self.min_speech_ms;
         config.vad.max_speech_ms = self.max_speech_ms;

@@ -227,6 +227,23 @@ class LLMHandler(_Handler):
         Raises an :class:`LLMError` subclass when a remote endpoint fails.
         """
 
+    def prefill(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        cancel: Cancellation | None = None,
+    ) -> None:
+        """Read ``messages`` ahead: the history the next ``generate`` call's messages begin with.
+
+        The engine calls it when the user starts speaking, so that a local
+        model has the conversation so far in its cache and the answer only
+        reads the new user message. A hint: the default does nothing, and an
+        implementation should give way (return early) when ``cancel`` is set
+        or a generation is waiting.
+        """
+        del messages, tools, cancel
+
 
 class TTSHandler(_Handler):
     """Text to speech."""
