@@ -12,9 +12,11 @@ Latencies reported:
 * ``speech_stopped``: the wall time at which the server had received the
   audio up to ``audio_end_ms + silence_duration_ms`` (the point at which the
   turn can end) to the arrival of ``input_audio_buffer.speech_stopped``. The
-  VAD works in 32 ms windows, so up to 32 ms of this is the model's framing.
-  The 24 kHz -> 16 kHz resampler in front of the VAD holds back part of
-  each append, so the decision usually comes with the next 20 ms append.
+  VAD decides at the end of a 32 ms window, and ``audio_end_ms`` is that
+  window's end, so this is the time from the append that completed the
+  deciding window to the event. (At 24 kHz the resampler in front of the VAD
+  holds back 2.8 ms of each append; the VAD stream starts 2.8 ms of silence
+  ahead so that a window never waits for the next append.)
 * ``reaction``: the last append sent before ``speech_stopped`` arrived to its
   arrival (the server's own reaction time).
 * ``first_audio``: ``response.create`` sent to the first
@@ -214,9 +216,10 @@ async def _run(n: int, rate: int) -> dict[str, Any]:
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=bench"
         await asyncio.sleep(0.3)
         rss0, _ = _proc_stat(proc.pid)
-        # Lead-in silences of 200..218 ms: the 32 ms VAD windows fall at
-        # different places in the 20 ms appends, as they do for real callers.
-        variants = [_chunks(_audio(200 + 2 * k, rate), rate) for k in range(10)]
+        # Lead-in silences of 200..506 ms in 34 ms steps: the turn ends in a
+        # different 32 ms VAD window each time, so the window ends fall at
+        # every place in the 20 ms appends, as they do for real callers.
+        variants = [_chunks(_audio(200 + 34 * k, rate), rate) for k in range(10)]
         start = asyncio.Event()
         outs: list[dict[str, Any]] = [{"offset_s": i / n} for i in range(n)]
         tasks = [

@@ -30,6 +30,10 @@ pub trait FrameResampler: Send + Sync {
     fn max_output_len(&self, input_len: usize) -> usize;
     /// Resample `input` into `output`, returning how many samples were written.
     fn process_into(&mut self, input: &[f32], output: &mut [f32]) -> Result<usize, VadError>;
+    /// Output samples the resampler holds back (its filter's look-ahead).
+    fn delay(&self) -> usize {
+        0
+    }
 }
 
 impl FrameResampler for crate::audio::resample::Resampler {
@@ -45,6 +49,9 @@ impl FrameResampler for crate::audio::resample::Resampler {
     fn process_into(&mut self, input: &[f32], output: &mut [f32]) -> Result<usize, VadError> {
         crate::audio::resample::Resampler::process_into(self, input, output)
             .map_err(|e| VadError::InvalidInput(e.to_string()))
+    }
+    fn delay(&self) -> usize {
+        crate::audio::resample::Resampler::delay(self).ceil() as usize
     }
 }
 
@@ -155,11 +162,20 @@ impl VadStream {
     }
 
     /// A stream whose input is converted by `resampler` first.
+    ///
+    /// The resampler holds back the last few samples of every call until
+    /// more input comes (2.8 ms from 24 kHz). The stream starts with that
+    /// many samples of silence, so a window is complete as soon as the input
+    /// covering its time has arrived: without them, a window ending where a
+    /// 20 ms append ends would wait for the next append (20 ms later). The
+    /// audio the model sees is late by that delay; the times reported are
+    /// those of the input consumed.
     pub fn with_resampler(
         resampler: Box<dyn FrameResampler>,
         config: &TurnConfig,
     ) -> Result<Self, VadError> {
         let mut stream = Self::new(resampler.output_rate(), config)?;
+        stream.history.resize(resampler.delay(), 0.0);
         stream.resampler = Some(resampler);
         Ok(stream)
     }
@@ -512,6 +528,24 @@ mod tests {
         s.append(&[0.5; 2048]).unwrap();
         assert_eq!(s.buffered(), 1024);
         assert!(s.ready());
+    }
+
+    #[test]
+    fn a_window_is_ready_when_the_input_covering_it_has_come() {
+        // 24 kHz in 20 ms appends: after k appends, 320 * k samples at 16 kHz
+        // are due, so every window ending there must be ready, although the
+        // resampler holds back the last 2.8 ms of each append.
+        let r = crate::audio::resample::Resampler::new(24_000, 16_000).unwrap();
+        let mut s = VadStream::with_resampler(Box::new(r), &TurnConfig::default()).unwrap();
+        for k in 1..=64_u64 {
+            s.append(&[0.1; 480]).unwrap();
+            let due = 320 * k;
+            let have = s.history_start + s.history.len() as u64;
+            assert!(
+                have >= due && have <= due + 1,
+                "after {k} appends: {have} samples, {due} due"
+            );
+        }
     }
 
     #[test]
