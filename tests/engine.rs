@@ -239,6 +239,101 @@ fn speech_start_prefills_the_history_the_answer_begins_with() {
     assert_eq!(llm.prefills.lock().unwrap().len(), 3);
 }
 
+/// Records when the LLM emits text and when each synthesis starts and first yields.
+#[derive(Default)]
+struct Clock {
+    tokens: std::sync::Mutex<Vec<Instant>>,
+    synth: std::sync::Mutex<Vec<(Instant, Option<Instant>)>>,
+}
+
+struct TimedLlm(FakeLlm, Arc<Clock>);
+struct TimedTts(FakeTts, Arc<Clock>);
+
+impl speech_to_speech::engine::LlmBackend for TimedLlm {
+    fn generate(
+        &self,
+        request: &speech_to_speech::engine::backend::LlmRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+        emit: &mut dyn FnMut(speech_to_speech::engine::backend::LlmOutput),
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        self.0.generate(request, cancel, &mut |o| {
+            self.1.tokens.lock().unwrap().push(Instant::now());
+            emit(o);
+        })
+    }
+}
+
+impl speech_to_speech::engine::TtsBackend for TimedTts {
+    fn synthesize(
+        &self,
+        request: &speech_to_speech::engine::backend::TtsRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+        emit: &mut dyn FnMut(speech_to_speech::engine::backend::TtsChunk),
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        let i = {
+            let mut synth = self.1.synth.lock().unwrap();
+            synth.push((Instant::now(), None));
+            synth.len() - 1
+        };
+        self.0.synthesize(request, cancel, &mut |c| {
+            self.1.synth.lock().unwrap()[i]
+                .1
+                .get_or_insert_with(Instant::now);
+            emit(c);
+        })
+    }
+}
+
+#[test]
+fn the_llm_waits_while_the_first_clause_is_synthesised() {
+    for priority in [true, false] {
+        let clock = Arc::new(Clock::default());
+        let e = Engine::new(
+            Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+            Arc::new(TimedLlm(
+                FakeLlm {
+                    per_token: Duration::from_millis(5),
+                    ..FakeLlm::default()
+                },
+                Arc::clone(&clock),
+            )),
+            Arc::new(TimedTts(
+                FakeTts {
+                    per_word: Duration::from_millis(60),
+                    ..FakeTts::default()
+                },
+                Arc::clone(&clock),
+            )),
+            EngineConfig {
+                first_audio_priority: priority,
+                ..EngineConfig::default()
+            },
+        )
+        .unwrap();
+        let s = e.create_session(SessionConfig::default()).unwrap();
+        spoken_turn(&s, 0.42);
+        let ev = until_done(&s);
+        assert_eq!(done_status(&ev), (ResponseStatus::Completed, None));
+        let (start, first) = clock.synth.lock().unwrap()[0];
+        let first = first.unwrap();
+        let during = clock
+            .tokens
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&t| t > start && t < first)
+            .count();
+        // "You said: level 42." goes to TTS; "That is all I know." is still
+        // to come: five tokens in 60 ms unless the LLM waits (it looks at
+        // the gate between tokens, so one already under way may finish).
+        if priority {
+            assert!(during <= 1, "{during} tokens during the first synthesis");
+        } else {
+            assert!(during >= 3, "{during} tokens during the first synthesis");
+        }
+    }
+}
+
 #[test]
 fn barge_in_cancels_and_the_next_turn_works() {
     let e = engine(

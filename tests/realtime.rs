@@ -193,10 +193,10 @@ async fn beta_names_limit_auth_and_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_queue_overflow_closes_with_an_error() {
-    // A queue of 16 events cannot hold the replies to a burst of 200 events
-    // and a spoken answer: the session must be closed with a clear error
-    // rather than grow or lose events silently. (With fewer events the
-    // writer sometimes keeps up, and nothing overflows.)
+    // A client that stops reading for a second while a long answer streams:
+    // the socket fills, the writer blocks, and the 16 events the session may
+    // queue run out. The session must be closed with a clear error (once
+    // the client reads again) rather than grow or lose events silently.
     let engine = Engine::new(
         Arc::new(FakeStt::new(Vec::new(), Duration::ZERO)),
         Arc::new(FakeLlm::default()),
@@ -218,15 +218,17 @@ async fn an_event_queue_overflow_closes_with_an_error() {
     let port = srv.start().unwrap().port();
     let mut ws = connect(port, false).await;
     until(&mut ws, "session.created").await;
-    for _ in 0..200 {
-        send(
-            &mut ws,
-            json!({"type": "conversation.item.create", "item": {"type": "message",
-            "role": "user", "content": [{"type": "input_text", "text": "a long question"}]}}),
-        )
-        .await;
-        send(&mut ws, json!({"type": "response.create"})).await;
-    }
+    // The fake LLM repeats the question: 3000 words, 300 s of fake speech,
+    // about 19 MB of audio deltas.
+    let text = "word ".repeat(3000);
+    send(
+        &mut ws,
+        json!({"type": "conversation.item.create", "item": {"type": "message",
+        "role": "user", "content": [{"type": "input_text", "text": text}]}}),
+    )
+    .await;
+    send(&mut ws, json!({"type": "response.create"})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut saw_error = false;
     while let Some(ev) = recv(&mut ws).await {
         if ev["type"] == "error" && ev["error"]["code"] == "event_queue_overflow" {

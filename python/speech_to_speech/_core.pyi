@@ -122,6 +122,7 @@ class Engine:
         llm_workers: int = 1,
         tts_workers: int = 1,
         max_sessions: int = 64,
+        first_audio_priority: bool = True,
     ) -> Engine: ...
     def session(
         self,

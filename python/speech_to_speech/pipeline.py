@@ -74,6 +74,15 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="most sessions served at once",
     )
+    g.add_argument(
+        "--first_audio_priority",
+        "--first-audio-priority",
+        dest="first_audio_priority",
+        choices=("on", "off"),
+        default="on",
+        help="pause a response's LLM while its first clause is synthesised, so that TTS has "
+        "the CPU (the LLM runs far ahead of speech anyway); off for a remote or GPU LLM",
+    )
 
 
 def engine_from_args(args: argparse.Namespace) -> Engine:
@@ -98,6 +107,7 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
         llm_workers=args.llm_workers,
         tts_workers=args.tts_workers,
         max_sessions=args.max_sessions,
+        first_audio_priority=getattr(args, "first_audio_priority", "on") == "on",
     )
 
 

@@ -53,6 +53,7 @@ def build_engine(
         llm_workers=int(getattr(args, "llm_workers", 1)),
         tts_workers=int(getattr(args, "tts_workers", 1)),
         max_sessions=int(getattr(args, "max_sessions", 64)),
+        first_audio_priority=getattr(args, "first_audio_priority", "on") == "on",
     )
     return engine, {stage: _backend_name(h) for stage, h in handlers.items()}
 

@@ -4,8 +4,9 @@
 //! Python handlers implement these traits through the bindings in `py/`; tests
 //! and benchmarks use the scripted backends in [`fake`](super::fake).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -31,6 +32,39 @@ pub enum StageError {
     Busy(&'static str),
 }
 
+/// Longest a [`Gate`] holds a job back.
+pub const MAX_HOLD: Duration = Duration::from_secs(2);
+
+/// Holds a running job back between two of its outputs.
+///
+/// While a response's first clause is synthesised, the gate of its LLM job
+/// is closed: a local LLM runs far ahead of speech anyway, and on a small
+/// CPU the two models would otherwise share the cores while the user waits
+/// for the first sound.
+#[derive(Debug, Default)]
+pub struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    /// Hold jobs back from their next output on.
+    pub fn close(&self) {
+        *self.closed.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    }
+
+    /// Let them go on.
+    pub fn open(&self) {
+        *self.closed.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.opened.notify_all();
+    }
+
+    /// Whether it is closed.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// A cheap handle a running job polls to learn it is stale.
 ///
 /// It compares the session's generation with the one the job started in:
@@ -39,6 +73,7 @@ pub enum StageError {
 pub struct Cancel {
     current: Arc<AtomicU64>,
     generation: u64,
+    gate: Option<Arc<Gate>>,
 }
 
 impl Cancel {
@@ -47,6 +82,40 @@ impl Cancel {
         Self {
             current,
             generation,
+            gate: None,
+        }
+    }
+
+    /// The same handle, also held back by `gate`.
+    #[must_use]
+    pub fn with_gate(mut self, gate: Arc<Gate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Whether a gate holds the job back now (then call [`hold`](Self::hold)).
+    pub fn is_held(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.is_closed())
+    }
+
+    /// Wait while the gate is closed: until it opens, the job is cancelled,
+    /// or [`MAX_HOLD`] has passed. Returns at once without a closed gate.
+    pub fn hold(&self) {
+        let Some(gate) = &self.gate else { return };
+        let deadline = Instant::now() + MAX_HOLD;
+        let mut closed = gate.closed.lock().unwrap_or_else(PoisonError::into_inner);
+        while *closed && !self.is_cancelled() {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            // Cancellation does not signal the gate: look again every 10 ms.
+            let wait = (deadline - now).min(Duration::from_millis(10));
+            closed = gate
+                .opened
+                .wait_timeout(closed, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 

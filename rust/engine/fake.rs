@@ -162,6 +162,7 @@ fn stream_words(text: &str, per_token: Duration, cancel: &Cancel, emit: &mut dyn
         if cancel.is_cancelled() {
             return;
         }
+        cancel.hold();
         std::thread::sleep(per_token);
         emit(LlmOutput::Text(if i == 0 {
             w.to_owned()

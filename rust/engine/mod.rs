@@ -63,6 +63,9 @@ pub struct EngineConfig {
     pub session_event_capacity: usize,
     /// Most sessions open at once.
     pub max_sessions: usize,
+    /// Hold a response's LLM between tokens while its first clause is
+    /// synthesised (see [`backend::Gate`]).
+    pub first_audio_priority: bool,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             // drains continuously, as every transport does.
             session_event_capacity: 1024,
             max_sessions: 64,
+            first_audio_priority: true,
         }
     }
 }

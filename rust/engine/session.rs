@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::Engine;
 use super::backend::{
-    Cancel, LlmOutput, LlmRequest, StageError, SttOptions, SttOutput, Tool, ToolChoice, TtsChunk,
-    TtsRequest,
+    Cancel, Gate, LlmOutput, LlmRequest, StageError, SttOptions, SttOutput, Tool, ToolChoice,
+    TtsChunk, TtsRequest,
 };
 use super::conversation::{
     Content, Conversation, ConversationError, Item, ItemKind, ItemStatus, Role, SpokenClause,
@@ -267,6 +267,8 @@ struct ClauseSlot {
 struct ActiveResponse {
     id: String,
     generation: u64,
+    /// Closed while the first clause is synthesised: holds the LLM back.
+    gate: Arc<Gate>,
     /// Events held back until the turn commits (speculative response).
     held: Option<Vec<EngineEvent>>,
     audio: bool,
@@ -1179,6 +1181,7 @@ impl Shared {
         let mut resp = ActiveResponse {
             id: id.clone(),
             generation,
+            gate: Arc::new(Gate::default()),
             held: held.then(Vec::new),
             audio: options.audio_output.unwrap_or(cfg.audio_output),
             out_of_band: options.out_of_band,
@@ -1211,7 +1214,8 @@ impl Shared {
             session: Arc::clone(self),
             request,
             response_id: id.clone(),
-            cancel: Cancel::new(Arc::clone(&self.resp_gen), generation),
+            cancel: Cancel::new(Arc::clone(&self.resp_gen), generation)
+                .with_gate(Arc::clone(&resp.gate)),
         };
         st.response = Some(resp);
         if let Err(e) = self.engine.llm_pool.submit(Box::new(job)) {
@@ -1423,6 +1427,8 @@ impl Shared {
                 speed: resp.speed,
             },
             cancel: Cancel::new(Arc::clone(&self.resp_gen), resp.generation),
+            gate: (index == 0 && self.engine.config().first_audio_priority)
+                .then(|| Arc::clone(&resp.gate)),
         };
         if let Err(e) = self.engine.tts_pool.submit(Box::new(job)) {
             // The clause is lost; mark it done so the rest still plays.
@@ -2012,6 +2018,9 @@ struct TtsJob {
     index: usize,
     request: TtsRequest,
     cancel: Cancel,
+    /// The response's LLM gate, closed until this clause's first chunk
+    /// exists (the first clause only).
+    gate: Option<Arc<Gate>>,
 }
 
 impl Job for TtsJob {
@@ -2025,12 +2034,22 @@ impl Job for TtsJob {
         let rid = self.response_id.clone();
         let cancel = self.cancel.clone();
         let index = self.index;
+        let gate = self.gate.clone();
+        if let Some(g) = &gate {
+            g.close();
+        }
         let mut emit = |c: TtsChunk| {
+            if let Some(g) = &gate {
+                g.open();
+            }
             if !cancel.is_cancelled() {
                 session.on_tts(&rid, index, Some(c), None);
             }
         };
         let result = backend.synthesize(&self.request, &self.cancel, &mut emit);
+        if let Some(g) = &self.gate {
+            g.open();
+        }
         if !self.cancel.is_cancelled() {
             self.session
                 .on_tts(&self.response_id, self.index, None, Some(result));

@@ -195,6 +195,10 @@ impl LlmBackend for PyLlm {
                     if cancel.is_cancelled() {
                         break;
                     }
+                    if cancel.is_held() {
+                        // The first clause is being synthesised: leave it the CPU.
+                        py.detach(|| cancel.hold());
+                    }
                 }
                 Ok(())
             };
@@ -305,7 +309,7 @@ impl PyEngine {
     /// backends) in worker pools.
     #[new]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
-    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=64))]
+    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=64, first_audio_priority=true))]
     fn new(
         stt: &Bound<'_, PyAny>,
         llm: &Bound<'_, PyAny>,
@@ -315,6 +319,7 @@ impl PyEngine {
         llm_workers: usize,
         tts_workers: usize,
         max_sessions: usize,
+        first_audio_priority: bool,
     ) -> PyResult<Self> {
         let stt: Arc<dyn SttBackend> = if is_fake(stt) {
             Arc::new(FakeStt::new(Vec::new(), Duration::ZERO))
@@ -336,6 +341,7 @@ impl PyEngine {
             llm_workers,
             tts_workers,
             max_sessions,
+            first_audio_priority,
             ..EngineConfig::default()
         };
         let engine = Engine::new(stt, llm, tts, config)?;
