@@ -179,9 +179,16 @@ impl SileroVad {
                          (Python: speech_to_speech.vad.init_onnxruntime())"
                     )));
                 }
-                Err(e) => {
-                    tracing::info!(reason = %e, "falling back to ONNX Runtime for the VAD");
-                    Engine::OnnxRuntime(OrtSilero::new(model_path, options)?)
+                Err(native) => {
+                    tracing::info!(reason = %native, "falling back to ONNX Runtime for the VAD");
+                    match OrtSilero::new(model_path, options) {
+                        Ok(ort) => Engine::OnnxRuntime(ort),
+                        // Neither engine can run it: say why for both.
+                        Err(VadError::Model(ort)) => {
+                            return Err(VadError::Model(format!("{native}; ONNX Runtime: {ort}")));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             },
         };
