@@ -88,6 +88,12 @@ impl NativeSilero {
         Ok(Self { kernel, nets })
     }
 
+    /// The same model computed by `kernel` instead of the detected one.
+    #[cfg(test)]
+    fn with_kernel(self, kernel: Kernel) -> Self {
+        Self { kernel, ..self }
+    }
+
     /// Speech probabilities of one chunk per stream, all at one rate, checked
     /// by the caller: `chunks[i]` is `rate.chunk_len()` samples of `states[i]`.
     pub fn process_batch<S: AsMut<SileroState>>(
@@ -630,4 +636,62 @@ fn build_net(index: &Index<'_, '_>, scope: usize, prefix: &str) -> Result<Net, S
         head_bias,
         scratch: Scratch::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `S2S_VAD_MODEL`, else the file `.ci/setup` installs into `.venv`.
+    fn model_path() -> Option<std::path::PathBuf> {
+        if let Some(path) = std::env::var_os("S2S_VAD_MODEL") {
+            return Some(path.into());
+        }
+        let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+        std::fs::read_dir(lib)
+            .ok()?
+            .flatten()
+            .map(|python| {
+                python
+                    .path()
+                    .join("site-packages/silero_vad/data/silero_vad.onnx")
+            })
+            .find(|p| p.is_file())
+    }
+
+    #[test]
+    fn portable_and_detected_kernels_agree_on_the_real_model() {
+        let Some(path) = model_path() else {
+            eprintln!("skipped: no silero_vad.onnx (set S2S_VAD_MODEL or run .ci/setup)");
+            return;
+        };
+        let mut fast = NativeSilero::load(&path).unwrap();
+        let mut portable = NativeSilero::load(&path)
+            .unwrap()
+            .with_kernel(Kernel::Portable);
+        for rate in [SampleRate::Hz16000, SampleRate::Hz8000] {
+            let n = rate.chunk_len();
+            let (mut a, mut b) = ([SileroState::new(rate)], [SileroState::new(rate)]);
+            let mut max_diff = 0.0_f32;
+            for k in 0..40 {
+                // A chirp with a burst of noise: the state sees speech-like energy.
+                let chunk: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let t = (k * n + i) as f32 / rate.hz() as f32;
+                        let noise = ((i * 7919 + k * 104_729) % 1000) as f32 / 1000.0 - 0.5;
+                        0.3 * (t * (300.0 + 900.0 * t) * std::f32::consts::TAU).sin()
+                            + if k % 8 < 3 { 0.2 * noise } else { 0.0 }
+                    })
+                    .collect();
+                let (mut pa, mut pb) = ([0.0], [0.0]);
+                fast.process_batch(rate, &mut a, &[&chunk], &mut pa)
+                    .unwrap();
+                portable
+                    .process_batch(rate, &mut b, &[&chunk], &mut pb)
+                    .unwrap();
+                max_diff = max_diff.max((pa[0] - pb[0]).abs());
+            }
+            assert!(max_diff <= 1e-5, "{rate:?}: {max_diff}");
+        }
+    }
 }
