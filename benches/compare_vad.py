@@ -1,21 +1,26 @@
-"""Silero VAD: the Rust core against the usual Python onnxruntime loop, in one process.
+"""Silero VAD: the Rust core's two engines against the usual Python onnxruntime loop.
 
     python benches/compare_vad.py [--json PATH] [--repeats N]
 
-Both sides run the same model file with one intra-op and one inter-op thread.
-The Python side is the loop Python pipelines run: per 512-sample chunk, glue
-64 samples of context in front and call ``session.run`` with the state. The
-machines these run on are shared and noisy, so the two sides are timed in
-alternation and each figure is the best of ``--repeats`` rounds; only the
-ratios from one run are meant to be compared.
+"Ours" is the core's default engine (``native``: the network in Rust, weights
+read from the same ``silero_vad.onnx``); the core's ONNX Runtime engine is
+measured beside it under ``ort_*`` keys. The Python side is the loop Python
+pipelines run: per 512-sample chunk, glue 64 samples of context in front and
+call ``session.run`` with the state, one intra-op and one inter-op thread, as
+our ONNX Runtime engine uses. The machines these run on are shared and noisy,
+so all sides are timed in alternation and each figure is the best of
+``--repeats`` rounds; only the ratios from one run are meant to be compared.
 
 Keys of the JSON report:
-    single_stream_speedup    Python time per chunk / ours (whole array through the core)
-    stream_feed_speedup      the same, ours fed 20 ms at a time through VadStream.feed
-    streams_per_core         16 kHz streams one thread keeps in real time, batching B streams
-    python_streams_per_core  the same for the Python loop (one call per stream and chunk)
-    max_prob_diff            largest |ours - Python| per-chunk probability on the test audio
-    ours_intra_op_2_us_per_chunk  ours with two intra-op threads (one is the default)
+    single_stream_speedup        Python time per chunk / ours (whole array through the core)
+    ort_single_stream_speedup    the same for the core's ONNX Runtime engine
+    stream_feed_speedup          ours fed 20 ms at a time through VadStream.feed
+    streams_per_core             16 kHz streams one thread keeps in real time, ours batching B
+    ort_streams_per_core         the same for the ONNX Runtime engine
+    python_streams_per_core      the same for the Python loop (one call per stream and chunk)
+    max_prob_diff                largest |ours - Python| per-chunk probability on the test audio
+    ort_max_prob_diff            the same for the ONNX Runtime engine
+    ort_intra_op_2_us_per_chunk  the ONNX Runtime engine with two intra-op threads
 """
 
 from __future__ import annotations
@@ -93,16 +98,17 @@ def main() -> None:
 
     model_path = args.model or vad.default_model_path()
     vad.init_onnxruntime()
-    ours = s2s.SileroVad(model_path, intra_op_threads=1)
-    ours_2 = s2s.SileroVad(model_path, intra_op_threads=2)
+    ours = s2s.SileroVad(model_path)
+    ort_1 = s2s.SileroVad(model_path, engine="onnxruntime", intra_op_threads=1)
+    ort_2 = s2s.SileroVad(model_path, engine="onnxruntime", intra_op_threads=2)
     python = PythonVad(model_path)
     audio = load_audio()
     audio = audio[: len(audio) // CHUNK * CHUNK]
     chunks = len(audio) // CHUNK
 
     ref = python.probabilities(audio)
-    got = ours.speech_probabilities(audio)
-    max_prob_diff = float(np.max(np.abs(ref - got)))
+    max_prob_diff = float(np.max(np.abs(ref - ours.speech_probabilities(audio))))
+    ort_max_prob_diff = float(np.max(np.abs(ref - ort_1.speech_probabilities(audio))))
 
     frame = SR // 50  # 20 ms, as transports deliver audio
 
@@ -111,15 +117,13 @@ def main() -> None:
         python.probabilities(audio)
         return (time.perf_counter() - t) / chunks
 
-    def time_ours() -> float:
-        t = time.perf_counter()
-        ours.speech_probabilities(audio)
-        return (time.perf_counter() - t) / chunks
+    def time_whole(model: s2s.SileroVad) -> Callable[[], float]:
+        def run() -> float:
+            t = time.perf_counter()
+            model.speech_probabilities(audio)
+            return (time.perf_counter() - t) / chunks
 
-    def time_ours_2() -> float:
-        t = time.perf_counter()
-        ours_2.speech_probabilities(audio)
-        return (time.perf_counter() - t) / chunks
+        return run
 
     def time_stream() -> float:
         stream = s2s.VadStream(model=ours)
@@ -130,11 +134,17 @@ def main() -> None:
 
     per_chunk = best_of(
         args.repeats,
-        {"python": time_python, "ours": time_ours, "ours_2": time_ours_2, "stream": time_stream},
+        {
+            "python": time_python,
+            "ours": time_whole(ours),
+            "ort": time_whole(ort_1),
+            "ort_2": time_whole(ort_2),
+            "stream": time_stream,
+        },
     )
 
     rng = np.random.default_rng(1)
-    batch_times = {}
+    batch_times: dict[str, dict[int, float]] = {"ours": {}, "ort": {}}
     for b in BATCHES:
         states = [s2s.VadState() for _ in range(b)]
         rows = [
@@ -142,29 +152,48 @@ def main() -> None:
             for i in rng.integers(0, chunks, size=16)
         ]
 
-        def time_batch(states: list[s2s.VadState] = states, rows: list[Samples] = rows) -> float:
-            t = time.perf_counter()
-            for r in rows:
-                ours.process_batch(states, r)
-            return (time.perf_counter() - t) / len(rows)
+        def time_batch(
+            model: s2s.SileroVad, states: list[s2s.VadState] = states, rows: list[Samples] = rows
+        ) -> Callable[[], float]:
+            def run() -> float:
+                t = time.perf_counter()
+                for r in rows:
+                    model.process_batch(states, r)
+                return (time.perf_counter() - t) / len(rows)
 
-        batch_times[b] = best_of(args.repeats, {"batch": time_batch})["batch"]
+            return run
 
-    per_batch_streams = {b: b * CHUNK_S / t for b, t in batch_times.items()}
-    best_b = max(per_batch_streams, key=lambda b: per_batch_streams[b])
+        best = best_of(args.repeats, {"ours": time_batch(ours), "ort": time_batch(ort_1)})
+        for key, t in best.items():
+            batch_times[key][b] = t
+
+    def streams(times: dict[int, float]) -> tuple[int, dict[int, float]]:
+        """The batch size that keeps most streams in real time, and every size's figure."""
+        per_batch = {b: b * CHUNK_S / t for b, t in times.items()}
+        return max(per_batch, key=lambda b: per_batch[b]), per_batch
+
+    best_b, per_batch_streams = streams(batch_times["ours"])
+    ort_best_b, ort_per_batch_streams = streams(batch_times["ort"])
     report = {
+        "engine": ours.engine,
         "single_stream_speedup": per_chunk["python"] / per_chunk["ours"],
+        "ort_single_stream_speedup": per_chunk["python"] / per_chunk["ort"],
         "stream_feed_speedup": per_chunk["python"] / per_chunk["stream"],
         "streams_per_core": per_batch_streams[best_b],
         "streams_per_core_batch": best_b,
         "streams_per_core_by_batch": {str(b): v for b, v in per_batch_streams.items()},
+        "ort_streams_per_core": ort_per_batch_streams[ort_best_b],
+        "ort_streams_per_core_batch": ort_best_b,
         "python_streams_per_core": CHUNK_S / per_chunk["python"],
         "max_prob_diff": max_prob_diff,
+        "ort_max_prob_diff": ort_max_prob_diff,
         "python_us_per_chunk": per_chunk["python"] * 1e6,
         "ours_us_per_chunk": per_chunk["ours"] * 1e6,
+        "ort_us_per_chunk": per_chunk["ort"] * 1e6,
         "stream_feed_us_per_chunk": per_chunk["stream"] * 1e6,
-        "ours_intra_op_2_us_per_chunk": per_chunk["ours_2"] * 1e6,
-        "batch_us": {str(b): t * 1e6 for b, t in batch_times.items()},
+        "ort_intra_op_2_us_per_chunk": per_chunk["ort_2"] * 1e6,
+        "batch_us": {str(b): t * 1e6 for b, t in batch_times["ours"].items()},
+        "ort_batch_us": {str(b): t * 1e6 for b, t in batch_times["ort"].items()},
         "chunks": chunks,
         "repeats": args.repeats,
         "onnxruntime": ort.__version__,

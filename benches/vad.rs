@@ -1,14 +1,16 @@
-//! Silero VAD over ONNX Runtime: one chunk of one stream, and a batch of 32 streams.
+//! Silero VAD, both engines: one chunk of one stream, and a batch of 32 streams.
 //!
-//! Needs `ORT_DYLIB_PATH` (`libonnxruntime.so` from the onnxruntime wheel) and
-//! `S2S_VAD_MODEL` (`silero_vad.onnx`); without them it says so and skips.
+//! Needs `S2S_VAD_MODEL` (`silero_vad.onnx`) for the native engine and also
+//! `ORT_DYLIB_PATH` (`libonnxruntime.so` from the onnxruntime wheel) for the
+//! ONNX Runtime engine; without them it says so and skips those cases.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use criterion::{Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput};
 use speech_to_speech::vad::{
-    SampleRate, SileroState, SileroVad, SileroVadOptions, init_onnxruntime,
+    SampleRate, SileroState, SileroVad, SileroVadOptions, VadEngine, init_onnxruntime,
 };
 
 /// Streams in the batched benchmark.
@@ -30,37 +32,51 @@ fn signal(len: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
-    let (Some(lib), Some(model)) = (
-        std::env::var_os("ORT_DYLIB_PATH"),
-        std::env::var_os("S2S_VAD_MODEL"),
-    ) else {
+    let Some(model) = std::env::var_os("S2S_VAD_MODEL").map(PathBuf::from) else {
         eprintln!(
-            "benches/vad.rs skipped: set ORT_DYLIB_PATH to libonnxruntime.so (pip install onnxruntime) \
-             and S2S_VAD_MODEL to silero_vad.onnx (pip install --no-deps silero-vad)"
+            "benches/vad.rs skipped: set S2S_VAD_MODEL to silero_vad.onnx \
+             (pip install --no-deps silero-vad)"
         );
         return;
     };
-    if let Err(e) = init_onnxruntime(&PathBuf::from(lib)) {
-        eprintln!("benches/vad.rs skipped: {e}");
-        return;
-    }
-    let mut vad = match SileroVad::new(&PathBuf::from(model), &SileroVadOptions::default()) {
-        Ok(vad) => vad,
-        Err(e) => {
-            eprintln!("benches/vad.rs skipped: {e}");
-            return;
+    let mut criterion = Criterion::default().configure_from_args();
+    let mut group = criterion.benchmark_group("silero_vad");
+    for engine in [VadEngine::Native, VadEngine::OnnxRuntime] {
+        if engine == VadEngine::OnnxRuntime {
+            let Some(lib) = std::env::var_os("ORT_DYLIB_PATH") else {
+                eprintln!(
+                    "benches/vad.rs: ONNX Runtime cases skipped: set ORT_DYLIB_PATH to \
+                     libonnxruntime.so (pip install onnxruntime)"
+                );
+                continue;
+            };
+            if let Err(e) = init_onnxruntime(&PathBuf::from(lib)) {
+                eprintln!("benches/vad.rs: ONNX Runtime cases skipped: {e}");
+                continue;
+            }
         }
-    };
+        let options = SileroVadOptions {
+            engine,
+            ..SileroVadOptions::default()
+        };
+        match SileroVad::new(&model, &options) {
+            Ok(vad) => bench_engine(&mut group, vad),
+            Err(e) => eprintln!("benches/vad.rs: {engine} cases skipped: {e}"),
+        }
+    }
+    group.finish();
+    criterion.final_summary();
+}
+
+fn bench_engine(group: &mut BenchmarkGroup<'_, WallTime>, mut vad: SileroVad) {
+    let engine = vad.engine();
     let rate = SampleRate::Hz16000;
     let n = rate.chunk_len();
-    let mut criterion = Criterion::default().configure_from_args();
-
-    let mut group = criterion.benchmark_group("silero_vad");
     let audio = signal(n * 64, 1);
     let mut state = SileroState::new(rate);
     let mut step = 0;
     group.throughput(Throughput::Elements(1));
-    group.bench_function("one_stream_one_chunk", |b| {
+    group.bench_function(format!("{engine}/one_stream_one_chunk"), |b| {
         b.iter(|| {
             let chunk = &audio[(step % 64) * n..(step % 64 + 1) * n];
             step += 1;
@@ -73,7 +89,7 @@ fn main() {
     let mut probs = vec![0.0_f32; BATCH];
     let mut j = 0;
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("batch_32_streams_one_chunk", |b| {
+    group.bench_function(format!("{engine}/batch_32_streams_one_chunk"), |b| {
         b.iter(|| {
             let k = j % 16;
             j += 1;
@@ -82,6 +98,4 @@ fn main() {
             black_box(probs[0])
         });
     });
-    group.finish();
-    criterion.final_summary();
 }

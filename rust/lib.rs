@@ -14,6 +14,8 @@ pub mod audio;
 pub mod engine;
 pub mod protocol;
 pub mod queue;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 pub mod transport;
 pub mod vad;
 

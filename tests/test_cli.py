@@ -35,6 +35,15 @@ def test_defaults() -> None:
     assert (args.host, args.port) == ("127.0.0.1", 8765)
     assert (args.stt, args.llm, args.tts) == ("faster-whisper", "llama-cpp", "piper")
     assert build_parser().parse_args(["--min-silence-ms", "700"]).min_silence_ms == 700
+    assert args.vad_engine == "auto"
+    for flag in ("--vad_engine", "--vad-engine"):
+        assert build_parser().parse_args([flag, "onnxruntime"]).vad_engine == "onnxruntime"
+
+
+def test_unknown_vad_engine_is_refused() -> None:
+    out = _run("--vad-engine", "tensorrt")
+    assert out.returncode == 2
+    assert "invalid choice: 'tensorrt'" in out.stderr
 
 
 def test_modes_not_ready_exit_2_in_one_line() -> None:

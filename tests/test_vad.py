@@ -1,4 +1,9 @@
-"""Silero VAD in the core: parity with Python onnxruntime, turns, isolation, errors."""
+"""Silero VAD in the core: parity with Python onnxruntime, turns, isolation, errors.
+
+Most tests run once per engine (the `model` fixture): the native Rust network
+and ONNX Runtime must both match the Python onnxruntime loop and give the same
+turns.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ ort = pytest.importorskip("onnxruntime")
 
 AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 SR = 16000
+ENGINES = ["native", "onnxruntime"]
+SPEECH = ["jfk.wav", "q_book.wav", "q_capital_france.wav", "q_ocean_fact.wav", "interrupt_wait.wav"]
 
 Samples = npt.NDArray[np.float32]
 
@@ -47,9 +54,11 @@ def model_path() -> str:
     return vad.default_model_path()
 
 
-@pytest.fixture(scope="module")
-def model(model_path: str) -> s2s.SileroVad:
-    return s2s.SileroVad(model_path)
+@pytest.fixture(scope="module", params=ENGINES)
+def model(model_path: str, request: pytest.FixtureRequest) -> s2s.SileroVad:
+    model = s2s.SileroVad(model_path, engine=request.param)
+    assert model.engine == request.param
+    return model
 
 
 def reference_probabilities(model_path: str, samples: Samples, sr: int = SR) -> Samples:
@@ -101,9 +110,11 @@ SYNTHETIC = {
 # --- parity -------------------------------------------------------------------------------------
 
 
-def test_parity_on_speech(model_path: str) -> None:
-    samples = load_16k("jfk.wav")
-    ours = s2s.speech_probabilities(samples, model_path=model_path)
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name", SPEECH)
+def test_parity_on_speech(model_path: str, engine: str, name: str) -> None:
+    samples = load_16k(name)
+    ours = s2s.speech_probabilities(samples, model_path=model_path, engine=engine)  # type: ignore[arg-type]
     ref = reference_probabilities(model_path, samples)
     assert ours.dtype == np.float32
     assert ours.shape == ref.shape == (-(-len(samples) // 512),)
@@ -121,10 +132,11 @@ def test_parity_on_synthetic(model_path: str, model: s2s.SileroVad, name: str) -
     assert float(np.max(np.abs(ours - ref))) <= 1e-4
 
 
-def test_parity_at_8khz(model_path: str, model: s2s.SileroVad) -> None:
+@pytest.mark.parametrize("name", SPEECH)
+def test_parity_at_8khz(model_path: str, model: s2s.SileroVad, name: str) -> None:
     from scipy.signal import resample_poly
 
-    samples = resample_poly(load_16k("jfk.wav"), 1, 2).astype(np.float32)
+    samples = resample_poly(load_16k(name), 1, 2).astype(np.float32)
     ref = reference_probabilities(model_path, samples, sr=8000)
     ours = model.speech_probabilities(samples, sample_rate=8000)
     assert ours.shape == ref.shape
@@ -405,12 +417,49 @@ def test_missing_model(tmp_path: Path) -> None:
         s2s.VadStream(model_path=missing)
 
 
-def test_not_a_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["auto", *ENGINES])
+def test_not_a_model(tmp_path: Path, engine: str) -> None:
     vad.init_onnxruntime()
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not a model")
     with pytest.raises(s2s.ModelError):
-        s2s.SileroVad(str(bogus))
+        s2s.SileroVad(str(bogus), engine=engine)  # type: ignore[arg-type]
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(Path(vad.default_model_path()).read_bytes()[:100_000])
+    with pytest.raises(s2s.ModelError):
+        s2s.SileroVad(str(truncated), engine=engine)  # type: ignore[arg-type]
+
+
+def unrecognised_copy(tmp_path: Path) -> Path:
+    """The real model with one weight renamed (same length, so the protobuf
+    stays valid): ONNX Runtime runs it, the native engine cannot find it."""
+    data = Path(vad.default_model_path()).read_bytes()
+    assert data.count(b"decoder.rnn.weight_ih") >= 2
+    path = tmp_path / "renamed.onnx"
+    path.write_bytes(data.replace(b"decoder.rnn.weight_ih", b"decoder.rnn.weight_xx"))
+    return path
+
+
+def test_auto_falls_back_to_onnxruntime(tmp_path: Path, model_path: str) -> None:
+    renamed = unrecognised_copy(tmp_path)
+    with pytest.raises(s2s.ModelError, match="native VAD engine"):
+        s2s.SileroVad(str(renamed), engine="native")
+    fallback = s2s.SileroVad(str(renamed))
+    assert fallback.engine == "onnxruntime"
+    assert vad.load_silero_vad(str(renamed)).engine == "onnxruntime"
+    samples = load_16k("jfk.wav")
+    ref = reference_probabilities(model_path, samples)
+    assert float(np.max(np.abs(fallback.speech_probabilities(samples) - ref))) <= 1e-4
+    # The real file runs natively by default.
+    assert s2s.SileroVad(model_path).engine == "native"
+    assert vad.load_silero_vad().engine == "native"
+
+
+def test_unknown_engine(model_path: str) -> None:
+    with pytest.raises(s2s.VadConfigError, match="auto, native or onnxruntime"):
+        s2s.SileroVad(model_path, engine="tensorrt")  # type: ignore[arg-type]
+    with pytest.raises(s2s.VadConfigError, match="tensorrt"):
+        vad.load_silero_vad(engine="tensorrt")  # type: ignore[arg-type]
 
 
 def test_bad_config(model: s2s.SileroVad) -> None:
@@ -471,7 +520,7 @@ def test_bad_ort_dylib_path_in_helper(model_path: str) -> None:
 import speech_to_speech as s2s
 from speech_to_speech import vad
 try:
-    vad.load_silero_vad({model_path!r})
+    vad.load_silero_vad({model_path!r}, engine="onnxruntime")
 except s2s.OnnxRuntimeNotFoundError as e:
     print("ERR", e)
 """
@@ -481,17 +530,48 @@ except s2s.OnnxRuntimeNotFoundError as e:
     assert "/nonexistent/libonnxruntime.so" in result.stdout
 
 
-def test_model_before_runtime_is_a_clear_error(model_path: str) -> None:
+def test_native_engine_needs_no_onnxruntime(tmp_path: Path, model_path: str) -> None:
+    # A broken ORT_DYLIB_PATH does not matter until ONNX Runtime is needed.
+    code = f"""
+import numpy as np
+import speech_to_speech as s2s
+from speech_to_speech import vad
+for engine in ("auto", "native"):
+    model = vad.load_silero_vad({model_path!r}, engine=engine)
+    print(engine, model.engine, s2s.onnxruntime_initialised())
+print(s2s.VadStream(model_path={model_path!r}).model.engine)
+print(s2s.speech_probabilities(np.zeros(1024, np.float32), model_path={model_path!r}).shape)
+try:
+    vad.load_silero_vad({str(unrecognised_copy(tmp_path))!r})
+except s2s.OnnxRuntimeNotFoundError as e:
+    print("ERR", e)
+"""
+    result = run_python(code, ORT_DYLIB_PATH="/nonexistent/libonnxruntime.so")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == ["auto native False", "native native False", "native", "(2,)"]
+    # A file only ONNX Runtime could run: both reasons in one error.
+    assert "native VAD engine" in lines[4]
+    assert "/nonexistent/libonnxruntime.so" in lines[4]
+
+
+def test_model_before_runtime_is_a_clear_error(tmp_path: Path, model_path: str) -> None:
     code = f"""
 import speech_to_speech as s2s
 try:
-    s2s.SileroVad({model_path!r})
+    s2s.SileroVad({model_path!r}, engine="onnxruntime")
 except s2s.OnnxRuntimeNotInitialisedError as e:
     print("ERR", e)
+try:
+    s2s.SileroVad({str(unrecognised_copy(tmp_path))!r})
+except s2s.ModelError as e:
+    print("AUTO", e)
 """
     result = run_python(code)
     assert result.returncode == 0, result.stderr
-    assert "init_onnxruntime" in result.stdout
+    err, auto = result.stdout.splitlines()
+    assert err.startswith("ERR") and "init_onnxruntime" in err
+    assert auto.startswith("AUTO") and "native VAD engine" in auto and "init_onnxruntime" in auto
 
 
 def test_missing_packages_name_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -508,4 +588,6 @@ def test_helpers_find_the_installed_files() -> None:
     assert vad.default_model_path().endswith("silero_vad/data/silero_vad.onnx")
     loaded = vad.load_silero_vad(intra_op_threads=1)
     assert loaded.model_path == vad.default_model_path()
+    assert loaded.engine == "native"
+    assert vad.load_silero_vad(engine="onnxruntime").engine == "onnxruntime"
     assert s2s.onnxruntime_initialised()

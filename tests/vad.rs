@@ -1,35 +1,81 @@
-//! The Silero VAD through ONNX Runtime, from Rust.
+//! The Silero VAD from Rust, with both engines.
 //!
-//! These need the runtime and the model: `ORT_DYLIB_PATH` (`libonnxruntime.so`
-//! from the onnxruntime wheel) and `S2S_VAD_MODEL` (`silero_vad.onnx`). Without
-//! them each test prints a note and passes; the pytest suite always runs the
-//! real model.
+//! The model file comes from `S2S_VAD_MODEL`, else from the `silero-vad`
+//! package that `.ci/setup` installs into `.venv`; ONNX Runtime likewise from
+//! `ORT_DYLIB_PATH`, else the `onnxruntime` wheel in `.venv`. Without them each
+//! test prints a note and passes; the pytest suite always runs the real model.
 
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use speech_to_speech::vad::{
-    SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadError, VadEvent,
-    VadStream, feed_batch, init_onnxruntime,
+    SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadEngine, VadError,
+    VadEvent, VadStream, feed_batch, init_onnxruntime,
 };
 
-static MODEL: Mutex<Option<SileroVad>> = Mutex::new(None);
+const ENGINES: [VadEngine; 2] = [VadEngine::Native, VadEngine::OnnxRuntime];
 
-/// The shared model, or None (with a note) when the environment lacks it.
-fn model() -> Option<MutexGuard<'static, Option<SileroVad>>> {
-    let (Some(lib), Some(path)) = (
-        std::env::var_os("ORT_DYLIB_PATH"),
-        std::env::var_os("S2S_VAD_MODEL"),
-    ) else {
-        eprintln!("skipped: set ORT_DYLIB_PATH and S2S_VAD_MODEL to run the ONNX tests");
-        return None;
+static NATIVE: Mutex<Option<SileroVad>> = Mutex::new(None);
+static ORT: Mutex<Option<SileroVad>> = Mutex::new(None);
+
+/// `var`, else the newest file in `site-packages/<dir>` of `.venv` whose name
+/// passes `wanted` (the longest name: the versioned library is the real file).
+fn env_or_venv(var: &str, dir: &str, wanted: impl Fn(&str) -> bool) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
+        return Some(path.into());
+    }
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let found = std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .filter_map(|python| std::fs::read_dir(python.path().join("site-packages").join(dir)).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&wanted))
+        .max_by_key(|p| p.as_os_str().len());
+    if found.is_none() {
+        eprintln!("skipped: set {var} (or run .ci/setup) to run the Silero tests");
+    }
+    found
+}
+
+fn model_path() -> Option<PathBuf> {
+    env_or_venv("S2S_VAD_MODEL", "silero_vad/data", |n| {
+        n == "silero_vad.onnx"
+    })
+}
+
+/// ONNX Runtime loaded, or None (with a note) when it cannot be found.
+fn onnxruntime() -> Option<()> {
+    let lib = env_or_venv("ORT_DYLIB_PATH", "onnxruntime/capi", |n| {
+        n.starts_with("libonnxruntime.so")
+            || n.starts_with("libonnxruntime.")
+                && Path::new(n).extension().is_some_and(|e| e == "dylib")
+    })?;
+    init_onnxruntime(&lib).unwrap();
+    Some(())
+}
+
+fn options(engine: VadEngine) -> SileroVadOptions {
+    SileroVadOptions {
+        engine,
+        ..SileroVadOptions::default()
+    }
+}
+
+/// The shared model of `engine`, or None (with a note) when the environment lacks it.
+fn model(engine: VadEngine) -> Option<MutexGuard<'static, Option<SileroVad>>> {
+    let path = model_path()?;
+    let slot = if engine == VadEngine::Native {
+        &NATIVE
+    } else {
+        onnxruntime()?;
+        &ORT
     };
-    let mut guard = MODEL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
     if guard.is_none() {
-        init_onnxruntime(&PathBuf::from(lib)).unwrap();
-        *guard = Some(SileroVad::new(&PathBuf::from(path), &SileroVadOptions::default()).unwrap());
+        let vad = SileroVad::new(&path, &options(engine)).unwrap();
+        assert_eq!(vad.engine(), engine);
+        *guard = Some(vad);
     }
     Some(guard)
 }
@@ -53,9 +99,15 @@ fn read_wav(path: &str) -> Option<Vec<f32>> {
     None
 }
 
+fn shared_audio(name: &str) -> Option<Vec<f32>> {
+    read_wav(&format!(
+        "{}/../shared/audio/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+}
+
 fn jfk() -> Vec<f32> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/audio/jfk.wav");
-    read_wav(path).unwrap_or_else(|| {
+    shared_audio("jfk.wav").unwrap_or_else(|| {
         // A tone burst stands in when the shared audio is not beside the repo.
         (0..16_000 * 4)
             .map(|i| {
@@ -69,22 +121,20 @@ fn jfk() -> Vec<f32> {
     })
 }
 
-#[test]
-fn batched_equals_one_by_one() {
-    let Some(mut guard) = model() else { return };
-    let vad = guard.as_mut().unwrap();
-    let audio = jfk();
+/// Run `batch` streams at staggered offsets into `audio` through `vad` as one
+/// batch and one by one; returns the largest difference.
+fn batched_vs_alone(vad: &mut SileroVad, audio: &[f32], batch: usize, chunks: usize) -> f32 {
     let n = SampleRate::Hz16000.chunk_len();
-    let offsets = [0, 7 * n, 40 * n];
-    let mut batched = vec![SileroState::new(SampleRate::Hz16000); offsets.len()];
+    let offsets: Vec<usize> = (0..batch).map(|i| (i * 7 % 40) * n).collect();
+    let mut batched = vec![SileroState::new(SampleRate::Hz16000); batch];
     let mut alone = batched.clone();
     let mut max_diff = 0.0_f32;
-    for k in 0..100 {
+    for k in 0..chunks {
         let chunks: Vec<&[f32]> = offsets
             .iter()
             .map(|&o| &audio[o + k * n..o + (k + 1) * n])
             .collect();
-        let mut probs = vec![0.0; offsets.len()];
+        let mut probs = vec![0.0; batch];
         vad.process_batch(&mut batched, &chunks, &mut probs)
             .unwrap();
         for (i, chunk) in chunks.iter().enumerate() {
@@ -92,13 +142,155 @@ fn batched_equals_one_by_one() {
             max_diff = max_diff.max((p - probs[i]).abs());
         }
     }
-    assert!(max_diff <= 1e-5, "{max_diff}");
+    max_diff
+}
+
+#[test]
+fn batched_equals_one_by_one() {
+    for engine in ENGINES {
+        let Some(mut guard) = model(engine) else {
+            continue;
+        };
+        let vad = guard.as_mut().unwrap();
+        let max_diff = batched_vs_alone(vad, &jfk(), 3, 100);
+        assert!(max_diff <= 1e-5, "{engine}: {max_diff}");
+    }
+}
+
+#[test]
+fn native_batches_of_any_size_equal_one_by_one() {
+    // Odd sizes and more streams than one column tile; a smaller batch after
+    // a larger one reuses the grown buffers.
+    let Some(mut guard) = model(VadEngine::Native) else {
+        return;
+    };
+    let vad = guard.as_mut().unwrap();
+    let audio = jfk();
+    for batch in [1, 2, 5, 17, 33, 4] {
+        let max_diff = batched_vs_alone(vad, &audio, batch, 6);
+        assert!(max_diff <= 1e-5, "batch of {batch}: {max_diff}");
+    }
+}
+
+#[test]
+fn native_matches_onnxruntime() {
+    let (Some(mut native), Some(mut ort)) =
+        (model(VadEngine::Native), model(VadEngine::OnnxRuntime))
+    else {
+        return;
+    };
+    let (native, ort) = (native.as_mut().unwrap(), ort.as_mut().unwrap());
+    // Whole recordings at 16 kHz, and one at 8 kHz (every other sample: the
+    // aliasing does not matter to a comparison of engines).
+    let mut cases = vec![(jfk(), SampleRate::Hz16000)];
+    if let Some(q) = shared_audio("q_book.wav") {
+        cases.push((q.iter().step_by(2).copied().collect(), SampleRate::Hz8000));
+    }
+    for (audio, rate) in cases {
+        let a = native.speech_probabilities(&audio, rate).unwrap();
+        let b = ort.speech_probabilities(&audio, rate).unwrap();
+        assert_eq!(a.len(), b.len());
+        let max_diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(max_diff <= 1e-4, "{rate:?}: {max_diff}");
+        // The comparison means something only if both hear speech and silence.
+        assert!(
+            b.iter().any(|&p| p > 0.9) && b.iter().any(|&p| p < 0.1),
+            "{rate:?}"
+        );
+    }
+}
+
+/// A copy of the model in the temp directory, changed by `edit`.
+fn edited_model(name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Option<PathBuf> {
+    let mut bytes = std::fs::read(model_path()?).ok()?;
+    edit(&mut bytes);
+    let path = std::env::temp_dir().join(format!("s2s-vad-{}-{name}.onnx", std::process::id()));
+    std::fs::write(&path, bytes).ok()?;
+    Some(path)
+}
+
+#[test]
+fn unrecognised_files_are_clear_errors() {
+    let Some(garbage) = edited_model("garbage", |b| b.truncate(1000)) else {
+        return;
+    };
+    for engine in [VadEngine::Native, VadEngine::Auto] {
+        let err = SileroVad::new(&garbage, &options(engine)).unwrap_err();
+        assert!(
+            matches!(&err, VadError::Model(m) if m.contains("native VAD engine")),
+            "{err}"
+        );
+    }
+    // The real file with one weight renamed (same length: the protobuf stays
+    // valid): ONNX Runtime runs it, the native engine does not know it.
+    let renamed = edited_model("renamed", |b| {
+        let (from, to) = (b"decoder.rnn.weight_ih", b"decoder.rnn.weight_xx");
+        let mut i = 0;
+        while let Some(at) = b[i..].windows(from.len()).position(|w| w == from) {
+            b[i + at..i + at + to.len()].copy_from_slice(to);
+            i += at + to.len();
+        }
+    })
+    .unwrap();
+    let err = SileroVad::new(&renamed, &options(VadEngine::Native)).unwrap_err();
+    assert!(format!("{err}").contains("decoder.rnn.weight_ih"), "{err}");
+    if onnxruntime().is_some() {
+        let vad = SileroVad::new(&renamed, &options(VadEngine::Auto)).unwrap();
+        assert_eq!(vad.engine(), VadEngine::OnnxRuntime);
+    }
+    for path in [garbage, renamed] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[test]
+fn damaged_files_never_panic_the_native_loader() {
+    let Some(path) = model_path() else { return };
+    let bytes = std::fs::read(path).unwrap();
+    let mut x = 0x2545_f491_u32;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as usize
+    };
+    let target = std::env::temp_dir().join(format!("s2s-vad-{}-damaged.onnx", std::process::id()));
+    for round in 0..40 {
+        let mut damaged = bytes.clone();
+        if round % 2 == 0 {
+            damaged.truncate(next() % bytes.len());
+        } else {
+            for _ in 0..4 {
+                let at = next() % damaged.len();
+                damaged[at] = next() as u8;
+            }
+        }
+        std::fs::write(&target, &damaged).unwrap();
+        // Either a clear error or a model that runs (damaged weights still
+        // make a network); never a panic.
+        if let Ok(mut vad) = SileroVad::new(&target, &options(VadEngine::Native)) {
+            let mut state = SileroState::new(SampleRate::Hz16000);
+            let _ = vad.process(&mut state, &[0.1; 512]);
+        }
+    }
+    let _ = std::fs::remove_file(target);
 }
 
 #[test]
 fn a_turn_is_found_in_speech_and_streams_do_not_interfere() {
-    let Some(mut guard) = model() else { return };
-    let vad = guard.as_mut().unwrap();
+    for engine in ENGINES {
+        let Some(mut guard) = model(engine) else {
+            continue;
+        };
+        turn_and_isolation(guard.as_mut().unwrap());
+    }
+}
+
+fn turn_and_isolation(vad: &mut SileroVad) {
     let mut audio = jfk();
     audio.extend(std::iter::repeat_n(0.0, 16_000));
     let config = TurnConfig::default();
@@ -140,15 +332,19 @@ fn a_turn_is_found_in_speech_and_streams_do_not_interfere() {
 
 #[test]
 fn wrong_chunk_length_and_missing_model_are_errors() {
-    let Some(mut guard) = model() else { return };
-    let vad = guard.as_mut().unwrap();
-    let mut state = SileroState::new(SampleRate::Hz16000);
-    let err = vad.process(&mut state, &[0.0; 100]).unwrap_err();
-    assert!(matches!(err, VadError::InvalidInput(_)), "{err}");
-    let err = SileroVad::new(
-        &PathBuf::from("/nonexistent/silero_vad.onnx"),
-        &SileroVadOptions::default(),
-    )
-    .unwrap_err();
-    assert!(matches!(err, VadError::ModelNotFound { .. }), "{err}");
+    for engine in ENGINES {
+        let Some(mut guard) = model(engine) else {
+            continue;
+        };
+        let vad = guard.as_mut().unwrap();
+        let mut state = SileroState::new(SampleRate::Hz16000);
+        let err = vad.process(&mut state, &[0.0; 100]).unwrap_err();
+        assert!(matches!(err, VadError::InvalidInput(_)), "{err}");
+        let err = SileroVad::new(
+            &PathBuf::from("/nonexistent/silero_vad.onnx"),
+            &options(engine),
+        )
+        .unwrap_err();
+        assert!(matches!(err, VadError::ModelNotFound { .. }), "{err}");
+    }
 }

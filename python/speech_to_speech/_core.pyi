@@ -190,17 +190,24 @@ def speech_probabilities(
     *,
     model_path: str | os.PathLike[str],
     sample_rate: int = 16000,
+    engine: Literal["auto", "native", "onnxruntime"] = "auto",
 ) -> npt.NDArray[np.float32]: ...
 
 @final
 class SileroVad:
     def __new__(
-        cls, model_path: str | os.PathLike[str], *, intra_op_threads: int = 1
+        cls,
+        model_path: str | os.PathLike[str],
+        *,
+        intra_op_threads: int = 1,
+        engine: Literal["auto", "native", "onnxruntime"] = "auto",
     ) -> SileroVad: ...
     @property
     def model_path(self) -> str: ...
     @property
     def intra_op_threads(self) -> int: ...
+    @property
+    def engine(self) -> Literal["native", "onnxruntime"]: ...
     def speech_probabilities(
         self, samples: npt.NDArray[np.float32], *, sample_rate: int = 16000
     ) -> npt.NDArray[np.float32]: ...

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from speech_to_speech import SpeechToSpeechError, __version__, init_logging
 from speech_to_speech.handlers.registry import add_handler_arguments, build_handlers
 from speech_to_speech.pipeline import add_engine_arguments
+from speech_to_speech.vad import ENGINES
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
         "vad_model_path",
         default=None,
         help="Silero ONNX model file; None = the one installed by silero-vad",
+    )
+    _add(
+        vad,
+        "vad_engine",
+        choices=ENGINES,
+        default="auto",
+        help="native: the network in Rust, weights read from the model file (no ONNX "
+        "Runtime needed); onnxruntime: the file run by ONNX Runtime; auto: native when "
+        "it recognises the file, else onnxruntime",
     )
     _add(vad, "thresh", type=float, default=0.5, help="speech probability that starts speech")
     _add(vad, "min_speech_ms", type=int, default=250, help="shorter blips are not speech")

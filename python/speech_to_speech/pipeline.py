@@ -97,7 +97,9 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
             getattr(handler, "backend_name", type(handler).__name__),
             time.perf_counter() - start,
         )
-    vad = load_silero_vad(getattr(args, "vad_model_path", None))
+    vad = load_silero_vad(
+        getattr(args, "vad_model_path", None), engine=getattr(args, "vad_engine", "auto")
+    )
     return Engine(
         stt=stt,
         llm=llm,
@@ -121,6 +123,7 @@ def build_engine(**options: Any) -> Engine:
     add_handler_arguments(parser)
     add_engine_arguments(parser)
     parser.add_argument("--vad_model_path", default=None)
+    parser.add_argument("--vad_engine", default="auto")
     args = parser.parse_args([])
     for key, value in options.items():
         if not hasattr(args, key):

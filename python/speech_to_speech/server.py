@@ -43,7 +43,9 @@ def build_engine(
         "llm": llm if llm is not None else getattr(args, "llm", None) or "fake",
         "tts": tts if tts is not None else getattr(args, "tts", None) or "fake",
     }
-    vad = load_silero_vad(getattr(args, "vad_model_path", None))
+    vad = load_silero_vad(
+        getattr(args, "vad_model_path", None), engine=getattr(args, "vad_engine", "auto")
+    )
     engine = Engine(
         stt=handlers["stt"],
         llm=handlers["llm"],

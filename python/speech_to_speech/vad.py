@@ -9,6 +9,13 @@ Typical use::
     for event in stream.feed(samples):       # float32 samples at 16 kHz
         ...                                  # event.type == "speech_started", ...
 
+Two engines run the model (``engine=``, ``--vad_engine``): ``native``, the
+Silero network re-implemented in the Rust core with its weights read from the
+same ``silero_vad.onnx``, which needs no ONNX Runtime; and ``onnxruntime``,
+which runs the file itself and is the reference the native engine is tested
+against. ``auto`` (the default) takes ``native`` when the core recognises the
+file and loads ONNX Runtime otherwise.
+
 Neither package is imported: ``silero_vad``'s ``__init__`` imports torch, and
 the core loads ``libonnxruntime`` itself, so both are found with
 ``importlib.util.find_spec``.
@@ -20,11 +27,14 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 from speech_to_speech._core import (
+    ModelError,
     ModelNotFoundError,
     OnnxRuntimeNotFoundError,
     SileroVad,
+    VadConfigError,
     onnxruntime_initialised,
 )
 from speech_to_speech._core import (
@@ -34,11 +44,16 @@ from speech_to_speech._core import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ENGINES",
     "default_model_path",
     "init_onnxruntime",
     "load_silero_vad",
     "onnxruntime_library_path",
 ]
+
+Engine = Literal["auto", "native", "onnxruntime"]
+#: The values of ``engine=`` and ``--vad_engine``.
+ENGINES: tuple[Engine, ...] = ("auto", "native", "onnxruntime")
 
 ORT_INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu)"
 # silero-vad declares a dependency on torch that the ONNX model does not need.
@@ -108,7 +123,32 @@ def default_model_path() -> str:
     return str(model)
 
 
-def load_silero_vad(model_path: str | None = None, *, intra_op_threads: int = 1) -> SileroVad:
-    """Load ONNX Runtime if needed and the Silero model (``--vad_model_path`` overrides)."""
-    init_onnxruntime()
-    return SileroVad(model_path or default_model_path(), intra_op_threads=intra_op_threads)
+def load_silero_vad(
+    model_path: str | None = None, *, intra_op_threads: int = 1, engine: Engine = "auto"
+) -> SileroVad:
+    """Load the Silero model (``--vad_model_path`` overrides) with ``engine``.
+
+    ``native`` never touches ONNX Runtime; ``onnxruntime`` loads it first;
+    ``auto`` tries ``native`` and, if the core does not recognise the file,
+    loads ONNX Runtime and runs the file there. ``intra_op_threads`` applies
+    to ONNX Runtime only.
+    """
+    if engine not in ENGINES:
+        raise VadConfigError(f"unknown VAD engine {engine!r}: use one of {', '.join(ENGINES)}")
+    path = model_path or default_model_path()
+    native_error: ModelError | None = None
+    if engine != "onnxruntime":
+        try:
+            return SileroVad(path, intra_op_threads=intra_op_threads, engine="native")
+        except ModelError as e:
+            if engine == "native":
+                raise
+            native_error = e
+            logger.info("VAD: %s; falling back to ONNX Runtime", e)
+    try:
+        init_onnxruntime()
+    except OnnxRuntimeNotFoundError as e:
+        if native_error is None:
+            raise
+        raise OnnxRuntimeNotFoundError(f"{native_error}; and ONNX Runtime: {e}") from e
+    return SileroVad(path, intra_op_threads=intra_op_threads, engine="onnxruntime")

@@ -407,18 +407,11 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::LANES;
+    use crate::simd::load;
     use std::arch::x86_64::{
-        __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps,
-        _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
-        _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps, _mm256_add_ps,
+        _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_setzero_ps,
     };
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn load(x: &[f32; LANES]) -> __m256 {
-        // SAFETY: `x` is LANES = 8 readable f32s, exactly one unaligned load.
-        unsafe { _mm256_loadu_ps(x.as_ptr()) }
-    }
 
     /// Dot product of equal-length slices, a multiple of LANES long, with
     /// four independent FMA chains.

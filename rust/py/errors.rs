@@ -115,7 +115,8 @@ create_exception!(
     speech_to_speech,
     ModelError,
     VadError,
-    "ONNX Runtime failed to load or run the model."
+    "The VAD engine could not load or run the model: ONNX Runtime failed, or the native engine \
+     does not recognise the file."
 );
 create_exception!(
     speech_to_speech,

@@ -7,14 +7,14 @@ use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
 use crate::vad::{
-    self, SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadError, VadEvent,
-    VadStream,
+    self, SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadEngine, VadError,
+    VadEvent, VadStream,
 };
 
 type SharedModel = Arc<Mutex<SileroVad>>;
 
-/// Sessions opened by path with default options, shared while anyone holds
-/// them: streams made with `model_path=` then share one session.
+/// Models opened by path with default options, shared while anyone holds
+/// them: streams made with `model_path=` then share one model.
 static BY_PATH: Mutex<Vec<(PathBuf, Weak<Mutex<SileroVad>>)>> = Mutex::new(Vec::new());
 
 fn shared_model(path: &Path) -> Result<SharedModel, VadError> {
@@ -68,45 +68,69 @@ pub fn onnxruntime_initialised() -> bool {
 /// Per-chunk speech probabilities of a whole recording (a fresh model state;
 /// a last partial chunk is zero-padded).
 #[pyfunction]
-#[pyo3(signature = (samples, *, model_path, sample_rate = 16000))]
+#[pyo3(signature = (samples, *, model_path, sample_rate = 16000, engine = "auto"))]
 pub fn speech_probabilities<'py>(
     py: Python<'py>,
     samples: PyReadonlyArray1<'py, f32>,
     model_path: PathBuf,
     sample_rate: u32,
+    engine: &str,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let samples = copy_samples(&samples);
+    let engine: VadEngine = engine.parse()?;
     let probs = detached(py, || {
         let rate = SampleRate::from_hz(sample_rate)?;
-        SileroVad::new(&model_path, &SileroVadOptions::default())?
-            .speech_probabilities(&samples, rate)
+        let options = SileroVadOptions {
+            engine,
+            ..SileroVadOptions::default()
+        };
+        SileroVad::new(&model_path, &options)?.speech_probabilities(&samples, rate)
     })?;
     Ok(PyArray1::from_vec(py, probs))
 }
 
-/// The Silero VAD model: one ONNX Runtime session that many streams share.
+/// The Silero VAD model, which many streams share.
 #[pyclass(name = "SileroVad", module = "speech_to_speech._core", frozen)]
 pub struct PySileroVad {
     pub(crate) model: SharedModel,
     model_path: String,
     intra_op_threads: usize,
+    engine: VadEngine,
+}
+
+impl PySileroVad {
+    fn wrap(model: SharedModel, model_path: &Path, intra_op_threads: usize) -> Self {
+        let engine = lock(&model).engine();
+        Self {
+            model,
+            model_path: model_path.display().to_string(),
+            intra_op_threads,
+            engine,
+        }
+    }
 }
 
 #[pymethods]
 impl PySileroVad {
     #[new]
-    #[pyo3(signature = (model_path, *, intra_op_threads = 1))]
-    fn new(py: Python<'_>, model_path: PathBuf, intra_op_threads: usize) -> PyResult<Self> {
+    #[pyo3(signature = (model_path, *, intra_op_threads = 1, engine = "auto"))]
+    fn new(
+        py: Python<'_>,
+        model_path: PathBuf,
+        intra_op_threads: usize,
+        engine: &str,
+    ) -> PyResult<Self> {
         let options = SileroVadOptions {
+            engine: engine.parse()?,
             intra_op_threads,
             ..SileroVadOptions::default()
         };
         let model = detached(py, || SileroVad::new(&model_path, &options))?;
-        Ok(Self {
-            model: Arc::new(Mutex::new(model)),
-            model_path: model_path.display().to_string(),
+        Ok(Self::wrap(
+            Arc::new(Mutex::new(model)),
+            &model_path,
             intra_op_threads,
-        })
+        ))
     }
 
     /// The model file.
@@ -115,10 +139,16 @@ impl PySileroVad {
         &self.model_path
     }
 
-    /// ONNX Runtime threads per call.
+    /// ONNX Runtime threads per call (the native engine uses the caller's).
     #[getter]
     fn intra_op_threads(&self) -> usize {
         self.intra_op_threads
+    }
+
+    /// The engine that runs the model: "native" or "onnxruntime".
+    #[getter]
+    fn engine(&self) -> &'static str {
+        self.engine.as_str()
     }
 
     /// Per-chunk probabilities of a whole recording, from a fresh state.
@@ -168,8 +198,10 @@ impl PySileroVad {
 
     fn __repr__(&self) -> String {
         format!(
-            "SileroVad(model_path={:?}, intra_op_threads={})",
-            self.model_path, self.intra_op_threads
+            "SileroVad(model_path={:?}, engine={:?}, intra_op_threads={})",
+            self.model_path,
+            self.engine.as_str(),
+            self.intra_op_threads
         )
     }
 }
@@ -383,11 +415,7 @@ impl PyVadStream {
                 let model = detached(py, || shared_model(&path))?;
                 Py::new(
                     py,
-                    PySileroVad {
-                        model,
-                        model_path: path.display().to_string(),
-                        intra_op_threads: SileroVadOptions::default().intra_op_threads,
-                    },
+                    PySileroVad::wrap(model, &path, SileroVadOptions::default().intra_op_threads),
                 )?
             }
             _ => {

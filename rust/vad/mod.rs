@@ -1,13 +1,19 @@
-//! Voice activity detection: Silero over ONNX Runtime, and the turn state machine.
+//! Voice activity detection: the Silero model (native or over ONNX Runtime), and the turn state machine.
 //!
 //! * [`turn`] turns per-chunk speech probabilities into turn events. It is pure
 //!   Rust and knows nothing about ONNX, so it is tested with synthetic
 //!   probability sequences.
-//! * [`silero`] runs the Silero VAD model (one shared session, per-stream
-//!   recurrent state, batched across streams).
+//! * [`silero`] runs the Silero VAD model (one shared model, per-stream
+//!   recurrent state, batched across streams) with one of two engines:
+//!   `native` (the network in Rust, weights read from the ONNX file by
+//!   `onnx`, arithmetic in `kernels`) or `onnxruntime`.
 //! * [`stream`] ties both together for one audio stream, and feeds many streams
 //!   as one batch.
 
+mod kernels;
+mod native;
+mod onnx;
+mod onnxruntime;
 pub mod silero;
 pub mod stream;
 pub mod turn;
@@ -16,9 +22,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use silero::{
-    SileroState, SileroVad, SileroVadOptions, init_onnxruntime, onnxruntime_initialised,
-};
+pub use onnxruntime::{init_onnxruntime, onnxruntime_initialised};
+pub use silero::{SileroState, SileroVad, SileroVadOptions, VadEngine};
 pub use stream::{FrameResampler, VadEvent, VadStream, feed_batch};
 pub use turn::{TurnConfig, TurnDetector, TurnEvent};
 
@@ -66,9 +71,11 @@ pub enum VadError {
         /// The rate that was asked for.
         rate: u32,
     },
-    /// ONNX Runtime failed to load or run the model, or the model does not
-    /// have Silero's inputs and outputs. The caller should check the model
-    /// file (a Silero v5/v6 `silero_vad.onnx`) and the runtime version.
+    /// The engine could not load or run the model: ONNX Runtime failed, or
+    /// the file does not have Silero's inputs and outputs, or (native engine)
+    /// its tensors are not those of a Silero v5/v6 network. The caller should
+    /// check the model file (a Silero v5/v6 `silero_vad.onnx`) and the
+    /// runtime version, or try the other engine.
     #[error("Silero VAD model error: {0}")]
     Model(String),
     /// A configuration value is out of range. The caller should fix the value

@@ -1,72 +1,83 @@
-//! Silero VAD (v5/v6) over ONNX Runtime: one shared session, per-stream state, batching.
+//! The Silero VAD model (v5/v6): one shared model, per-stream state, batching, two engines.
 //!
-//! ONNX Runtime is loaded at run time from a shared library (the `onnxruntime`
-//! wheel's `capi/libonnxruntime.so.*`), once per process, by
-//! [`init_onnxruntime`]. Every ort call goes through a [`SileroVad`], which
-//! can only be built after that, so a missing library is an error at start-up
-//! and never a panic inside ort.
+//! [`SileroVad`] runs the model with one of two engines, chosen when it is
+//! loaded ([`VadEngine`]):
+//!
+//! * **native** ([`super::native`]): the network re-implemented in Rust, with
+//!   its weights read from the same `silero_vad.onnx`. It needs no ONNX
+//!   Runtime and is several times faster on one stream, where ONNX Runtime's
+//!   per-node overhead dominates this small graph.
+//! * **onnxruntime** ([`super::onnxruntime`]): the file run by ONNX Runtime
+//!   itself. It runs any Silero v5/v6 file and is the reference the native
+//!   engine is tested against.
+//!
+//! The default, `auto`, takes the native engine when it recognises the file
+//! and ONNX Runtime otherwise.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::str::FromStr;
 
-use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
-use ort::value::Tensor;
-
+use super::native::NativeSilero;
+use super::onnxruntime::{OrtSilero, onnxruntime_initialised};
 use super::{SampleRate, VadError};
 
 /// Width of one half (h or c) of Silero's recurrent state per stream.
-const STATE_WIDTH: usize = 128;
-/// Batch shapes kept allocated; older ones are dropped past this.
-const MAX_CACHED_SHAPES: usize = 8;
+pub(crate) const STATE_WIDTH: usize = 128;
 
-static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
-static INIT_LOCK: Mutex<()> = Mutex::new(());
-
-/// Load ONNX Runtime from `library` (e.g. `.../onnxruntime/capi/libonnxruntime.so.1.22.0`).
-///
-/// Call once per process before building a [`SileroVad`]; later calls are
-/// no-ops (the first library loaded stays).
-pub fn init_onnxruntime(library: &Path) -> Result<(), VadError> {
-    if ENVIRONMENT.get().is_some() {
-        return Ok(());
-    }
-    let _guard = INIT_LOCK
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if ENVIRONMENT.get().is_some() {
-        return Ok(());
-    }
-    let not_found = |reason: String| VadError::OnnxRuntimeNotFound {
-        path: library.to_path_buf(),
-        reason,
-    };
-    if !library.is_file() {
-        return Err(not_found("no such file".to_owned()));
-    }
-    let env = ort::init_from(library)
-        .map_err(|e| not_found(e.to_string()))?
-        .with_name("speech-to-speech")
-        .with_telemetry(false)
-        .build()
-        .map_err(|e| not_found(e.to_string()))?;
-    tracing::debug!(library = %library.display(), "ONNX Runtime loaded");
-    // Only this function sets it, under INIT_LOCK.
-    let _ = ENVIRONMENT.set(env);
-    Ok(())
+/// Which code computes the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum VadEngine {
+    /// Native when the file is recognised, else ONNX Runtime.
+    #[default]
+    Auto,
+    /// The Rust re-implementation; ONNX Runtime is not needed.
+    Native,
+    /// ONNX Runtime ([`super::init_onnxruntime`] must have run).
+    OnnxRuntime,
 }
 
-/// True once [`init_onnxruntime`] has succeeded.
-pub fn onnxruntime_initialised() -> bool {
-    ENVIRONMENT.get().is_some()
+impl VadEngine {
+    /// The name used in configuration: `auto`, `native` or `onnxruntime`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::OnnxRuntime => "onnxruntime",
+        }
+    }
 }
 
-/// Session settings.
+impl fmt::Display for VadEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VadEngine {
+    type Err = VadError;
+
+    fn from_str(s: &str) -> Result<Self, VadError> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "native" => Ok(Self::Native),
+            "onnxruntime" => Ok(Self::OnnxRuntime),
+            other => Err(VadError::InvalidConfig(format!(
+                "unknown VAD engine {other:?}: use auto, native or onnxruntime"
+            ))),
+        }
+    }
+}
+
+/// Model settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SileroVadOptions {
+    /// Which engine runs the model.
+    pub engine: VadEngine,
     /// Threads ONNX Runtime uses inside one call. One is fastest for this
-    /// small model: more threads cost more in hand-off than they save.
+    /// small model: more threads cost more in hand-off than they save. The
+    /// native engine always runs on the calling thread.
     pub intra_op_threads: usize,
     /// Let idle ONNX Runtime threads spin. Off by default: with one thread
     /// there is nothing to wake, and spinning burns a core shared with
@@ -77,6 +88,7 @@ pub struct SileroVadOptions {
 impl Default for SileroVadOptions {
     fn default() -> Self {
         Self {
+            engine: VadEngine::Auto,
             intra_op_threads: 1,
             allow_spinning: false,
         }
@@ -89,8 +101,8 @@ impl Default for SileroVadOptions {
 pub struct SileroState {
     rate: SampleRate,
     /// `[h; c]`, 128 values each.
-    state: [f32; 2 * STATE_WIDTH],
-    context: [f32; 64],
+    pub(super) state: [f32; 2 * STATE_WIDTH],
+    pub(super) context: [f32; 64],
 }
 
 impl SileroState {
@@ -115,126 +127,84 @@ impl SileroState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Input,
-    State,
-    Sr,
+impl AsMut<SileroState> for SileroState {
+    fn as_mut(&mut self) -> &mut SileroState {
+        self
+    }
 }
 
-/// Preallocated input tensors for one (rate, batch size).
-struct BatchBuffers {
-    rate: SampleRate,
-    batch: usize,
-    /// `[batch, context + chunk]`
-    input: Tensor<f32>,
-    /// `[2, batch, 128]`
-    state: Tensor<f32>,
-    /// Outputs preallocated here, so a run allocates no output tensors.
-    run_options: RunOptions<HasSelectedOutputs>,
+enum Engine {
+    // Boxed: the native model holds both networks' layer tables inline.
+    Native(Box<NativeSilero>),
+    OnnxRuntime(OrtSilero),
 }
 
-/// The Silero model: one ONNX Runtime session shared by any number of streams.
+/// The Silero model, shared by any number of streams.
 pub struct SileroVad {
-    session: Session,
-    /// Which of our tensors goes to each model input, in the model's order.
-    slots: [Slot; 3],
-    /// Positions of `output` and `stateN` among the model's outputs.
-    outputs: [usize; 2],
-    sr_8k: Tensor<i64>,
-    sr_16k: Tensor<i64>,
-    buffers: Vec<BatchBuffers>,
+    engine: Engine,
     model_path: PathBuf,
 }
 
-impl std::fmt::Debug for SileroVad {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for SileroVad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SileroVad")
+            .field("engine", &self.engine())
             .field("model_path", &self.model_path)
             .finish_non_exhaustive()
     }
 }
 
 impl SileroVad {
-    /// Load the model at `model_path` (Silero v5/v6 `silero_vad.onnx`).
+    /// Load the model at `model_path` (Silero v5/v6 `silero_vad.onnx`) with
+    /// the engine `options.engine` names.
     pub fn new(model_path: &Path, options: &SileroVadOptions) -> Result<Self, VadError> {
-        let env = ENVIRONMENT
-            .get()
-            .ok_or(VadError::OnnxRuntimeNotInitialised)?;
-        if !model_path.is_file() {
-            return Err(VadError::ModelNotFound {
-                path: model_path.to_path_buf(),
-            });
-        }
         if options.intra_op_threads == 0 {
             return Err(VadError::InvalidConfig(
                 "intra_op_threads must be at least 1".to_owned(),
             ));
         }
-        let builder_err =
-            |e: ort::Error<ort::session::builder::SessionBuilder>| VadError::Model(e.to_string());
-        let spin = if options.allow_spinning { "1" } else { "0" };
-        let mut builder = Session::builder(env)?
-            .with_intra_threads(options.intra_op_threads)
-            .map_err(builder_err)?
-            .with_inter_threads(1)
-            .map_err(builder_err)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(builder_err)?
-            .with_config_entry("session.intra_op.allow_spinning", spin)
-            .map_err(builder_err)?
-            .with_config_entry("session.inter_op.allow_spinning", spin)
-            .map_err(builder_err)?;
-        let session = builder.commit_from_file(model_path)?;
-        let inputs: Vec<&str> = session
-            .inputs()
-            .iter()
-            .map(ort::value::Outlet::name)
-            .collect();
-        let outputs: Vec<&str> = session
-            .outputs()
-            .iter()
-            .map(ort::value::Outlet::name)
-            .collect();
-        let find = |names: &[&str], name: &str| names.iter().position(|n| *n == name);
-        let slots = inputs
-            .iter()
-            .map(|n| match *n {
-                "input" => Some(Slot::Input),
-                "state" => Some(Slot::State),
-                "sr" => Some(Slot::Sr),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>();
-        let (Some(slots), Some(out_prob), Some(out_state)) = (
-            slots.filter(|s| s.len() == 3),
-            find(&outputs, "output"),
-            find(&outputs, "stateN"),
-        ) else {
-            return Err(VadError::Model(format!(
-                "{} is not a Silero v5/v6 model: inputs {inputs:?}, outputs {outputs:?}",
-                model_path.display()
-            )));
-        };
-        let slots = [slots[0], slots[1], slots[2]];
-        if !(slots.contains(&Slot::Input)
-            && slots.contains(&Slot::State)
-            && slots.contains(&Slot::Sr))
-        {
-            return Err(VadError::Model(format!(
-                "{} is not a Silero v5/v6 model: inputs {inputs:?}",
-                model_path.display()
-            )));
+        if options.engine != VadEngine::OnnxRuntime && !model_path.is_file() {
+            return Err(VadError::ModelNotFound {
+                path: model_path.to_path_buf(),
+            });
         }
+        let engine = match options.engine {
+            VadEngine::Native => Engine::Native(Box::new(NativeSilero::load(model_path)?)),
+            VadEngine::OnnxRuntime => Engine::OnnxRuntime(OrtSilero::new(model_path, options)?),
+            VadEngine::Auto => match NativeSilero::load(model_path) {
+                Ok(native) => Engine::Native(Box::new(native)),
+                Err(e) if !onnxruntime_initialised() => {
+                    return Err(VadError::Model(format!(
+                        "{e}, but ONNX Runtime is not initialised: call init_onnxruntime first \
+                         (Python: speech_to_speech.vad.init_onnxruntime())"
+                    )));
+                }
+                Err(native) => {
+                    tracing::info!(reason = %native, "falling back to ONNX Runtime for the VAD");
+                    match OrtSilero::new(model_path, options) {
+                        Ok(ort) => Engine::OnnxRuntime(ort),
+                        // Neither engine can run it: say why for both.
+                        Err(VadError::Model(ort)) => {
+                            return Err(VadError::Model(format!("{native}; ONNX Runtime: {ort}")));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            },
+        };
         Ok(Self {
-            session,
-            slots,
-            outputs: [out_prob, out_state],
-            sr_8k: Tensor::from_array(((), vec![8000_i64]))?,
-            sr_16k: Tensor::from_array(((), vec![16000_i64]))?,
-            buffers: Vec::new(),
+            engine,
             model_path: model_path.to_path_buf(),
         })
+    }
+
+    /// The engine that runs the model: [`VadEngine::Native`] or
+    /// [`VadEngine::OnnxRuntime`], never `Auto`.
+    pub fn engine(&self) -> VadEngine {
+        match self.engine {
+            Engine::Native(_) => VadEngine::Native,
+            Engine::OnnxRuntime(_) => VadEngine::OnnxRuntime,
+        }
     }
 
     /// The file the model was loaded from.
@@ -275,7 +245,7 @@ impl SileroVad {
                 "streams in one batch must share a sample rate".to_owned(),
             ));
         }
-        let (n, ctx) = (rate.chunk_len(), rate.context_len());
+        let n = rate.chunk_len();
         if let Some(bad) = chunks.iter().find(|c| c.len() != n) {
             return Err(VadError::InvalidInput(format!(
                 "a chunk at {} Hz must hold {n} samples, got {}",
@@ -283,71 +253,10 @@ impl SileroVad {
                 bad.len()
             )));
         }
-        let index = self.buffers_for(rate, batch)?;
-        let Self {
-            session,
-            slots,
-            outputs: [out_prob, out_state],
-            sr_8k,
-            sr_16k,
-            buffers,
-            ..
-        } = self;
-        let bufs = &mut buffers[index];
-        {
-            let (_, input) = bufs.input.extract_tensor_mut();
-            for ((row, s), chunk) in input
-                .chunks_exact_mut(ctx + n)
-                .zip(states.iter_mut())
-                .zip(chunks)
-            {
-                let s = s.as_mut();
-                row[..ctx].copy_from_slice(&s.context[..ctx]);
-                row[ctx..].copy_from_slice(chunk);
-            }
-            let (_, state) = bufs.state.extract_tensor_mut();
-            let (h, c) = state.split_at_mut(batch * STATE_WIDTH);
-            for (i, s) in states.iter_mut().enumerate() {
-                let s = s.as_mut();
-                let rows = i * STATE_WIDTH..(i + 1) * STATE_WIDTH;
-                h[rows.clone()].copy_from_slice(&s.state[..STATE_WIDTH]);
-                c[rows].copy_from_slice(&s.state[STATE_WIDTH..]);
-            }
+        match &mut self.engine {
+            Engine::Native(m) => m.process_batch(rate, states, chunks, probs),
+            Engine::OnnxRuntime(m) => m.process_batch(rate, states, chunks, probs),
         }
-        let sr = match rate {
-            SampleRate::Hz8000 => &*sr_8k,
-            SampleRate::Hz16000 => &*sr_16k,
-        };
-        let value = |slot: Slot| -> SessionInputValue<'_> {
-            match slot {
-                Slot::Input => (&bufs.input).into(),
-                Slot::State => (&bufs.state).into(),
-                Slot::Sr => sr.into(),
-            }
-        };
-        let outputs = session.run_with_options(
-            [value(slots[0]), value(slots[1]), value(slots[2])],
-            &bufs.run_options,
-        )?;
-        let (_, out) = outputs[*out_prob].try_extract_tensor::<f32>()?;
-        let (_, new_state) = outputs[*out_state].try_extract_tensor::<f32>()?;
-        if out.len() != batch || new_state.len() != 2 * batch * STATE_WIDTH {
-            return Err(VadError::Model(format!(
-                "unexpected output sizes {} and {} for a batch of {batch}",
-                out.len(),
-                new_state.len()
-            )));
-        }
-        probs.copy_from_slice(out);
-        let (h, c) = new_state.split_at(batch * STATE_WIDTH);
-        for ((i, s), chunk) in states.iter_mut().enumerate().zip(chunks) {
-            let s = s.as_mut();
-            let rows = i * STATE_WIDTH..(i + 1) * STATE_WIDTH;
-            s.state[..STATE_WIDTH].copy_from_slice(&h[rows.clone()]);
-            s.state[STATE_WIDTH..].copy_from_slice(&c[rows]);
-            s.context[..ctx].copy_from_slice(&chunk[n - ctx..]);
-        }
-        Ok(())
     }
 
     /// Per-chunk probabilities of a whole recording, from a fresh state. A
@@ -371,44 +280,5 @@ impl SileroVad {
             probs.push(self.process(&mut state, chunk)?);
         }
         Ok(probs)
-    }
-
-    /// The index of preallocated buffers for this shape, made on first use.
-    fn buffers_for(&mut self, rate: SampleRate, batch: usize) -> Result<usize, VadError> {
-        if let Some(i) = self
-            .buffers
-            .iter()
-            .position(|b| b.rate == rate && b.batch == batch)
-        {
-            return Ok(i);
-        }
-        if self.buffers.len() >= MAX_CACHED_SHAPES {
-            self.buffers.remove(0);
-        }
-        let width = rate.context_len() + rate.chunk_len();
-        let state_len = 2 * batch * STATE_WIDTH;
-        let outputs = OutputSelector::default()
-            .preallocate(
-                "output",
-                Tensor::from_array(([batch, 1], vec![0.0_f32; batch]))?,
-            )
-            .preallocate(
-                "stateN",
-                Tensor::from_array(([2, batch, STATE_WIDTH], vec![0.0_f32; state_len]))?,
-            );
-        self.buffers.push(BatchBuffers {
-            rate,
-            batch,
-            input: Tensor::from_array(([batch, width], vec![0.0_f32; batch * width]))?,
-            state: Tensor::from_array(([2, batch, STATE_WIDTH], vec![0.0_f32; state_len]))?,
-            run_options: RunOptions::new()?.with_outputs(outputs),
-        });
-        Ok(self.buffers.len() - 1)
-    }
-}
-
-impl AsMut<SileroState> for SileroState {
-    fn as_mut(&mut self) -> &mut SileroState {
-        self
     }
 }
