@@ -237,6 +237,13 @@ fn speech_start_prefills_the_history_the_answer_begins_with() {
     spoken_turn(&s, 0.5);
     until_done(&s);
     assert_eq!(llm.prefills.lock().unwrap().len(), 3);
+
+    // Another conversation used the LLM a moment ago: its cache would not
+    // survive, so there is no prefill.
+    let s = e.create_session(SessionConfig::default()).unwrap();
+    spoken_turn(&s, 0.6);
+    until_done(&s);
+    assert_eq!(llm.prefills.lock().unwrap().len(), 3);
 }
 
 /// Records when the LLM emits text and when each synthesis starts and first yields.

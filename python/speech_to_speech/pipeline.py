@@ -35,20 +35,16 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
             default=1,
             help=f"{stage.upper()} worker threads (each runs one model call at a time)",
         )
-    g.add_argument(
-        "--speculation",
-        choices=("on", "off"),
-        default="on",
-        help="start STT and the LLM at the VAD's soft end, before the turn is committed "
+    _switch(
+        g,
+        "speculation",
+        "start STT and the LLM at the VAD's soft end, before the turn is committed "
         "(nothing is sent until it is; resumed speech discards the work)",
     )
-    g.add_argument(
-        "--llm_prefill",
-        "--llm-prefill",
-        dest="llm_prefill",
-        choices=("on", "off"),
-        default="on",
-        help="when the user starts speaking, let the LLM read the conversation so far "
+    _switch(
+        g,
+        "llm_prefill",
+        "when the user starts speaking, let the LLM read the conversation so far "
         "(llama-cpp caches it, so the answer only reads the new words)",
     )
     g.add_argument(
@@ -74,14 +70,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="most sessions served at once",
     )
-    g.add_argument(
-        "--first_audio_priority",
-        "--first-audio-priority",
-        dest="first_audio_priority",
-        choices=("on", "off"),
-        default="on",
-        help="pause a response's LLM while its first clause is synthesised, so that TTS has "
+    _switch(
+        g,
+        "first_audio_priority",
+        "pause a response's LLM while its first clause is synthesised, so that TTS has "
         "the CPU (the LLM runs far ahead of speech anyway); off for a remote or GPU LLM",
+    )
+
+
+def _switch(group: argparse._ArgumentGroup, name: str, help_text: str) -> None:
+    """An ``on``/``off`` flag, on by default, with a dashed alias."""
+    flags = ["--" + name] + (["--" + name.replace("_", "-")] if "_" in name else [])
+    group.add_argument(
+        *flags, dest=name, choices=("on", "off"), default="on", help=help_text + " (default: on)"
     )
 
 

@@ -98,6 +98,8 @@ pub struct Engine {
     epoch: Instant,
     next_id: AtomicU64,
     sessions: AtomicUsize,
+    /// Which session (its address) last ran an LLM job, and when it ended.
+    llm_last_use: Mutex<Option<(usize, Instant)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -138,6 +140,7 @@ impl Engine {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
+            llm_last_use: Mutex::new(None),
         }))
     }
 
@@ -183,6 +186,23 @@ impl Engine {
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Note that session `key` is using the LLM now.
+    pub(crate) fn note_llm_use(&self, key: usize) {
+        *self
+            .llm_last_use
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((key, Instant::now()));
+    }
+
+    /// Whether a session other than `key` used the LLM within `window`: then
+    /// a prefill for `key` would likely be evicted before its answer.
+    pub(crate) fn llm_busy_with_another(&self, key: usize, window: std::time::Duration) -> bool {
+        self.llm_last_use
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|(who, when)| who != key && when.elapsed() < window)
     }
 
     pub(crate) fn session_closed(&self) {
