@@ -143,8 +143,10 @@ def test_arguments_are_keyword_only_and_float32() -> None:
 def test_long_inputs_release_the_gil() -> None:
     # While a long resample runs in a worker thread, this thread keeps
     # running Python code. Were the GIL held, it would stall for the whole
-    # call; released, its longest stall is about one switch interval.
-    x = noise(48000 * 120)
+    # call; released, its longest stall is about one switch interval. The
+    # call is long (8 minutes of audio, about 0.2 s here) so that a stall of
+    # the OS scheduler on a busy machine cannot pass for a held GIL.
+    x = noise(48000 * 480)
     window: list[float] = []
     done = threading.Event()
 
