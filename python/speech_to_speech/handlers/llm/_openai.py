@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,7 +15,7 @@ from speech_to_speech.handlers.base import (
     LLMResponseError,
 )
 
-__all__ = ["make_client", "map_openai_errors", "resolve_api_key"]
+__all__ = ["OpenAIEndpoint", "make_client", "map_openai_errors", "resolve_api_key"]
 
 # The SDK refuses to build a client without a key; local servers ignore it.
 _PLACEHOLDER_KEY = "sk-no-key-required"
@@ -48,6 +49,36 @@ def make_client(
         timeout=timeout,
         max_retries=max_retries,
     )
+
+
+class OpenAIEndpoint:
+    """Where an OpenAI-SDK backend connects, and its client, made once by ``_connect``."""
+
+    #: Names the backend in error messages.
+    api_name = "openai"
+
+    def _endpoint(
+        self, *, base_url: str | None, api_key: str | None, timeout: float, max_retries: int
+    ) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _where(self) -> str:
+        return f"{self.api_name} at {self.base_url or 'the default OpenAI endpoint'}"
+
+    def _connect(self) -> None:
+        with self._lock:
+            if self._client is None:
+                self._client = make_client(
+                    base_url=self.base_url,
+                    api_key=self.api_key,
+                    timeout=self.timeout,
+                    max_retries=self.max_retries,
+                )
 
 
 @contextmanager

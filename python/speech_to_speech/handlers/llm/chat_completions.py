@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from speech_to_speech.handlers.base import (
     is_cancelled,
 )
 from speech_to_speech.handlers.conversation import tool_choice_to_chat_format, tool_to_chat_format
-from speech_to_speech.handlers.llm._openai import make_client, map_openai_errors
+from speech_to_speech.handlers.llm._openai import OpenAIEndpoint, map_openai_errors
 from speech_to_speech.handlers.registry import register
 
 __all__ = ["ChatCompletionsLLM"]
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @register("llm", "chat-completions", extra="openai", requires=["openai"])
-class ChatCompletionsLLM(LLMHandler):
+class ChatCompletionsLLM(OpenAIEndpoint, LLMHandler):
     """Streams ``/v1/chat/completions`` with native tool calls through the ``openai`` SDK.
 
     ``base_url`` of ``None`` means ``$OPENAI_BASE_URL`` or api.openai.com;
@@ -39,6 +38,8 @@ class ChatCompletionsLLM(LLMHandler):
     ``stream_usage`` requests a final usage chunk (``stream_options``).
     Retries are off by default: a voice turn is better failed fast.
     """
+
+    api_name = "chat-completions"
 
     def __init__(
         self,
@@ -55,30 +56,16 @@ class ChatCompletionsLLM(LLMHandler):
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
-        self.base_url = base_url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.max_retries = max_retries
+        self._endpoint(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.max_tokens_field = max_tokens_field
         self.stream_usage = stream_usage
         self.extra_body = extra_body
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def _where(self) -> str:
-        return f"chat-completions at {self.base_url or 'the default OpenAI endpoint'}"
 
     def setup(self) -> None:
+        self._connect()
         with self._lock:
-            if self._client is None:
-                self._client = make_client(
-                    base_url=self.base_url,
-                    api_key=self.api_key,
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                )
             if self.model is None:
                 with map_openai_errors(self._where()):
                     models = list(self._client.models.list())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from speech_to_speech.handlers.base import (
     is_cancelled,
 )
 from speech_to_speech.handlers.conversation import tool_from_chat_format
-from speech_to_speech.handlers.llm._openai import make_client, map_openai_errors
+from speech_to_speech.handlers.llm._openai import OpenAIEndpoint, map_openai_errors
 from speech_to_speech.handlers.registry import register
 
 __all__ = ["ResponsesLLM", "messages_to_input", "tool_choice_to_responses"]
@@ -98,7 +97,7 @@ def tool_choice_to_responses(choice: str | dict[str, Any] | None) -> str | dict[
 
 
 @register("llm", "responses-api", extra="openai", requires=["openai"])
-class ResponsesLLM(LLMHandler):
+class ResponsesLLM(OpenAIEndpoint, LLMHandler):
     """Streams ``client.responses.create(stream=True)`` through the ``openai`` SDK.
 
     The whole history is sent each turn (``store=False`` by default), so the
@@ -106,6 +105,8 @@ class ResponsesLLM(LLMHandler):
     defaults to ``gpt-4.1-mini``. ``reasoning_effort`` is passed as
     ``reasoning={"effort": ...}`` when set.
     """
+
+    api_name = "responses-api"
 
     def __init__(
         self,
@@ -121,29 +122,14 @@ class ResponsesLLM(LLMHandler):
         reasoning_effort: str | None = None,
     ) -> None:
         self.model = model or "gpt-4.1-mini"
-        self.base_url = base_url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.max_retries = max_retries
+        self._endpoint(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.store = store
         self.reasoning_effort = reasoning_effort
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def _where(self) -> str:
-        return f"responses-api at {self.base_url or 'the default OpenAI endpoint'}"
 
     def setup(self) -> None:
-        with self._lock:
-            if self._client is None:
-                self._client = make_client(
-                    base_url=self.base_url,
-                    api_key=self.api_key,
-                    timeout=self.timeout,
-                    max_retries=self.max_retries,
-                )
+        self._connect()
 
     def _request(
         self,
