@@ -18,7 +18,6 @@ from typing import Any
 
 from speech_to_speech._core import Engine
 from speech_to_speech.handlers.registry import add_handler_arguments, build_handlers
-from speech_to_speech.vad import load_silero_vad
 
 logger = logging.getLogger(__name__)
 
@@ -98,20 +97,10 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
             getattr(handler, "backend_name", type(handler).__name__),
             time.perf_counter() - start,
         )
-    vad = load_silero_vad(
-        getattr(args, "vad_model_path", None), engine=getattr(args, "vad_engine", "auto")
-    )
-    return Engine(
-        stt=stt,
-        llm=llm,
-        tts=tts,
-        vad=vad,
-        stt_workers=args.stt_workers,
-        llm_workers=args.llm_workers,
-        tts_workers=args.tts_workers,
-        max_sessions=args.max_sessions,
-        first_audio_priority=getattr(args, "first_audio_priority", "on") == "on",
-    )
+    # The VAD and the engine's settings are read from the flags in one place.
+    from speech_to_speech.server import build_engine as engine_for_args
+
+    return engine_for_args(args, stt=stt, llm=llm, tts=tts)[0]
 
 
 def build_engine(**options: Any) -> Engine:
