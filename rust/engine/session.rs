@@ -916,20 +916,13 @@ impl Shared {
             return;
         }
         let cfg = &st.config;
-        let tools = if cfg.tool_choice == ToolChoice::None {
-            Vec::new()
-        } else {
-            cfg.tools.clone()
-        };
-        let request = LlmRequest {
-            messages: st
-                .conversation
+        // What a response of the turn will be asked, but its messages.
+        let request = llm_request(
+            cfg,
+            &ResponseOptions::default(),
+            st.conversation
                 .chat_prefix(&cfg.instructions, cfg.chat_size),
-            tools,
-            tool_choice: cfg.tool_choice.clone(),
-            temperature: cfg.temperature,
-            max_tokens: cfg.max_output_tokens,
-        };
+        );
         let job = PrefillJob {
             session: Arc::clone(self),
             request,
@@ -1171,23 +1164,8 @@ impl Shared {
                 tool_call_id: None,
             });
         }
-        let tool_choice = options
-            .tool_choice
-            .clone()
-            .unwrap_or_else(|| cfg.tool_choice.clone());
-        let tools = if tool_choice == ToolChoice::None {
-            Vec::new()
-        } else {
-            options.tools.clone().unwrap_or_else(|| cfg.tools.clone())
-        };
-        let max_tokens = options.max_output_tokens.or(cfg.max_output_tokens);
-        let request = LlmRequest {
-            messages,
-            tools,
-            tool_choice,
-            temperature: cfg.temperature,
-            max_tokens,
-        };
+        let request = llm_request(cfg, options, messages);
+        let max_tokens = request.max_tokens;
         let generation = self.resp_gen.fetch_add(1, Ordering::AcqRel) + 1;
         let mut timings = st.timings;
         timings.speculative |= held;
@@ -1998,6 +1976,30 @@ impl Job for LlmJob {
         if !self.cancel.is_cancelled() {
             self.session.on_llm_done(&self.response_id, result);
         }
+    }
+}
+
+/// The LLM call of a response: the session's settings with the response's overrides.
+fn llm_request(
+    cfg: &SessionConfig,
+    options: &ResponseOptions,
+    messages: Vec<super::conversation::ChatMessage>,
+) -> LlmRequest {
+    let tool_choice = options
+        .tool_choice
+        .clone()
+        .unwrap_or_else(|| cfg.tool_choice.clone());
+    let tools = if tool_choice == ToolChoice::None {
+        Vec::new()
+    } else {
+        options.tools.clone().unwrap_or_else(|| cfg.tools.clone())
+    };
+    LlmRequest {
+        messages,
+        tools,
+        tool_choice,
+        temperature: cfg.temperature,
+        max_tokens: options.max_output_tokens.or(cfg.max_output_tokens),
     }
 }
 
