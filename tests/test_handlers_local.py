@@ -187,6 +187,27 @@ def test_llama_cpp_streams_a_reply(llm: LLMHandler) -> None:
     )
 
 
+def test_llama_cpp_answers_a_prompt_of_over_64_tokens(llm: LLMHandler) -> None:
+    """Long prompts take llama.cpp's batched (and, in a native build, AMX) kernels:
+    a build that cannot run on this CPU dies here, so CI goes red on such a machine.
+    """
+    context = (
+        "The museum opens at nine in the morning and closes at six in the evening. "
+        "Tickets cost twelve euros for adults and five euros for children under ten. "
+        "The north wing holds paintings from the seventeenth century, and the south "
+        "wing holds modern sculpture. A cafe on the ground floor serves lunch."
+    )
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant. " + context},
+        {"role": "user", "content": "When does the museum close?"},
+    ]
+    events = list(llm.generate(messages, max_tokens=12))
+    usage = events[-1]
+    assert isinstance(usage, Usage)
+    assert usage.input_tokens >= 64, usage
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip()
+
+
 def test_llama_cpp_prefill_reads_the_history_ahead(llm: LLMHandler) -> None:
     model: Any = getattr(llm, "_llm")  # noqa: B009 - the llama_cpp.Llama inside
     history = [

@@ -110,6 +110,11 @@ class LlamaCppLLM(LLMHandler):
     * one call per turn at most; tool outputs in the history are shown to the
       model as user messages (see :func:`normalize_messages`).
 
+    Before the model loads, a child process decodes a 64-token prompt with the
+    same library (``preflight=True``, see :mod:`._llama_preflight`): a build
+    for another CPU then stops start-up with one line instead of killing the
+    server at the first answer. The verdict is cached per library build.
+
     One ``Llama`` context serves one generation at a time: calls from several
     threads are serialised by a lock. ``n_threads`` (generation) and
     ``n_threads_batch`` (prompt) default to half the cores; ``n_threads_batch``
@@ -138,6 +143,7 @@ class LlamaCppLLM(LLMHandler):
         seed: int | None = None,
         warmup: bool = True,
         verbose: bool = False,
+        preflight: bool = True,
     ) -> None:
         self.model_path = model
         self.n_ctx = n_ctx
@@ -150,6 +156,7 @@ class LlamaCppLLM(LLMHandler):
         self.seed = seed
         self.warmup = warmup
         self.verbose = verbose
+        self.preflight = preflight
         self._llm: Any = None
         self._lock = threading.Lock()
         # Generations waiting for the lock; a prefill gives way to them.
@@ -166,6 +173,12 @@ class LlamaCppLLM(LLMHandler):
             from speech_to_speech.models import smollm2_gguf
 
             path = self.model_path or str(smollm2_gguf())
+            if self.preflight:
+                # A llama.cpp built for another CPU dies on its first long prompt;
+                # find out in a child process, not in the server (cached per build).
+                from speech_to_speech.handlers.llm import _llama_preflight
+
+                _llama_preflight.check(path)
             log.info("loading GGUF model %s (n_ctx=%d)", path, self.n_ctx)
             kwargs: dict[str, Any] = {
                 "model_path": path,
