@@ -15,7 +15,7 @@ pub use client::{
     ClientEvent, ItemReferences, parse_client_event, parse_item, parse_response_options,
 };
 pub use server::Encoder;
-pub use session::{AudioFormat, SessionState, Transcription, TurnDetection};
+pub use session::{AudioFormat, SessionState, Transcription, TurnDetection, VadDefaults};
 
 use serde_json::{Value, json};
 use thiserror::Error;

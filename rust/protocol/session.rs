@@ -156,12 +156,36 @@ pub enum TurnDetection {
     },
 }
 
-impl TurnDetection {
-    fn server_vad_default() -> Self {
-        TurnDetection::ServerVad {
+/// The server's `server_vad` values: what a client that switches to
+/// `server_vad` without naming them gets (the command line's `--thresh`,
+/// `--speech_pad_ms`, `--min_silence_ms`, or the protocol's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VadDefaults {
+    /// Speech probability threshold.
+    pub threshold: f64,
+    /// Audio kept before speech start, ms.
+    pub prefix_padding_ms: u64,
+    /// Silence that ends a turn, ms.
+    pub silence_duration_ms: u64,
+}
+
+impl Default for VadDefaults {
+    fn default() -> Self {
+        Self {
             threshold: 0.5,
             prefix_padding_ms: 300,
             silence_duration_ms: 500,
+        }
+    }
+}
+
+impl TurnDetection {
+    /// `server_vad` with these values and the protocol's other defaults.
+    pub fn server_vad(d: &VadDefaults) -> Self {
+        TurnDetection::ServerVad {
+            threshold: d.threshold,
+            prefix_padding_ms: d.prefix_padding_ms,
+            silence_duration_ms: d.silence_duration_ms,
             create_response: true,
             interrupt_response: true,
             idle_timeout_ms: None,
@@ -202,7 +226,12 @@ impl TurnDetection {
 
     /// Parse `turn_detection`; fields left out keep the current values when
     /// the type is unchanged, the defaults otherwise.
-    fn parse(v: &Value, current: &Self, param: &str) -> Result<Self, ProtocolError> {
+    fn parse(
+        v: &Value,
+        current: &Self,
+        defaults: &VadDefaults,
+        param: &str,
+    ) -> Result<Self, ProtocolError> {
         if v.is_null() {
             return Ok(TurnDetection::Disabled);
         }
@@ -216,7 +245,7 @@ impl TurnDetection {
             "server_vad" => {
                 let base = match current {
                     TurnDetection::ServerVad { .. } => current.clone(),
-                    _ => Self::server_vad_default(),
+                    _ => Self::server_vad(defaults),
                 };
                 let TurnDetection::ServerVad {
                     threshold,
@@ -384,6 +413,8 @@ pub struct SessionState {
     pub max_output_tokens: Option<u32>,
     /// Sampling temperature (beta field).
     pub temperature: Option<f64>,
+    /// The server's `server_vad` values (not on the wire).
+    pub vad_defaults: VadDefaults,
 }
 
 impl SessionState {
@@ -398,14 +429,25 @@ impl SessionState {
             speed: 1.0,
             input_format: AudioFormat::Pcm(24_000),
             output_format: AudioFormat::Pcm(24_000),
-            turn_detection: TurnDetection::server_vad_default(),
+            turn_detection: TurnDetection::server_vad(&VadDefaults::default()),
             transcription: None,
             noise_reduction: Value::Null,
             tools: Vec::new(),
             tool_choice: json!("auto"),
             max_output_tokens: None,
             temperature: None,
+            vad_defaults: VadDefaults::default(),
         }
+    }
+
+    /// A session with the server's `server_vad` values.
+    #[must_use]
+    pub fn with_vad_defaults(mut self, d: VadDefaults) -> Self {
+        if matches!(self.turn_detection, TurnDetection::ServerVad { .. }) {
+            self.turn_detection = TurnDetection::server_vad(&d);
+        }
+        self.vad_defaults = d;
+        self
     }
 
     /// Apply a `session.update` payload. All or nothing: on error nothing changes.
@@ -468,6 +510,7 @@ impl SessionState {
                     self.turn_detection = TurnDetection::parse(
                         td,
                         &self.turn_detection,
+                        &self.vad_defaults,
                         "session.audio.input.turn_detection",
                     )?;
                 }
@@ -515,8 +558,12 @@ impl SessionState {
             self.output_format = AudioFormat::parse_beta(f, "session.output_audio_format")?;
         }
         if let Some(td) = obj.get("turn_detection") {
-            self.turn_detection =
-                TurnDetection::parse(td, &self.turn_detection, "session.turn_detection")?;
+            self.turn_detection = TurnDetection::parse(
+                td,
+                &self.turn_detection,
+                &self.vad_defaults,
+                "session.turn_detection",
+            )?;
         }
         if let Some(t) = obj.get("input_audio_transcription") {
             self.transcription = Transcription::parse(t, "session.input_audio_transcription")?;
@@ -697,9 +744,11 @@ impl SessionState {
                 c.turn_detection = true;
                 c.create_response = *create_response;
                 c.interrupt_response = *interrupt_response;
-                c.vad.threshold = 0.5;
+                // Eagerness sets the silence; the speech threshold and
+                // padding are the server's.
+                c.vad.threshold = self.vad_defaults.threshold as f32;
                 c.vad.neg_threshold = None;
-                c.vad.speech_pad_ms = 300.0;
+                c.vad.speech_pad_ms = self.vad_defaults.prefix_padding_ms as f64;
                 set_silence(c, semantic_silence_ms(eagerness));
             }
         }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::session::SessionError;
 use crate::engine::{Engine, EngineError, Session, SessionConfig};
 use crate::protocol::{
-    ClientEvent, Dialect, Encoder, SessionState, TurnDetection, parse_client_event,
+    ClientEvent, Dialect, Encoder, SessionState, TurnDetection, VadDefaults, parse_client_event,
 };
 
 /// Errors from starting or stopping the server.
@@ -126,20 +126,21 @@ impl Default for SessionDefaults {
 }
 
 impl SessionDefaults {
-    /// Apply to a new session: its protocol state and its engine config.
-    fn apply(&self, state: &mut SessionState, config: &mut SessionConfig) {
+    /// A new session's protocol state: the server's instructions and VAD values.
+    fn seed(&self, state: SessionState) -> SessionState {
+        let mut state = state.with_vad_defaults(VadDefaults {
+            threshold: self.threshold,
+            prefix_padding_ms: self.prefix_padding_ms,
+            silence_duration_ms: self.silence_duration_ms,
+        });
         state.instructions.clone_from(&self.instructions);
-        if let TurnDetection::ServerVad {
-            threshold,
-            prefix_padding_ms,
-            silence_duration_ms,
-            ..
-        } = &mut state.turn_detection
-        {
-            *threshold = self.threshold;
-            *prefix_padding_ms = self.prefix_padding_ms;
-            *silence_duration_ms = self.silence_duration_ms;
-        }
+        state
+    }
+
+    /// The engine config of `state`: its protocol fields, then the
+    /// server-only settings the protocol has no field for. Runs on every
+    /// `session.update`, so a client's update never loses a server flag.
+    fn config_for(&self, state: &SessionState, config: &mut SessionConfig) {
         state.apply_to(config);
         config.chat_size = self.chat_size;
         config.speculation = self.speculation;
@@ -147,7 +148,10 @@ impl SessionDefaults {
         config.live_transcription |= self.live_transcription;
         config.vad.min_speech_ms = self.min_speech_ms;
         config.vad.max_speech_ms = self.max_speech_ms;
-        if let Some(ms) = self.soft_end_ms {
+        // The soft end must come before the end of the turn to be of use.
+        if let Some(ms) = self.soft_end_ms
+            && ms < config.vad.min_silence_ms
+        {
             config.vad.soft_end_ms = Some(ms);
         }
     }
@@ -458,12 +462,15 @@ async fn connection(
     model: String,
     timings: bool,
 ) {
-    let mut state = SessionState::new("sess_pending", &model);
+    let mut state = app
+        .config
+        .defaults
+        .seed(SessionState::new("sess_pending", &model));
     if !app.engine.has_vad() {
         state.turn_detection = TurnDetection::Disabled;
     }
     let mut config = SessionConfig::default();
-    app.config.defaults.apply(&mut state, &mut config);
+    app.config.defaults.config_for(&state, &mut config);
     let session = match app.engine.create_session(config) {
         Ok(s) => s,
         Err(e) => {
@@ -503,6 +510,7 @@ async fn connection(
         replies: Vec::new(),
         idle_deadline: None,
         vad: app.engine.has_vad(),
+        defaults: app.config.defaults.clone(),
         client_ids: 0,
         notify: Arc::clone(&notify),
     };
@@ -604,6 +612,8 @@ struct Conn {
     idle_deadline: Option<Instant>,
     /// Whether the engine has a VAD (turn detection is possible).
     vad: bool,
+    /// The server's settings, applied again on every `session.update`.
+    defaults: SessionDefaults,
     /// Counter for ids of client items sent without one.
     client_ids: u64,
     /// Wakes the connection when the session queues events.
@@ -747,7 +757,8 @@ impl Conn {
             self.replies.push(ev);
             return Ok(());
         }
-        s.update_config(|c| next.apply_to(c))?;
+        let defaults = &self.defaults;
+        s.update_config(|c| defaults.config_for(&next, c))?;
         self.state = next;
         self.enc.set_session(&self.state);
         self.reset_idle();
@@ -878,5 +889,126 @@ impl Conn {
         if let Err(e) = result {
             self.session_error(&e, event_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{SessionDefaults, SessionState};
+    use crate::engine::SessionConfig;
+    use crate::protocol::Dialect;
+
+    /// Every server-wide flag set away from its default.
+    fn flags() -> SessionDefaults {
+        SessionDefaults {
+            instructions: "Server prompt.".into(),
+            chat_size: 3,
+            speculation: false,
+            prefill: false,
+            soft_end_ms: Some(150.0),
+            live_transcription: true,
+            threshold: 0.3,
+            prefix_padding_ms: 120,
+            silence_duration_ms: 700,
+            min_speech_ms: 90.0,
+            max_speech_ms: Some(20_000.0),
+        }
+    }
+
+    /// The engine config after the server's defaults and then the client's
+    /// connect-time `session.update`, as the connection computes it.
+    fn after_update(dialect: Dialect, update: &serde_json::Value) -> (SessionState, SessionConfig) {
+        let d = flags();
+        let mut state = d.seed(SessionState::new("sess_1", "gpt-realtime"));
+        let mut config = SessionConfig::default();
+        d.config_for(&state, &mut config);
+        state.update(dialect, update).unwrap();
+        d.config_for(&state, &mut config);
+        (state, config)
+    }
+
+    fn assert_server_flags_kept(c: &SessionConfig) {
+        assert_eq!(c.chat_size, 3);
+        assert!(!c.speculation);
+        assert!(!c.prefill);
+        assert!(c.live_transcription, "--enable_live_transcription lost");
+        assert_eq!(c.vad.soft_end_ms, Some(150.0), "--soft_end_ms lost");
+        assert!((c.vad.min_speech_ms - 90.0).abs() < 1e-9);
+        assert_eq!(c.vad.max_speech_ms, Some(20_000.0));
+        assert!((c.vad.threshold - 0.3).abs() < 1e-6, "--thresh lost");
+        assert!(
+            (c.vad.speech_pad_ms - 120.0).abs() < 1e-9,
+            "--speech_pad_ms lost"
+        );
+    }
+
+    #[test]
+    fn sdk_connect_time_updates_keep_every_server_flag() {
+        // The official SDK's minimal update, openai-agents' GA update (semantic
+        // VAD, a transcription model) and a beta update.
+        let ga_minimal = json!({"type": "realtime", "model": "gpt-realtime"});
+        let (state, c) = after_update(Dialect::Ga, &ga_minimal);
+        assert_server_flags_kept(&c);
+        assert!(
+            (c.vad.min_silence_ms - 700.0).abs() < 1e-9,
+            "--min_silence_ms lost"
+        );
+        assert_eq!(state.instructions, "Server prompt.");
+        assert_eq!(c.instructions, "Server prompt.");
+
+        let agents = json!({
+            "type": "realtime", "model": "gpt-realtime-2.1", "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": 24000},
+                    "transcription": {"model": "gpt-4o-mini-transcribe"},
+                    "turn_detection": {"type": "semantic_vad", "interrupt_response": true},
+                },
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "ash"},
+            },
+            "tools": [], "tool_choice": "auto",
+        });
+        let (_, c) = after_update(Dialect::Ga, &agents);
+        assert_server_flags_kept(&c);
+
+        let server_vad = json!({"type": "realtime",
+            "audio": {"input": {"turn_detection": {"type": "server_vad"}}}});
+        let (state, c) = after_update(Dialect::Ga, &server_vad);
+        assert_server_flags_kept(&c);
+        assert!((c.vad.min_silence_ms - 700.0).abs() < 1e-9);
+        assert_eq!(
+            state.turn_detection,
+            super::TurnDetection::server_vad(&crate::protocol::VadDefaults {
+                threshold: 0.3,
+                prefix_padding_ms: 120,
+                silence_duration_ms: 700,
+            })
+        );
+
+        let beta = json!({"modalities": ["audio", "text"], "voice": "alloy",
+            "input_audio_transcription": {"model": "whisper-1"},
+            "turn_detection": {"type": "server_vad", "create_response": true}});
+        let (_, c) = after_update(Dialect::Beta, &beta);
+        assert_server_flags_kept(&c);
+    }
+
+    #[test]
+    fn a_client_may_still_change_the_protocol_fields() {
+        let update = json!({"type": "realtime", "instructions": "Client prompt.",
+            "audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 0.8,
+                "prefix_padding_ms": 50, "silence_duration_ms": 300}}}});
+        let (_, c) = after_update(Dialect::Ga, &update);
+        assert_eq!(c.instructions, "Client prompt.");
+        assert!((c.vad.threshold - 0.8).abs() < 1e-6);
+        assert!((c.vad.speech_pad_ms - 50.0).abs() < 1e-9);
+        assert!((c.vad.min_silence_ms - 300.0).abs() < 1e-9);
+        // The server's soft end still comes before the end of the turn.
+        assert_eq!(c.vad.soft_end_ms, Some(150.0));
+        let short = json!({"type": "realtime", "audio": {"input": {"turn_detection":
+            {"type": "server_vad", "silence_duration_ms": 100}}}});
+        let (_, c) = after_update(Dialect::Ga, &short);
+        assert!(c.vad.soft_end_ms.is_some_and(|ms| ms < 100.0));
     }
 }
