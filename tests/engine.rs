@@ -637,3 +637,487 @@ fn s_err_code<T>(
         .err()
         .map(speech_to_speech::engine::session::SessionError::code)
 }
+
+/// A backend that panics on its first `n` calls, then behaves like the wrapped one.
+struct PanicsFirst<B> {
+    left: std::sync::atomic::AtomicUsize,
+    inner: B,
+}
+
+impl<B> PanicsFirst<B> {
+    fn new(n: usize, inner: B) -> Self {
+        Self {
+            left: std::sync::atomic::AtomicUsize::new(n),
+            inner,
+        }
+    }
+
+    fn should_panic(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+impl speech_to_speech::engine::LlmBackend for PanicsFirst<FakeLlm> {
+    fn generate(
+        &self,
+        request: &speech_to_speech::engine::backend::LlmRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+        emit: &mut dyn FnMut(speech_to_speech::engine::backend::LlmOutput),
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        if self.should_panic() {
+            // Half-way through an answer, like a bug in the glue would.
+            emit(speech_to_speech::engine::backend::LlmOutput::Text(
+                "Half an ".into(),
+            ));
+            panic!("forced LLM panic");
+        }
+        self.inner.generate(request, cancel, emit)
+    }
+}
+
+impl speech_to_speech::engine::TtsBackend for PanicsFirst<FakeTts> {
+    fn synthesize(
+        &self,
+        request: &speech_to_speech::engine::backend::TtsRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+        emit: &mut dyn FnMut(speech_to_speech::engine::backend::TtsChunk),
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        assert!(!self.should_panic(), "forced TTS panic");
+        self.inner.synthesize(request, cancel, emit)
+    }
+}
+
+fn failed_with_error_first(events: &[EngineEvent], stage: &str) {
+    let n = names(events);
+    let error_at = n.iter().position(|e| *e == "error");
+    let done_at = n.iter().position(|e| *e == "response_done");
+    assert!(
+        error_at.is_some() && error_at < done_at,
+        "an error event before response_done: {n:?}"
+    );
+    let (status, error) = events
+        .iter()
+        .find_map(|e| match e {
+            EngineEvent::ResponseDone { status, error, .. } => Some((*status, error.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(status, ResponseStatus::Failed);
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains(&format!("the {stage} stage failed unexpectedly"))
+            && error.contains("forced"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_panic_in_a_stage_job_fails_that_response_and_the_worker_goes_on() {
+    // One worker per stage: if a panic killed it, nothing would ever run again.
+    let llm = Arc::new(PanicsFirst::new(1, FakeLlm::default()));
+    let tts = Arc::new(PanicsFirst::new(1, FakeTts::default()));
+    let e = Engine::new(
+        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+        llm,
+        tts,
+        EngineConfig::default(),
+    )
+    .unwrap();
+    let s = e.create_session(SessionConfig::default()).unwrap();
+
+    // 1. The LLM job panics mid-answer.
+    spoken_turn(&s, 0.1);
+    failed_with_error_first(&until_done(&s), "llm");
+
+    // 2. The next response on the same session: the LLM works, TTS panics.
+    s.create_response(ResponseOptions::default()).unwrap();
+    failed_with_error_first(&until_done(&s), "tts");
+
+    // 3. And the one after that completes, with audio.
+    s.create_response(ResponseOptions::default()).unwrap();
+    let ev = until_done(&s);
+    assert_eq!(
+        done_status(&ev).0,
+        ResponseStatus::Completed,
+        "{:?}",
+        names(&ev)
+    );
+    assert!(names(&ev).contains(&"audio_delta"));
+    assert!(!s.is_closed());
+}
+
+// --- speculation and the conversation ---------------------------------------------------
+
+/// Wraps a backend and tells the test, over channels, when calls start and end,
+/// and which chats the LLM was asked (no sleeps to synchronise on).
+struct Watched<B> {
+    inner: B,
+    started: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    finished: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    chats: std::sync::Mutex<Vec<Vec<(String, String)>>>,
+}
+
+struct Watch {
+    started: std::sync::mpsc::Receiver<()>,
+    finished: std::sync::mpsc::Receiver<()>,
+}
+
+impl Watch {
+    fn started(&self) {
+        self.started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a call started");
+    }
+    fn finished(&self) {
+        self.finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a call finished");
+    }
+}
+
+fn watched<B>(inner: B) -> (Arc<Watched<B>>, Watch) {
+    let (s_tx, s_rx) = std::sync::mpsc::channel();
+    let (f_tx, f_rx) = std::sync::mpsc::channel();
+    (
+        Arc::new(Watched {
+            inner,
+            started: std::sync::Mutex::new(s_tx),
+            finished: std::sync::Mutex::new(f_tx),
+            chats: std::sync::Mutex::new(Vec::new()),
+        }),
+        Watch {
+            started: s_rx,
+            finished: f_rx,
+        },
+    )
+}
+
+fn signal(which: &std::sync::Mutex<std::sync::mpsc::Sender<()>>) {
+    let _ = which.lock().unwrap().send(());
+}
+
+impl<B> Watched<B> {
+    fn last_chat(&self) -> Vec<(String, String)> {
+        self.chats.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+impl speech_to_speech::engine::LlmBackend for Watched<FakeLlm> {
+    fn generate(
+        &self,
+        request: &speech_to_speech::engine::backend::LlmRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+        emit: &mut dyn FnMut(speech_to_speech::engine::backend::LlmOutput),
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        self.chats.lock().unwrap().push(
+            request
+                .messages
+                .iter()
+                .map(|m| (m.role.to_owned(), m.content.clone()))
+                .collect(),
+        );
+        signal(&self.started);
+        let r = self.inner.generate(request, cancel, emit);
+        signal(&self.finished);
+        r
+    }
+}
+
+impl speech_to_speech::engine::TtsBackend for Watched<FakeTts> {
+    fn synthesize(
+        &self,
+        request: &speech_to_speech::engine::backend::TtsRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+        emit: &mut dyn FnMut(speech_to_speech::engine::backend::TtsChunk),
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        signal(&self.started);
+        let r = self.inner.synthesize(request, cancel, emit);
+        signal(&self.finished);
+        r
+    }
+}
+
+/// (id, role, text) of every conversation item, in order.
+fn conversation(s: &Session) -> Vec<(String, &'static str, String)> {
+    s.items()
+        .iter()
+        .map(|i| match &i.kind {
+            ItemKind::Message { role, content } => {
+                let text = content
+                    .iter()
+                    .map(|c| match c {
+                        Content::InputText(t) | Content::OutputText(t) => t.clone(),
+                        Content::InputAudio { transcript, .. } => {
+                            transcript.clone().unwrap_or_default()
+                        }
+                        Content::OutputAudio { transcript, .. } => transcript.clone(),
+                    })
+                    .collect::<String>();
+                (i.id.clone(), role.as_str(), text)
+            }
+            ItemKind::FunctionCall { name, .. } => (i.id.clone(), "function_call", name.clone()),
+            ItemKind::FunctionCallOutput { output, .. } => {
+                (i.id.clone(), "function_call_output", output.clone())
+            }
+        })
+        .collect()
+}
+
+/// Every (item id, `previous_item_id`) the client was told, in order.
+fn announced(events: &[EngineEvent]) -> Vec<(String, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::InputCommitted {
+                item_id,
+                previous_item_id,
+            } => Some((item_id.clone(), previous_item_id.clone())),
+            EngineEvent::ItemAdded {
+                item,
+                previous_item_id,
+            }
+            | EngineEvent::ItemDone {
+                item,
+                previous_item_id,
+            } => Some((item.id.clone(), previous_item_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the client was told must be what the conversation holds: every
+/// announced `previous_item_id` is the item before it, and no item is unannounced.
+fn assert_client_view_matches(s: &Session, events: &[EngineEvent]) {
+    let items = conversation(s);
+    let ids: Vec<&str> = items.iter().map(|(id, _, _)| id.as_str()).collect();
+    for (id, prev) in announced(events) {
+        let pos = ids
+            .iter()
+            .position(|x| *x == id)
+            .unwrap_or_else(|| panic!("announced item {id} is not in the conversation {ids:?}"));
+        let before = pos.checked_sub(1).map(|p| ids[p].to_owned());
+        assert_eq!(prev, before, "previous_item_id of {id} in {ids:?}");
+    }
+    let told: std::collections::HashSet<String> =
+        announced(events).into_iter().map(|(id, _)| id).collect();
+    for id in &ids {
+        assert!(
+            told.contains(*id),
+            "item {id} was never announced: {items:?}"
+        );
+    }
+}
+
+fn speculative_engine(
+    llm: FakeLlm,
+    tts: FakeTts,
+) -> (Arc<Engine>, Arc<Watched<FakeLlm>>, Watch, Watch) {
+    let (llm, llm_watch) = watched(llm);
+    let (tts, tts_watch) = watched(tts);
+    let e = Engine::new(
+        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(1))),
+        Arc::clone(&llm) as Arc<dyn speech_to_speech::engine::LlmBackend>,
+        tts,
+        EngineConfig::default(),
+    )
+    .unwrap();
+    (e, llm, llm_watch, tts_watch)
+}
+
+fn drain(s: &Session) -> Vec<EngineEvent> {
+    std::iter::from_fn(|| s.try_next_event()).collect()
+}
+
+fn config(instructions: &str) -> SessionConfig {
+    SessionConfig {
+        instructions: instructions.into(),
+        prefill: false,
+        ..SessionConfig::default()
+    }
+}
+
+#[test]
+fn a_discarded_speculation_leaves_no_trace() {
+    let (e, llm, llm_watch, tts_watch) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let s = e.create_session(config("Be brief.")).unwrap();
+    s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
+    // A pause: STT and the LLM answer a partial turn ("level 30")...
+    s.turn_event(TurnInput::SoftEnd {
+        audio_ms: 900,
+        audio: speech(0.3),
+    });
+    llm_watch.finished();
+    tts_watch.finished();
+    // ...and the user goes on: that answer must vanish without a trace.
+    s.turn_event(TurnInput::SpeechResumed { audio_ms: 1000 });
+    s.turn_event(TurnInput::SpeechStopped {
+        audio_end_ms: 2000,
+        audio: speech(0.6),
+    });
+    let mut ev = drain(&s);
+    ev.extend(until_done(&s));
+    let items = conversation(&s);
+    assert_eq!(
+        items
+            .iter()
+            .map(|(_, r, t)| (*r, t.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("user", "level 60"),
+            ("assistant", "You said: level 60. That is all I know."),
+        ]
+    );
+    assert_client_view_matches(&s, &ev);
+    assert_eq!(
+        names(&ev)
+            .iter()
+            .filter(|n| **n == "response_created")
+            .count(),
+        1
+    );
+    // The next turn's LLM request holds only what the client saw.
+    s.create_response(ResponseOptions::default()).unwrap();
+    until_done(&s);
+    assert_eq!(
+        llm.last_chat(),
+        [
+            ("system".into(), "Be brief.".into()),
+            ("user".into(), "level 60".into()),
+            (
+                "assistant".into(),
+                "You said: level 60. That is all I know.".into()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
+    // The LLM is mid-answer (held back, unsent) when the turn commits.
+    let (e, llm, llm_watch, _tts) = speculative_engine(
+        FakeLlm {
+            per_token: Duration::from_millis(15),
+            ..FakeLlm::default()
+        },
+        FakeTts::default(),
+    );
+    let s = e.create_session(config("")).unwrap();
+    s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
+    s.turn_event(TurnInput::SoftEnd {
+        audio_ms: 900,
+        audio: speech(0.4),
+    });
+    llm_watch.started();
+    s.turn_event(TurnInput::SpeechStopped {
+        audio_end_ms: 1200,
+        audio: speech(0.4),
+    });
+    let mut ev = drain(&s);
+    ev.extend(until_done(&s));
+    assert_eq!(
+        conversation(&s)
+            .iter()
+            .map(|(_, r, t)| (*r, t.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("user", "level 40"),
+            ("assistant", "You said: level 40. That is all I know."),
+        ]
+    );
+    assert_client_view_matches(&s, &ev);
+    // The speculative request was the answer the client got: one LLM call.
+    assert_eq!(llm.chats.lock().unwrap().len(), 1);
+    for (id, _, _) in conversation(&s) {
+        assert!(s.item(&id).is_ok());
+    }
+}
+
+#[test]
+fn a_speculative_answer_finished_before_the_commit_is_sent_after_the_question() {
+    let (e, llm, llm_watch, tts_watch) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let s = e.create_session(config("")).unwrap();
+    s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
+    s.turn_event(TurnInput::SoftEnd {
+        audio_ms: 900,
+        audio: speech(0.2),
+    });
+    llm_watch.finished();
+    tts_watch.finished();
+    tts_watch.finished();
+    // The session's bookkeeping after the last clause returns.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.has_finished_speculation() {
+        assert!(Instant::now() < deadline, "the held answer never finished");
+        std::thread::yield_now();
+    }
+    // Everything is done and held; nothing was sent and nothing joined the conversation.
+    assert_eq!(names(&drain(&s)), ["speech_started"]);
+    assert!(s.items().is_empty());
+    s.turn_event(TurnInput::SpeechStopped {
+        audio_end_ms: 1200,
+        audio: speech(0.2),
+    });
+    let ev = until_done(&s);
+    let n = names(&ev);
+    assert_eq!(
+        &n[..4],
+        ["speech_stopped", "committed", "item_added", "item_done"]
+    );
+    assert_eq!(done_status(&ev).0, ResponseStatus::Completed);
+    assert!(n.contains(&"audio_delta"));
+    assert_client_view_matches(&s, &ev);
+    assert_eq!(conversation(&s).len(), 2);
+    assert_eq!(
+        llm.chats.lock().unwrap().len(),
+        1,
+        "the held answer was used"
+    );
+}
+
+#[test]
+fn three_spoken_turns_in_a_row_keep_the_conversation_in_order() {
+    let (e, llm, llm_watch, _tts) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let s = e.create_session(config("Sys.")).unwrap();
+    let mut all = Vec::new();
+    for level in [0.1f32, 0.2, 0.3] {
+        s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
+        s.turn_event(TurnInput::SoftEnd {
+            audio_ms: 900,
+            audio: speech(level),
+        });
+        llm_watch.started();
+        s.turn_event(TurnInput::SpeechStopped {
+            audio_end_ms: 1200,
+            audio: speech(level),
+        });
+        all.extend(drain(&s));
+        all.extend(until_done(&s));
+        assert_client_view_matches(&s, &all);
+    }
+    let roles: Vec<(&str, String)> = conversation(&s)
+        .into_iter()
+        .map(|(_, r, t)| (r, t))
+        .collect();
+    let want: Vec<(&str, String)> = [10, 20, 30]
+        .iter()
+        .flat_map(|n| {
+            [
+                ("user", format!("level {n}")),
+                (
+                    "assistant",
+                    format!("You said: level {n}. That is all I know."),
+                ),
+            ]
+        })
+        .collect();
+    assert_eq!(roles, want);
+    // The third answer's request: the history exactly as the client saw it.
+    let mut expect = vec![("system".to_owned(), "Sys.".to_owned())];
+    for (r, t) in &want[..5] {
+        expect.push(((*r).to_owned(), t.clone()));
+    }
+    assert_eq!(llm.last_chat(), expect);
+}

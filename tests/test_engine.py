@@ -195,3 +195,63 @@ def test_each_turn_is_logged_on_one_line_with_its_timings() -> None:
     for key in ("commit_to_stt_ms", "commit_to_first_token_ms", "commit_to_audio_ms", "status"):
         assert key in lines[0], lines[0]
     assert "INFO" in lines[0]
+
+
+_EXIT_MID_RESPONSE = """
+import sys, time
+import numpy as np
+import speech_to_speech as s2s
+from dataclasses import dataclass
+
+@dataclass
+class T:
+    text: str
+    final: bool = True
+    language: str | None = None
+
+class Stt:
+    def transcribe(self, audio, **kw):
+        yield T("hello")
+
+class Llm:
+    def generate(self, messages, **kw):
+        for i in range(200):
+            time.sleep(0.002)  # releases the GIL: the main thread can exit meanwhile
+            yield type("D", (), {"text": f" word{i}."})()
+
+class Tts:
+    def synthesize(self, text, **kw):
+        time.sleep(0.01)
+        yield type("C", (), {"samples": np.zeros(160, np.float32), "sample_rate": 16000,
+                              "words": None})()
+
+engine = s2s.Engine(stt=Stt(), llm=Llm(), tts=Tts())
+sessions = [engine.session() for _ in range(4)]
+for s in sessions:
+    s.add_text("go")
+    s.create_response()
+time.sleep(float(sys.argv[1]))
+print("exiting", flush=True)
+# The interpreter shuts down while every stage has jobs running and queued.
+"""
+
+
+def test_workers_survive_interpreter_shutdown(tmp_path: Any) -> None:
+    """Stage workers never panic when the interpreter goes away under them."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit_mid_response.py"
+    script.write_text(_EXIT_MID_RESPONSE)
+    for delay in ("0.0", "0.05", "0.2"):
+        done = subprocess.run(
+            [sys.executable, str(script), delay],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "exiting" in done.stdout
+        assert "panicked" not in done.stderr, done.stderr[-2000:]
+        assert "Fatal Python error" not in done.stderr, done.stderr[-2000:]

@@ -23,6 +23,15 @@ pub enum StageError {
         /// What went wrong, from the backend.
         message: String,
     },
+    /// The stage's code panicked (a bug in a backend binding or the engine).
+    /// The response fails and the worker goes on; please report it.
+    #[error("the {stage} stage failed unexpectedly: {message}")]
+    Panicked {
+        /// `stt`, `llm` or `tts`.
+        stage: &'static str,
+        /// The panic message.
+        message: String,
+    },
     /// The engine shut down before the job ran.
     #[error("the {0} stage is shut down")]
     ShutDown(&'static str),

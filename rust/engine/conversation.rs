@@ -205,6 +205,12 @@ impl Conversation {
         self.items.last().map(|i| i.id.as_str())
     }
 
+    /// Id of the item just before `id` (`None` for the first item or an unknown id).
+    pub fn previous_id(&self, id: &str) -> Option<&str> {
+        let pos = self.items.iter().position(|i| i.id == id)?;
+        pos.checked_sub(1).map(|p| self.items[p].id.as_str())
+    }
+
     /// Insert after `previous` (`None`: append; `Some("root")`: at the start).
     /// Returns the id of the item before it.
     pub fn insert(

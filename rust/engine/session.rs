@@ -20,7 +20,7 @@ use super::conversation::{
 use super::events::{EngineEvent, ResponseStatus, StopReason, TurnTimings, Usage};
 use super::input::AudioInput;
 use super::segmenter::Segmenter;
-use super::stages::Job;
+use super::stages::{Job, PanicReport};
 use crate::audio::resample::Resampler;
 use crate::queue::{Overflow, Queue, QueueError};
 
@@ -278,7 +278,6 @@ struct ActiveResponse {
     max_tokens: Option<u32>,
     message: Option<(String, usize)>,
     outputs: Vec<Item>,
-    previous_item_id: Option<String>,
     text: String,
     spoken: Vec<SpokenClause>,
     segmenter: Segmenter,
@@ -312,6 +311,19 @@ struct State {
     /// Audio of a held turn the user went on with (16 kHz): the start of
     /// the current turn.
     carry: Vec<f32>,
+    /// A speculative response that finished before its turn committed.
+    finished_spec: Option<FinishedSpeculation>,
+}
+
+/// A speculative response that ended before its turn was committed. Its
+/// events wait for the commit, which sends them (its items join the
+/// conversation only then), or for resumed speech, which drops them unseen.
+#[derive(Debug)]
+struct FinishedSpeculation {
+    response_id: String,
+    status: ResponseStatus,
+    events: Vec<EngineEvent>,
+    timings: TurnTimings,
 }
 
 /// Where live transcription of the current speech stands.
@@ -383,6 +395,7 @@ impl Session {
                 live: LiveTranscript::default(),
                 held_turn: None,
                 carry: Vec::new(),
+                finished_spec: None,
             }),
             events,
             notify: OnceLock::new(),
@@ -564,6 +577,12 @@ impl Session {
             .response
             .as_ref()
             .is_some_and(|r| r.held.is_none())
+    }
+
+    /// Whether a speculative answer finished before its turn committed and
+    /// waits, unsent, for the commit (or for resumed speech to drop it).
+    pub fn has_finished_speculation(&self) -> bool {
+        lock(&self.0.state).finished_spec.is_some()
     }
 
     /// End the session: cancel its work and wake its event reader.
@@ -826,10 +845,12 @@ impl Session {
     pub fn create_response(&self, options: ResponseOptions) -> Result<String, SessionError> {
         let sh = &self.0;
         let mut st = lock(&sh.state);
-        if let Some(r) = &st.response {
-            if r.held.is_none() {
-                return Err(SessionError::ActiveResponse(r.id.clone()));
-            }
+        if let Some(r) = &st.response
+            && r.held.is_none()
+        {
+            return Err(SessionError::ActiveResponse(r.id.clone()));
+        }
+        if st.response.is_some() || st.finished_spec.is_some() {
             // A speculative response for a turn not yet committed gives way.
             sh.drop_speculation(&mut st);
         }
@@ -946,10 +967,12 @@ impl Shared {
             self.spec_gen.fetch_add(1, Ordering::AcqRel);
         }
         if st.response.as_ref().is_some_and(|r| r.held.is_some()) {
-            // Never emitted, so nothing to tell the client.
+            // Never emitted, so nothing to tell the client; its items never
+            // joined the conversation.
             self.resp_gen.fetch_add(1, Ordering::AcqRel);
             st.response = None;
         }
+        st.finished_spec = None;
     }
 
     fn commit(
@@ -1059,20 +1082,30 @@ impl Shared {
                     });
                 }
                 // A speculative response for this turn is released now.
-                if let Some(resp) = &mut st.response
-                    && let Some(held) = resp.held.take()
-                {
-                    for e in held {
-                        self.emit(e);
+                if let Some(held) = st.response.as_mut().and_then(|r| r.held.take()) {
+                    self.release_held_events(&mut st.conversation, held);
+                    let now = self.engine.now_ms();
+                    if let Some(resp) = st.response.as_mut() {
+                        // It started before the commit: take the turn's times
+                        // now; audio made before the release goes out only now.
+                        resp.timings.speech_end = st.timings.speech_end;
+                        resp.timings.commit = st.timings.commit;
+                        if resp.timings.first_audio_out.is_some() {
+                            resp.timings.first_audio_out = Some(now);
+                        }
                     }
-                    resp.previous_item_id = Some(item_id.to_owned());
-                    // It started before the commit: take the turn's times now,
-                    // and audio made before the release goes out only now.
-                    resp.timings.speech_end = st.timings.speech_end;
-                    resp.timings.commit = st.timings.commit;
-                    if resp.timings.first_audio_out.is_some() {
-                        resp.timings.first_audio_out = Some(self.engine.now_ms());
+                    return;
+                }
+                if let Some(done) = st.finished_spec.take() {
+                    // It even finished before the commit: all of it goes now.
+                    self.release_held_events(&mut st.conversation, done.events);
+                    let mut t = done.timings;
+                    t.speech_end = st.timings.speech_end;
+                    t.commit = st.timings.commit;
+                    if t.first_audio_out.is_some() {
+                        t.first_audio_out = Some(self.engine.now_ms());
                     }
+                    self.log_turn(&done.response_id, done.status, t);
                     return;
                 }
                 if respond && st.config.create_response && !text.trim().is_empty() {
@@ -1101,6 +1134,54 @@ impl Shared {
                 });
             }
         }
+    }
+
+    /// Send a speculative response's held events now that its turn is
+    /// committed. Its items join the conversation only here, after the
+    /// user's item, and each `previous_item_id` says where they went.
+    fn release_held_events(&self, conversation: &mut Conversation, events: Vec<EngineEvent>) {
+        for mut event in events {
+            match &mut event {
+                EngineEvent::ItemAdded {
+                    item,
+                    previous_item_id,
+                } => match conversation.insert(item.clone(), None) {
+                    Ok(prev) => *previous_item_id = prev,
+                    Err(e) => tracing::warn!(session = %self.id, "held item not added: {e}"),
+                },
+                EngineEvent::ItemDone {
+                    item,
+                    previous_item_id,
+                } => {
+                    if let Some(slot) = conversation.get_mut(&item.id) {
+                        slot.clone_from(item);
+                    }
+                    *previous_item_id = conversation.previous_id(&item.id).map(str::to_owned);
+                }
+                _ => {}
+            }
+            self.emit(event);
+        }
+    }
+
+    /// One log line with the turn's stage timings, and the timings event.
+    fn log_turn(&self, response_id: &str, status: ResponseStatus, t: TurnTimings) {
+        tracing::info!(
+            session = %self.id,
+            response = %response_id,
+            status = status.as_str(),
+            speculative = t.speculative,
+            commit_to_stt_ms = delta(t.commit, t.stt_done),
+            commit_to_first_token_ms = delta(t.commit, t.llm_first_token),
+            commit_to_first_clause_ms = delta(t.commit, t.first_clause),
+            commit_to_tts_chunk_ms = delta(t.commit, t.tts_first_chunk),
+            commit_to_audio_ms = delta(t.commit, t.first_audio_out),
+            "turn"
+        );
+        self.emit(EngineEvent::Timings {
+            response_id: response_id.to_owned(),
+            timings: t,
+        });
     }
 
     /// Commit the held turn now; returns its item id.
@@ -1181,7 +1262,6 @@ impl Shared {
             max_tokens,
             message: None,
             outputs: Vec::new(),
-            previous_item_id: st.conversation.last_id().map(str::to_owned),
             text: String::new(),
             spoken: Vec::new(),
             segmenter: Segmenter::default(),
@@ -1256,7 +1336,12 @@ impl Shared {
             },
         );
         if !resp.out_of_band {
-            let prev = st_conv.insert(item.clone(), None).ok().flatten();
+            // Speculative: it joins the conversation when the turn commits.
+            let prev = if resp.held.is_none() {
+                st_conv.insert(item.clone(), None).ok().flatten()
+            } else {
+                None
+            };
             self.emit_resp(
                 resp,
                 EngineEvent::ItemAdded {
@@ -1321,72 +1406,7 @@ impl Shared {
                 arguments,
             } => {
                 resp.timings.llm_first_token.get_or_insert(now);
-                let item_id = self.engine.new_id("item");
-                let output_index = resp.outputs.len();
-                let mut item = Item {
-                    id: item_id.clone(),
-                    kind: ItemKind::FunctionCall {
-                        call_id: call_id.clone(),
-                        name: name.clone(),
-                        arguments: String::new(),
-                    },
-                    status: ItemStatus::InProgress,
-                };
-                let rid = resp.id.clone();
-                self.emit_resp(
-                    resp,
-                    EngineEvent::OutputItemAdded {
-                        response_id: rid.clone(),
-                        output_index,
-                        item: item.clone(),
-                    },
-                );
-                self.emit_resp(
-                    resp,
-                    EngineEvent::FunctionCallArgumentsDelta {
-                        response_id: rid.clone(),
-                        item_id: item_id.clone(),
-                        output_index,
-                        call_id: call_id.clone(),
-                        delta: arguments.clone(),
-                    },
-                );
-                self.emit_resp(
-                    resp,
-                    EngineEvent::FunctionCallArgumentsDone {
-                        response_id: rid.clone(),
-                        item_id,
-                        output_index,
-                        call_id: call_id.clone(),
-                        name: name.clone(),
-                        arguments: arguments.clone(),
-                    },
-                );
-                item.kind = ItemKind::FunctionCall {
-                    call_id,
-                    name,
-                    arguments,
-                };
-                item.status = ItemStatus::Completed;
-                resp.outputs.push(item.clone());
-                if !resp.out_of_band {
-                    let prev = conversation.insert(item.clone(), None).ok().flatten();
-                    self.emit_resp(
-                        resp,
-                        EngineEvent::ItemAdded {
-                            item: item.clone(),
-                            previous_item_id: prev,
-                        },
-                    );
-                }
-                self.emit_resp(
-                    resp,
-                    EngineEvent::OutputItemDone {
-                        response_id: rid,
-                        output_index,
-                        item,
-                    },
-                );
+                self.tool_call(resp, conversation, call_id, name, arguments);
             }
             LlmOutput::Usage {
                 input_tokens,
@@ -1397,6 +1417,112 @@ impl Shared {
                     output_tokens,
                 };
             }
+        }
+    }
+
+    /// A complete function call from the LLM, in `OpenAI`'s order: the output
+    /// item and the conversation item (in progress, no arguments yet), the
+    /// arguments, then the output item and the conversation item done.
+    fn tool_call(
+        &self,
+        resp: &mut ActiveResponse,
+        conversation: &mut Conversation,
+        call_id: String,
+        name: String,
+        arguments: String,
+    ) {
+        let item_id = self.engine.new_id("item");
+        let output_index = resp.outputs.len();
+        let mut item = Item {
+            id: item_id.clone(),
+            kind: ItemKind::FunctionCall {
+                call_id: call_id.clone(),
+                name: name.clone(),
+                arguments: String::new(),
+            },
+            status: ItemStatus::InProgress,
+        };
+        resp.outputs.push(item.clone());
+        let rid = resp.id.clone();
+        // A held (speculative) response's items join the conversation when
+        // its turn commits.
+        let in_conversation = !resp.out_of_band && resp.held.is_none();
+        self.emit_resp(
+            resp,
+            EngineEvent::OutputItemAdded {
+                response_id: rid.clone(),
+                output_index,
+                item: item.clone(),
+            },
+        );
+        if !resp.out_of_band {
+            let prev = if in_conversation {
+                conversation.insert(item.clone(), None).ok().flatten()
+            } else {
+                None
+            };
+            self.emit_resp(
+                resp,
+                EngineEvent::ItemAdded {
+                    item: item.clone(),
+                    previous_item_id: prev,
+                },
+            );
+        }
+        self.emit_resp(
+            resp,
+            EngineEvent::FunctionCallArgumentsDelta {
+                response_id: rid.clone(),
+                item_id: item_id.clone(),
+                output_index,
+                call_id: call_id.clone(),
+                delta: arguments.clone(),
+            },
+        );
+        self.emit_resp(
+            resp,
+            EngineEvent::FunctionCallArgumentsDone {
+                response_id: rid.clone(),
+                item_id: item_id.clone(),
+                output_index,
+                call_id: call_id.clone(),
+                name: name.clone(),
+                arguments: arguments.clone(),
+            },
+        );
+        item.kind = ItemKind::FunctionCall {
+            call_id,
+            name,
+            arguments,
+        };
+        item.status = ItemStatus::Completed;
+        if let Some(o) = resp.outputs.get_mut(output_index) {
+            o.clone_from(&item);
+        }
+        if in_conversation && let Some(slot) = conversation.get_mut(&item_id) {
+            slot.clone_from(&item);
+        }
+        self.emit_resp(
+            resp,
+            EngineEvent::OutputItemDone {
+                response_id: rid,
+                output_index,
+                item: item.clone(),
+            },
+        );
+        if !resp.out_of_band {
+            let prev = if in_conversation {
+                conversation.previous_id(&item_id).map(str::to_owned)
+            } else {
+                None
+            };
+            self.emit_resp(
+                resp,
+                EngineEvent::ItemDone {
+                    item,
+                    previous_item_id: prev,
+                },
+            );
         }
     }
 
@@ -1427,6 +1553,15 @@ impl Shared {
                 slot.done = true;
             }
             tracing::warn!(session = %self.id, "TTS job refused: {e}");
+        }
+    }
+
+    /// Fail the response `response_id` if it is still the active one.
+    fn fail_response(self: &Arc<Self>, response_id: &str, e: &StageError) {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        if Self::live_response(st, response_id).is_some() {
+            self.finish_response(st, ResponseStatus::Failed, None, Some(e.to_string()));
         }
     }
 
@@ -1684,7 +1819,10 @@ impl Shared {
                 },
                 status: item_status,
             };
+            // A held (speculative) response's items join the conversation
+            // when its turn commits (see `release_held_events`).
             if !resp.out_of_band
+                && resp.held.is_none()
                 && let Some(slot) = st.conversation.get_mut(&item_id)
             {
                 *slot = item.clone();
@@ -1713,7 +1851,7 @@ impl Shared {
                 },
             );
             if !resp.out_of_band {
-                let previous_item_id = resp.previous_item_id.clone();
+                let previous_item_id = st.conversation.previous_id(&item.id).map(str::to_owned);
                 self.emit_resp(
                     &mut resp,
                     EngineEvent::ItemDone {
@@ -1726,6 +1864,19 @@ impl Shared {
         let response_id = resp.id.clone();
         let output = resp.outputs.clone();
         let usage = resp.usage;
+        if status == ResponseStatus::Failed {
+            // Clients that only watch `error` events learn of it too.
+            self.emit_resp(
+                &mut resp,
+                EngineEvent::Error {
+                    kind: "server_error",
+                    code: "response_failed",
+                    message: error
+                        .clone()
+                        .unwrap_or_else(|| "the response failed".to_owned()),
+                },
+            );
+        }
         self.emit_resp(
             &mut resp,
             EngineEvent::ResponseDone {
@@ -1737,24 +1888,17 @@ impl Shared {
                 error,
             },
         );
-        if resp.held.is_none() {
-            let t = resp.timings;
-            tracing::info!(
-                session = %self.id,
-                response = %response_id,
-                status = status.as_str(),
-                speculative = t.speculative,
-                commit_to_stt_ms = delta(t.commit, t.stt_done),
-                commit_to_first_token_ms = delta(t.commit, t.llm_first_token),
-                commit_to_first_clause_ms = delta(t.commit, t.first_clause),
-                commit_to_tts_chunk_ms = delta(t.commit, t.tts_first_chunk),
-                commit_to_audio_ms = delta(t.commit, t.first_audio_out),
-                "turn"
-            );
-            self.emit(EngineEvent::Timings {
-                response_id,
-                timings: t,
-            });
+        match resp.held.take() {
+            None => self.log_turn(&response_id, status, resp.timings),
+            // Speculative and already done: it waits for its turn's commit.
+            Some(events) => {
+                st.finished_spec = Some(FinishedSpeculation {
+                    response_id,
+                    status,
+                    events,
+                    timings: resp.timings,
+                });
+            }
         }
     }
 
@@ -1927,6 +2071,19 @@ impl Job for SttJob {
         self.cancel.is_cancelled() || self.session.closed.load(Ordering::Acquire)
     }
 
+    fn on_panic(&self) -> Option<PanicReport> {
+        let session = Arc::clone(&self.session);
+        let purpose = self.purpose.clone();
+        let generation = self.cancel.generation();
+        Some(Box::new(move |message| {
+            let e = StageError::Panicked {
+                stage: "stt",
+                message,
+            };
+            session.on_stt(&purpose, generation, Err(e.to_string()));
+        }))
+    }
+
     fn run(self: Box<Self>) {
         let backend = Arc::clone(&self.session.engine.stt);
         let mut text = None;
@@ -1958,6 +2115,18 @@ struct LlmJob {
 impl Job for LlmJob {
     fn is_stale(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    fn on_panic(&self) -> Option<PanicReport> {
+        let session = Arc::clone(&self.session);
+        let response_id = self.response_id.clone();
+        Some(Box::new(move |message| {
+            let e = StageError::Panicked {
+                stage: "llm",
+                message,
+            };
+            session.on_llm_done(&response_id, Err(e));
+        }))
     }
 
     fn run(self: Box<Self>) {
@@ -2047,6 +2216,22 @@ struct TtsJob {
 impl Job for TtsJob {
     fn is_stale(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    fn on_panic(&self) -> Option<PanicReport> {
+        let session = Arc::clone(&self.session);
+        let response_id = self.response_id.clone();
+        let gate = self.gate.clone();
+        Some(Box::new(move |message| {
+            if let Some(g) = &gate {
+                g.open();
+            }
+            let e = StageError::Panicked {
+                stage: "tts",
+                message,
+            };
+            session.fail_response(&response_id, &e);
+        }))
     }
 
     fn run(self: Box<Self>) {

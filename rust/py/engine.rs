@@ -6,6 +6,7 @@
 //! the duration of the call; model libraries release it while they compute.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use numpy::{PyArray1, PyReadonlyArray1};
@@ -32,9 +33,10 @@ pub struct PyCancelToken(Cancel);
 
 #[pymethods]
 impl PyCancelToken {
-    /// Whether the work was cancelled (barge-in, a cancel, a closed session).
+    /// Whether the work was cancelled (barge-in, a cancel, a closed session,
+    /// or the interpreter exiting).
     fn is_set(&self) -> bool {
-        self.0.is_cancelled()
+        self.0.is_cancelled() || PYTHON_EXITING.load(Ordering::Relaxed)
     }
 }
 
@@ -47,6 +49,58 @@ fn stage_err(stage: &'static str, py: Python<'_>, e: &PyErr) -> StageError {
         stage,
         message: format!("{kind}: {}", e.value(py)),
     }
+}
+
+/// Set once the interpreter starts to exit: workers no longer enter Python.
+static PYTHON_EXITING: AtomicBool = AtomicBool::new(false);
+/// Stage workers inside a Python call (or about to enter one).
+static IN_PYTHON: AtomicUsize = AtomicUsize::new(0);
+/// How long interpreter exit waits for handlers to return (they see their
+/// cancel token set and stop at their next token or chunk).
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Counts a worker in Python for as long as it lives.
+struct InPython;
+
+impl Drop for InPython {
+    fn drop(&mut self) {
+        IN_PYTHON.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Run `f` attached to the interpreter, on a stage worker thread.
+///
+/// A thread that takes the GIL while the interpreter finalizes is ended by
+/// `CPython` from under its Rust frames, which crashes the process. So once
+/// Python starts to exit ([`shutdown_workers`], run by `atexit` before
+/// finalization) no worker enters Python any more: its job fails and the
+/// worker goes on.
+fn attach_stage<F>(stage: &'static str, f: F) -> Result<(), StageError>
+where
+    F: for<'py> FnOnce(Python<'py>) -> Result<(), StageError>,
+{
+    // Count first, then look at the flag: `shutdown_workers` sets the flag
+    // first, then waits for the count, so one of the two sees the other.
+    IN_PYTHON.fetch_add(1, Ordering::SeqCst);
+    let _counted = InPython;
+    if PYTHON_EXITING.load(Ordering::SeqCst) {
+        return Err(StageError::ShutDown(stage));
+    }
+    Python::try_attach(f).unwrap_or(Err(StageError::ShutDown(stage)))
+}
+
+/// Stop stage workers from entering Python and wait (GIL released) for
+/// those inside a handler to return. Registered with `atexit` when the
+/// module loads; idempotent.
+#[pyfunction]
+pub fn shutdown_workers(py: Python<'_>) {
+    PYTHON_EXITING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + EXIT_WAIT;
+        while IN_PYTHON.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
 }
 
 /// A Python STT handler.
@@ -64,7 +118,7 @@ impl SttBackend for PyStt {
         cancel: &Cancel,
         emit: &mut dyn FnMut(SttOutput),
     ) -> Result<(), StageError> {
-        Python::attach(|py| {
+        attach_stage("stt", |py| {
             let mut run = || -> PyResult<()> {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("language", options.language.as_deref())?;
@@ -163,7 +217,7 @@ impl LlmBackend for PyLlm {
         cancel: &Cancel,
         emit: &mut dyn FnMut(LlmOutput),
     ) -> Result<(), StageError> {
-        Python::attach(|py| {
+        attach_stage("llm", |py| {
             let mut run = || -> PyResult<()> {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("tools", tools_to_py(py, &request.tools)?)?;
@@ -207,7 +261,7 @@ impl LlmBackend for PyLlm {
     }
 
     fn prefill(&self, request: &LlmRequest, cancel: &Cancel) -> Result<(), StageError> {
-        Python::attach(|py| {
+        attach_stage("llm", |py| {
             let run = || -> PyResult<()> {
                 let handler = self.0.bind(py);
                 // Handlers that do not derive from LLMHandler may lack it.
@@ -232,7 +286,7 @@ impl TtsBackend for PyTts {
         cancel: &Cancel,
         emit: &mut dyn FnMut(TtsChunk),
     ) -> Result<(), StageError> {
-        Python::attach(|py| {
+        attach_stage("tts", |py| {
             let mut run = || -> PyResult<()> {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("voice", request.voice.as_deref())?;

@@ -23,7 +23,7 @@ mod core_module {
         pcm16_to_float32, pcm16_to_int16,
     };
     #[pymodule_export]
-    use super::engine::{PyCancelToken, PyEngine, PySession};
+    use super::engine::{PyCancelToken, PyEngine, PySession, shutdown_workers};
     #[pymodule_export]
     use super::logging::init_logging;
     #[pymodule_export]
@@ -43,6 +43,11 @@ mod core_module {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        // Stage workers must be out of Python before the interpreter finalizes.
+        let shutdown = m.getattr("shutdown_workers")?;
+        m.py()
+            .import("atexit")?
+            .call_method1("register", (shutdown,))?;
         super::errors::register(m)
     }
 }
