@@ -77,6 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(
         run,
+        "compat",
+        choices=("openai", "original"),
+        default="openai",
+        help="client defaults of the realtime server: openai (OpenAI's: 24 kHz input, "
+        "transcription events only when configured); original (clients written for the "
+        "original Python project: --input_audio_rate 16000 and --always_transcribe)",
+    )
+    _add(
+        run,
+        "input_audio_rate",
+        type=int,
+        default=None,
+        help="PCM16 rate of a realtime client that declares no input format "
+        "(default: 24000 as OpenAI's, 16000 with --compat original)",
+    )
+    _add(
+        run,
+        "always_transcribe",
+        action="store_true",
+        help="send conversation.item.input_audio_transcription.completed for every user "
+        "turn even when the client configured no transcription (on with --compat original)",
+    )
+    _add(
+        run,
         "log_level",
         default="info",
         choices=("debug", "info", "warning", "error"),

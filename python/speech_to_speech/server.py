@@ -103,6 +103,12 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("prefix_padding_ms", "silence_duration_ms"):
         if key in out:
             out[key] = int(out[key])
+    original = getattr(args, "compat", "openai") == "original"
+    rate = getattr(args, "input_audio_rate", None)
+    if rate is not None or original:
+        out["input_rate"] = int(rate if rate is not None else 16000)
+    if getattr(args, "always_transcribe", False) or original:
+        out["always_transcribe"] = True
     return out
 
 

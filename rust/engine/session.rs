@@ -284,6 +284,9 @@ struct ActiveResponse {
     clauses: Vec<ClauseSlot>,
     next_clause: usize,
     llm_done: bool,
+    /// Tool calls that came after the message began: output items follow
+    /// one another, so they are sent once the message is done.
+    later_calls: Vec<(String, String, String)>,
     usage: Usage,
     resampler: Option<Resampler>,
     out_buf: Vec<f32>,
@@ -1268,6 +1271,7 @@ impl Shared {
             clauses: Vec::new(),
             next_clause: 0,
             llm_done: false,
+            later_calls: Vec::new(),
             usage: Usage::default(),
             resampler: None,
             out_buf: Vec::new(),
@@ -1406,7 +1410,11 @@ impl Shared {
                 arguments,
             } => {
                 resp.timings.llm_first_token.get_or_insert(now);
-                self.tool_call(resp, conversation, call_id, name, arguments);
+                if resp.message.is_some() {
+                    resp.later_calls.push((call_id, name, arguments));
+                } else {
+                    self.tool_call(resp, conversation, call_id, name, arguments);
+                }
             }
             LlmOutput::Usage {
                 input_tokens,
@@ -1859,6 +1867,12 @@ impl Shared {
                         previous_item_id,
                     },
                 );
+            }
+        }
+        if status == ResponseStatus::Completed {
+            // The message is done: now the tool calls that came after it.
+            for (call_id, name, arguments) in std::mem::take(&mut resp.later_calls) {
+                self.tool_call(&mut resp, &mut st.conversation, call_id, name, arguments);
             }
         }
         let response_id = resp.id.clone();

@@ -20,6 +20,26 @@ struct ResponseMeta {
     out_of_band: bool,
 }
 
+/// Null fields that mean something, and that `OpenAI` sends as null: the
+/// first item has no previous item, and push-to-talk has no turn detection.
+const MEANINGFUL_NULLS: [&str; 2] = ["previous_item_id", "turn_detection"];
+
+/// Drop the fields that are `null` because nothing set them: `OpenAI` omits
+/// an optional field it has no value for, and strict clients refuse a null
+/// (or a key) their types do not have. See [`MEANINGFUL_NULLS`].
+fn prune_nulls(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|k, x| !x.is_null() || MEANINGFUL_NULLS.contains(&k.as_str()));
+            for x in map.values_mut() {
+                prune_nulls(x);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune_nulls),
+        _ => {}
+    }
+}
+
 /// Turns engine events into wire events for one connection.
 #[derive(Debug)]
 pub struct Encoder {
@@ -95,6 +115,7 @@ impl Encoder {
 
     fn ev(&mut self, kind: &str, mut body: Value) -> Value {
         let id = self.event_id();
+        prune_nulls(&mut body);
         if let Some(o) = body.as_object_mut() {
             o.insert("type".into(), json!(kind));
             o.insert("event_id".into(), json!(id));
@@ -503,13 +524,17 @@ impl Encoder {
                 call_id,
                 name,
                 arguments,
-            } => out.push(self.ev(
-                "response.function_call_arguments.done",
-                json!({
+            } => {
+                let mut body = json!({
                     "response_id": response_id, "item_id": item_id, "output_index": output_index,
-                    "call_id": call_id, "name": name, "arguments": arguments,
-                }),
-            )),
+                    "call_id": call_id, "arguments": arguments,
+                });
+                // GA names the function here; beta's event has no `name`.
+                if let (Dialect::Ga, Some(o)) = (self.dialect, body.as_object_mut()) {
+                    o.insert("name".into(), json!(name));
+                }
+                out.push(self.ev("response.function_call_arguments.done", body));
+            }
             EngineEvent::OutputItemDone {
                 response_id,
                 output_index,

@@ -51,6 +51,16 @@ fn session_defaults(d: &Bound<'_, PyDict>) -> PyResult<SessionDefaults> {
             "prefix_padding_ms" => out.prefix_padding_ms = v.extract()?,
             "silence_duration_ms" => out.silence_duration_ms = v.extract()?,
             "min_speech_ms" => out.min_speech_ms = v.extract()?,
+            "input_rate" => {
+                let rate: u32 = v.extract()?;
+                if !(8_000..=96_000).contains(&rate) {
+                    return Err(ServerConfigError::new_err(format!(
+                        "input_rate {rate} is out of range: use 8000 to 96000 Hz"
+                    )));
+                }
+                out.input_rate = rate;
+            }
+            "always_transcribe" => out.always_transcribe = v.extract()?,
             "max_speech_ms" => {
                 let ms: Option<f64> = v.extract()?;
                 out.max_speech_ms = ms.filter(|m| m.is_finite());

@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::session::SessionError;
 use crate::engine::{Engine, EngineError, Session, SessionConfig};
 use crate::protocol::{
-    ClientEvent, Dialect, Encoder, SessionState, TurnDetection, VadDefaults, parse_client_event,
+    AudioFormat, ClientEvent, Dialect, Encoder, SessionState, TurnDetection, VadDefaults,
+    parse_client_event,
 };
 
 /// Errors from starting or stopping the server.
@@ -105,6 +106,12 @@ pub struct SessionDefaults {
     pub min_speech_ms: f64,
     /// Longest turn, ms (`None`: unlimited).
     pub max_speech_ms: Option<f64>,
+    /// PCM rate of a client that declares no input format. `OpenAI`'s is
+    /// 24 kHz; clients of the original project send 16 kHz undeclared.
+    pub input_rate: u32,
+    /// Send input transcription events even when the client configured no
+    /// transcription (the original project always does; `OpenAI` does not).
+    pub always_transcribe: bool,
 }
 
 impl Default for SessionDefaults {
@@ -121,6 +128,8 @@ impl Default for SessionDefaults {
             silence_duration_ms: 500,
             min_speech_ms: 250.0,
             max_speech_ms: None,
+            input_rate: 24_000,
+            always_transcribe: false,
         }
     }
 }
@@ -134,6 +143,7 @@ impl SessionDefaults {
             silence_duration_ms: self.silence_duration_ms,
         });
         state.instructions.clone_from(&self.instructions);
+        state.input_format = AudioFormat::Pcm(self.input_rate);
         state
     }
 
@@ -146,6 +156,9 @@ impl SessionDefaults {
         config.speculation = self.speculation;
         config.prefill = self.prefill;
         config.live_transcription |= self.live_transcription;
+        if self.always_transcribe && config.transcription.is_none() {
+            config.transcription = Some(config.stt.clone());
+        }
         config.vad.min_speech_ms = self.min_speech_ms;
         config.vad.max_speech_ms = self.max_speech_ms;
         // The soft end must come before the end of the turn to be of use.
@@ -445,11 +458,54 @@ fn to_stt_rate(samples: &[f32], rate: u32) -> Vec<f32> {
     out
 }
 
-fn close_frame(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
+/// WebSocket close codes the server ends a connection with (RFC 6455).
+pub mod close_code {
+    /// The client closed; the server answers with the same code.
+    pub const NORMAL: u16 = 1000;
+    /// A policy was broken (a client that stopped reading its events).
+    pub const POLICY: u16 = 1008;
+    /// The server is going away (stopped).
+    pub const GOING_AWAY: u16 = 1001;
+    /// A message over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The server failed.
+    pub const INTERNAL: u16 = 1011;
+    /// Try again later: the session limit is reached, or the server is
+    /// draining (another replica can take the session).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// How long a closing server waits for the client's answering Close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The closing handshake: send a Close frame with `code`, then wait briefly
+/// for the client's answer, so the client sees a clean close with that code
+/// instead of a dropped connection (1006).
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),
-    }))
+    }));
+    if tokio::time::timeout(CLOSE_WAIT, socket.send(frame))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The client sent Close: answer it. The WebSocket layer has queued the
+/// reply echoing the client's code; closing the sink sends it.
+async fn answer_close(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, futures_util::SinkExt::close(socket)).await;
 }
 
 /// Events drained from the session per wake-up before the socket is looked at again.
@@ -475,18 +531,20 @@ async fn connection(
         Ok(s) => s,
         Err(e) => {
             let (code, close) = match e {
-                EngineError::SessionLimit(_) => ("session_limit_reached", 1013),
-                _ => ("session_failed", 1011),
+                EngineError::SessionLimit(_) => {
+                    ("session_limit_reached", close_code::TRY_AGAIN_LATER)
+                }
+                _ => ("session_failed", close_code::INTERNAL),
             };
             let mut enc = Encoder::new(dialect, &state);
-            let kind = if close == 1013 {
+            let kind = if close == close_code::TRY_AGAIN_LATER {
                 "invalid_request_error"
             } else {
                 "server_error"
             };
             let ev = enc.error_code(kind, code, &e.to_string(), None);
             let _ = socket.send(Message::Text(ev.to_string().into())).await;
-            let _ = socket.send(close_frame(close, code)).await;
+            close_with(&mut socket, close, code).await;
             return;
         }
     };
@@ -521,7 +579,7 @@ async fn connection(
         let idle = conn.idle_deadline;
         tokio::select! {
             () = app.cancel.cancelled() => {
-                let _ = socket.send(close_frame(1001, "server shutting down")).await;
+                close_with(&mut socket, close_code::GOING_AWAY, "server shutting down").await;
                 break;
             }
             msg = socket.recv() => {
@@ -546,11 +604,16 @@ async fn connection(
                                 None,
                             );
                             let _ = send(&mut socket, &ev, app.config.send_timeout).await;
-                            let _ = socket.send(close_frame(1009, "message too large")).await;
+                            close_with(&mut socket, close_code::TOO_BIG, "message too large")
+                                .await;
                         }
                         break;
                     }
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) => {
+                        answer_close(&mut socket).await;
+                        break;
+                    }
+                    None => break,
                 }
                 // The engine events a client event caused go out before its reply.
                 ok = conn.flush(&mut socket, app.config.send_timeout).await;
@@ -565,7 +628,7 @@ async fn connection(
                         None,
                     );
                     let _ = send(&mut socket, &ev, app.config.send_timeout).await;
-                    let _ = socket.send(close_frame(1008, "event queue overflow")).await;
+                    close_with(&mut socket, close_code::POLICY, "event queue overflow").await;
                     break;
                 }
             }
@@ -914,6 +977,8 @@ mod tests {
             silence_duration_ms: 700,
             min_speech_ms: 90.0,
             max_speech_ms: Some(20_000.0),
+            input_rate: 24_000,
+            always_transcribe: false,
         }
     }
 
