@@ -11,8 +11,8 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use super::mpmc::{MAX_CAPACITY, deadline_after};
+use super::types::{Overflow, PushError, Pushed, QueueConfigError, QueueError, QueueStats};
 use super::wait::{Attempt, Side, Signal};
-use super::{Overflow, PushError, Pushed, QueueConfigError, QueueError, QueueStats};
 
 /// Build a ring of `capacity` items and split it into its two ends.
 ///

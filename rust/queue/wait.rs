@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crossbeam_utils::{Backoff, CachePadded};
 
-use super::QueueError;
+use super::types::QueueError;
 
 /// Which event a waiter is waiting for.
 #[derive(Debug, Clone, Copy)]

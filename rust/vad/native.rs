@@ -22,10 +22,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::error::VadError;
 use super::kernels::{Columns, Dense, Kernel, LANES, round_up, sigmoid_scalar};
 use super::onnx::{self, FLOAT, Graph, Model, Node, Tensor};
-use super::silero::{STATE_WIDTH, SileroState};
-use super::{SampleRate, VadError};
+use super::rate::SampleRate;
+use super::state::{STATE_WIDTH, SileroState};
 
 /// Encoder layers read at most; Silero has four.
 const MAX_LAYERS: usize = 16;

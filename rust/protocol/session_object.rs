@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::field::{self, get};
-use super::{Dialect, ProtocolError};
+use super::wire::field::{self, get};
+use super::wire::{Dialect, ProtocolError};
 use crate::audio::g711;
 use crate::audio::pcm;
 use crate::engine::SessionConfig;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::session::{AudioFormat, SessionState};
-use super::{Dialect, ProtocolError};
+use super::session_object::{AudioFormat, SessionState};
+use super::wire::{Dialect, ProtocolError};
 use crate::engine::conversation::{Content, Item, ItemKind};
 use crate::engine::events::{EngineEvent, ResponseStatus, StopReason, Usage};
 
