@@ -957,8 +957,7 @@ fn a_discarded_speculation_leaves_no_trace() {
         audio_end_ms: 2000,
         audio: speech(0.6),
     });
-    let mut ev = drain(&s);
-    ev.extend(until_done(&s));
+    let ev = until_done(&s);
     let items = conversation(&s);
     assert_eq!(
         items
@@ -1015,8 +1014,7 @@ fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
         audio_end_ms: 1200,
         audio: speech(0.4),
     });
-    let mut ev = drain(&s);
-    ev.extend(until_done(&s));
+    let ev = until_done(&s);
     assert_eq!(
         conversation(&s)
             .iter()
@@ -1093,7 +1091,6 @@ fn three_spoken_turns_in_a_row_keep_the_conversation_in_order() {
             audio_end_ms: 1200,
             audio: speech(level),
         });
-        all.extend(drain(&s));
         all.extend(until_done(&s));
         assert_client_view_matches(&s, &all);
     }

@@ -446,7 +446,7 @@ async fn realtime(
 
 /// Audio at `rate` as 16 kHz for STT (one-shot, with the resampler's tail).
 fn to_stt_rate(samples: &[f32], rate: u32) -> Vec<f32> {
-    let stt = crate::engine::session::STT_RATE;
+    let stt = crate::engine::STT_RATE;
     let Ok(mut r) = crate::audio::resample::Resampler::new(rate, stt) else {
         // Rates the resampler lacks were refused when the format was set.
         return samples.to_vec();
