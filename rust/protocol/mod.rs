@@ -8,6 +8,8 @@
 //! onto the engine's [`SessionConfig`].
 
 mod client_events;
+mod defaults;
+mod realtime_session;
 mod server_events;
 mod session_object;
 mod wire;
@@ -15,6 +17,8 @@ mod wire;
 pub use client_events::{
     ClientEvent, ItemReferences, parse_client_event, parse_item, parse_response_options,
 };
+pub use defaults::SessionDefaults;
+pub use realtime_session::{OpenOptions, OpenRefusal, RealtimeSession};
 pub use server_events::Encoder;
 pub use session_object::{AudioFormat, SessionState, Transcription, TurnDetection, VadDefaults};
 pub use wire::{Dialect, ProtocolError};

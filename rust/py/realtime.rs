@@ -8,7 +8,8 @@ use pyo3::types::PyDict;
 
 use super::engine::PyEngine;
 use super::errors::{ServerAddressError, ServerConfigError, ServerError};
-use crate::transport::{RealtimeServer, ServerConfig, SessionDefaults, TransportError};
+use crate::protocol::SessionDefaults;
+use crate::transport::{RealtimeServer, ServerConfig, TransportError};
 
 impl From<TransportError> for PyErr {
     fn from(e: TransportError) -> Self {

@@ -2,4 +2,4 @@
 
 pub mod realtime;
 
-pub use realtime::{RealtimeServer, ServerConfig, SessionDefaults, TransportError};
+pub use realtime::{RealtimeServer, ServerConfig, TransportError};
