@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use speech_to_speech::engine::backend::{SttOptions, Tool};
 use speech_to_speech::engine::conversation::{Content, Item, ItemKind, ItemStatus};
 use speech_to_speech::engine::events::{EngineEvent, ResponseStatus, StopReason};
-use speech_to_speech::engine::fake::{FakeLlm, FakeStt, FakeTts};
+use speech_to_speech::engine::scripted::{ScriptedLlm, ScriptedStt, ScriptedTts};
 use speech_to_speech::engine::{
     Engine, EngineConfig, ResponseOptions, Session, SessionConfig, TurnInput,
 };
 
-fn engine(llm: FakeLlm, tts: FakeTts, config: EngineConfig) -> Arc<Engine> {
+fn engine(llm: ScriptedLlm, tts: ScriptedTts, config: EngineConfig) -> Arc<Engine> {
     Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(5))),
         Arc::new(llm),
         Arc::new(tts),
         config,
@@ -24,8 +24,8 @@ fn engine(llm: FakeLlm, tts: FakeTts, config: EngineConfig) -> Arc<Engine> {
 
 fn default_engine() -> Arc<Engine> {
     engine(
-        FakeLlm::default(),
-        FakeTts::default(),
+        ScriptedLlm::default(),
+        ScriptedTts::default(),
         EngineConfig::default(),
     )
 }
@@ -188,11 +188,11 @@ fn a_full_turn_in_order() {
 
 #[test]
 fn speech_start_prefills_the_history_the_answer_begins_with() {
-    let llm = Arc::new(FakeLlm::default());
+    let llm = Arc::new(ScriptedLlm::default());
     let e = Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(5))),
         Arc::clone(&llm) as Arc<dyn speech_to_speech::engine::LlmBackend>,
-        Arc::new(FakeTts::default()),
+        Arc::new(ScriptedTts::default()),
         EngineConfig::default(),
     )
     .unwrap();
@@ -253,8 +253,8 @@ struct Clock {
     synth: std::sync::Mutex<Vec<(Instant, Option<Instant>)>>,
 }
 
-struct TimedLlm(FakeLlm, Arc<Clock>);
-struct TimedTts(FakeTts, Arc<Clock>);
+struct TimedLlm(ScriptedLlm, Arc<Clock>);
+struct TimedTts(ScriptedTts, Arc<Clock>);
 
 impl speech_to_speech::engine::LlmBackend for TimedLlm {
     fn generate(
@@ -296,18 +296,18 @@ fn the_llm_waits_while_the_first_clause_is_synthesised() {
     for priority in [true, false] {
         let clock = Arc::new(Clock::default());
         let e = Engine::new(
-            Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+            Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(5))),
             Arc::new(TimedLlm(
-                FakeLlm {
+                ScriptedLlm {
                     per_token: Duration::from_millis(5),
-                    ..FakeLlm::default()
+                    ..ScriptedLlm::default()
                 },
                 Arc::clone(&clock),
             )),
             Arc::new(TimedTts(
-                FakeTts {
+                ScriptedTts {
                     per_word: Duration::from_millis(60),
-                    ..FakeTts::default()
+                    ..ScriptedTts::default()
                 },
                 Arc::clone(&clock),
             )),
@@ -344,11 +344,11 @@ fn the_llm_waits_while_the_first_clause_is_synthesised() {
 #[test]
 fn barge_in_cancels_and_the_next_turn_works() {
     let e = engine(
-        FakeLlm {
+        ScriptedLlm {
             per_token: Duration::from_millis(30),
-            ..FakeLlm::default()
+            ..ScriptedLlm::default()
         },
-        FakeTts::default(),
+        ScriptedTts::default(),
         EngineConfig::default(),
     );
     let s = e
@@ -443,8 +443,8 @@ fn speculation_is_held_until_commit_and_dropped_on_resumed_speech() {
 fn sessions_do_not_cross_talk() {
     for n in [2usize, 10] {
         let e = engine(
-            FakeLlm::default(),
-            FakeTts::default(),
+            ScriptedLlm::default(),
+            ScriptedTts::default(),
             EngineConfig {
                 stt_workers: 2,
                 llm_workers: 2,
@@ -478,11 +478,11 @@ fn sessions_do_not_cross_talk() {
 #[test]
 fn a_failing_model_fails_the_response_and_the_session_goes_on() {
     let e = engine(
-        FakeLlm {
+        ScriptedLlm {
             fail: Some("model exploded".into()),
-            ..FakeLlm::default()
+            ..ScriptedLlm::default()
         },
-        FakeTts::default(),
+        ScriptedTts::default(),
         EngineConfig::default(),
     );
     let s = e.create_session(SessionConfig::default()).unwrap();
@@ -614,8 +614,8 @@ fn truncate_rewrites_the_text_to_what_was_heard() {
 #[test]
 fn session_limit_and_close() {
     let e = engine(
-        FakeLlm::default(),
-        FakeTts::default(),
+        ScriptedLlm::default(),
+        ScriptedTts::default(),
         EngineConfig {
             max_sessions: 2,
             ..EngineConfig::default()
@@ -660,7 +660,7 @@ impl<B> PanicsFirst<B> {
     }
 }
 
-impl speech_to_speech::engine::LlmBackend for PanicsFirst<FakeLlm> {
+impl speech_to_speech::engine::LlmBackend for PanicsFirst<ScriptedLlm> {
     fn generate(
         &self,
         request: &speech_to_speech::engine::backend::LlmRequest,
@@ -678,7 +678,7 @@ impl speech_to_speech::engine::LlmBackend for PanicsFirst<FakeLlm> {
     }
 }
 
-impl speech_to_speech::engine::TtsBackend for PanicsFirst<FakeTts> {
+impl speech_to_speech::engine::TtsBackend for PanicsFirst<ScriptedTts> {
     fn synthesize(
         &self,
         request: &speech_to_speech::engine::backend::TtsRequest,
@@ -717,10 +717,10 @@ fn failed_with_error_first(events: &[EngineEvent], stage: &str) {
 #[test]
 fn a_panic_in_a_stage_job_fails_that_response_and_the_worker_goes_on() {
     // One worker per stage: if a panic killed it, nothing would ever run again.
-    let llm = Arc::new(PanicsFirst::new(1, FakeLlm::default()));
-    let tts = Arc::new(PanicsFirst::new(1, FakeTts::default()));
+    let llm = Arc::new(PanicsFirst::new(1, ScriptedLlm::default()));
+    let tts = Arc::new(PanicsFirst::new(1, ScriptedTts::default()));
     let e = Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(5))),
         llm,
         tts,
         EngineConfig::default(),
@@ -805,7 +805,7 @@ impl<B> Watched<B> {
     }
 }
 
-impl speech_to_speech::engine::LlmBackend for Watched<FakeLlm> {
+impl speech_to_speech::engine::LlmBackend for Watched<ScriptedLlm> {
     fn generate(
         &self,
         request: &speech_to_speech::engine::backend::LlmRequest,
@@ -826,7 +826,7 @@ impl speech_to_speech::engine::LlmBackend for Watched<FakeLlm> {
     }
 }
 
-impl speech_to_speech::engine::TtsBackend for Watched<FakeTts> {
+impl speech_to_speech::engine::TtsBackend for Watched<ScriptedTts> {
     fn synthesize(
         &self,
         request: &speech_to_speech::engine::backend::TtsRequest,
@@ -912,13 +912,13 @@ fn assert_client_view_matches(s: &Session, events: &[EngineEvent]) {
 }
 
 fn speculative_engine(
-    llm: FakeLlm,
-    tts: FakeTts,
-) -> (Arc<Engine>, Arc<Watched<FakeLlm>>, Watch, Watch) {
+    llm: ScriptedLlm,
+    tts: ScriptedTts,
+) -> (Arc<Engine>, Arc<Watched<ScriptedLlm>>, Watch, Watch) {
     let (llm, llm_watch) = watched(llm);
     let (tts, tts_watch) = watched(tts);
     let e = Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(1))),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(1))),
         Arc::clone(&llm) as Arc<dyn speech_to_speech::engine::LlmBackend>,
         tts,
         EngineConfig::default(),
@@ -941,7 +941,8 @@ fn config(instructions: &str) -> SessionConfig {
 
 #[test]
 fn a_discarded_speculation_leaves_no_trace() {
-    let (e, llm, llm_watch, tts_watch) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let (e, llm, llm_watch, tts_watch) =
+        speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
     let s = e.create_session(config("Be brief.")).unwrap();
     s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
     // A pause: STT and the LLM answer a partial turn ("level 30")...
@@ -997,11 +998,11 @@ fn a_discarded_speculation_leaves_no_trace() {
 fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
     // The LLM is mid-answer (held back, unsent) when the turn commits.
     let (e, llm, llm_watch, _tts) = speculative_engine(
-        FakeLlm {
+        ScriptedLlm {
             per_token: Duration::from_millis(15),
-            ..FakeLlm::default()
+            ..ScriptedLlm::default()
         },
-        FakeTts::default(),
+        ScriptedTts::default(),
     );
     let s = e.create_session(config("")).unwrap();
     s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
@@ -1035,7 +1036,8 @@ fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
 
 #[test]
 fn a_speculative_answer_finished_before_the_commit_is_sent_after_the_question() {
-    let (e, llm, llm_watch, tts_watch) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let (e, llm, llm_watch, tts_watch) =
+        speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
     let s = e.create_session(config("")).unwrap();
     s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
     s.turn_event(TurnInput::SoftEnd {
@@ -1077,7 +1079,8 @@ fn a_speculative_answer_finished_before_the_commit_is_sent_after_the_question() 
 
 #[test]
 fn three_spoken_turns_in_a_row_keep_the_conversation_in_order() {
-    let (e, llm, llm_watch, _tts) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let (e, llm, llm_watch, _tts) =
+        speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
     let s = e.create_session(config("Sys.")).unwrap();
     let mut all = Vec::new();
     for level in [0.1f32, 0.2, 0.3] {

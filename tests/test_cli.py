@@ -35,9 +35,10 @@ def test_defaults() -> None:
     assert (args.host, args.port) == ("127.0.0.1", 8765)
     assert (args.stt, args.llm, args.tts) == ("faster-whisper", "llama-cpp", "piper")
     assert build_parser().parse_args(["--min-silence-ms", "700"]).min_silence_ms == 700
-    assert args.vad_engine == "auto"
-    for flag in ("--vad_engine", "--vad-engine"):
-        assert build_parser().parse_args([flag, "onnxruntime"]).vad_engine == "onnxruntime"
+    assert args.vad_backend == "auto"
+    # --vad_engine is the flag's old name, kept as an alias.
+    for flag in ("--vad_backend", "--vad-backend", "--vad_engine", "--vad-engine"):
+        assert build_parser().parse_args([flag, "onnxruntime"]).vad_backend == "onnxruntime"
 
 
 def test_unknown_vad_engine_is_refused() -> None:
@@ -61,18 +62,3 @@ def test_missing_extra_is_one_line() -> None:
     assert out.returncode == 2, out.stderr
     assert "pip install 'speech-to-speech[parakeet]'" in out.stderr
     assert "Traceback" not in out.stderr
-
-
-def test_compat_flags_reach_the_server_defaults() -> None:
-    from speech_to_speech.server import session_defaults
-
-    def defaults(*argv: str) -> dict[str, object]:
-        return session_defaults(build_parser().parse_args(list(argv)))
-
-    plain = defaults()
-    assert "input_rate" not in plain and "always_transcribe" not in plain
-    original = defaults("--compat", "original")
-    assert original["input_rate"] == 16000 and original["always_transcribe"] is True
-    assert defaults("--compat", "original", "--input_audio_rate", "22050")["input_rate"] == 22050
-    assert defaults("--always-transcribe")["always_transcribe"] is True
-    assert "input_rate" not in defaults("--always-transcribe")

@@ -148,7 +148,7 @@ def test_sessions_share_models_without_cross_talk() -> None:
 
 
 def test_next_event_releases_the_gil() -> None:
-    engine = s2s.Engine(stt="fake", llm="fake", tts="fake")
+    engine = s2s.Engine(stt="scripted", llm="scripted", tts="scripted")
     session = engine.session()
     counter = 0
     stop = threading.Event()
@@ -170,7 +170,7 @@ def test_next_event_releases_the_gil() -> None:
 
 
 def test_empty_commit_is_a_clear_error() -> None:
-    session = s2s.Engine(stt="fake", llm="fake", tts="fake").session()
+    session = s2s.Engine(stt="scripted", llm="scripted", tts="scripted").session()
     with pytest.raises(ValueError, match="input_audio_buffer_commit_empty"):
         session.commit_audio(np.zeros(100, dtype=np.float32))
 
@@ -182,7 +182,7 @@ def test_each_turn_is_logged_on_one_line_with_its_timings() -> None:
     code = (
         "import numpy as np, speech_to_speech as s2s\n"
         "assert s2s.init_logging('info')\n"
-        "s = s2s.Engine(stt='fake', llm='fake', tts='fake').session()\n"
+        "s = s2s.Engine(stt='scripted', llm='scripted', tts='scripted').session()\n"
         "s.commit_audio(np.full(16000, 0.3, dtype=np.float32))\n"
         "s.create_response()\n"
         "while (e := s.next_event(timeout=5)) is not None and e['type'] != 'timings': pass\n"

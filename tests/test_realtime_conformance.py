@@ -156,12 +156,14 @@ def vad() -> Any:
 
 @pytest.fixture(scope="module")
 def server(vad: Any) -> Iterator[RealtimeServer]:
-    yield from _serve(Engine(stt="fake", llm="fake", tts="fake", vad=vad, max_sessions=16))
+    yield from _serve(
+        Engine(stt="scripted", llm="scripted", tts="scripted", vad=vad, max_sessions=16)
+    )
 
 
 @pytest.fixture(scope="module")
 def two_items_server() -> Iterator[RealtimeServer]:
-    yield from _serve(Engine(stt="fake", llm=TextThenTool(), tts="fake"))
+    yield from _serve(Engine(stt="scripted", llm=TextThenTool(), tts="scripted"))
 
 
 @pytest_asyncio.fixture(loop_scope="module", params=[False, True], ids=["ga", "beta"])
@@ -500,7 +502,9 @@ async def test_a_client_close_is_answered_with_the_same_code(server: RealtimeSer
 
 
 async def test_session_limit_closes_with_1013(vad: Any) -> None:
-    for server in _serve(Engine(stt="fake", llm="fake", tts="fake", vad=vad, max_sessions=1)):
+    for server in _serve(
+        Engine(stt="scripted", llm="scripted", tts="scripted", vad=vad, max_sessions=1)
+    ):
         first = await _connect(server)
         await first.recv()
         second = await _connect(server)
@@ -513,7 +517,7 @@ async def test_session_limit_closes_with_1013(vad: Any) -> None:
 
 
 async def test_an_oversize_message_closes_with_1009(vad: Any) -> None:
-    engine = Engine(stt="fake", llm="fake", tts="fake", vad=vad)
+    engine = Engine(stt="scripted", llm="scripted", tts="scripted", vad=vad)
     for server in _serve(engine, max_message_bytes=1024):
         ws = await _connect(server)
         await ws.recv()
@@ -527,7 +531,7 @@ async def test_an_oversize_message_closes_with_1009(vad: Any) -> None:
 
 
 async def test_server_stop_closes_with_1001(vad: Any) -> None:
-    engine = Engine(stt="fake", llm="fake", tts="fake", vad=vad)
+    engine = Engine(stt="scripted", llm="scripted", tts="scripted", vad=vad)
     server = RealtimeServer(engine, port=0)
     server.start()
     try:
@@ -596,17 +600,21 @@ async def test_a_client_of_the_original_project_with_compat_original(vad: Any) -
     stt = create_handler("stt", "faster-whisper")
     stt.setup()
     audio = _wav16k("q_capital_france.wav")
-    engine = Engine(stt=stt, llm="fake", tts="fake", vad=vad)
+    engine = Engine(stt=stt, llm="scripted", tts="scripted", vad=vad)
     # OpenAI's defaults: the audio is taken for 24 kHz and no transcript is sent.
     for server in _serve(engine):
         plain = await _original_client_turn(server, audio)
     assert plain["format"] == {"type": "audio/pcm", "rate": 24000}
     assert plain["transcript_in"] is None
     # The server-wide defaults the original project's clients expect.
-    for server in _serve(engine, defaults={"input_rate": 16000, "always_transcribe": True}):
-        compat = await _original_client_turn(server, audio)
-    assert compat["format"] == {"type": "audio/pcm", "rate": 16000}
-    heard = compat["transcript_in"]
+    compat = {
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}},
+        "speech_to_speech": {"always_transcribe": True},
+    }
+    for server in _serve(engine, defaults=compat):
+        turn = await _original_client_turn(server, audio)
+    assert turn["format"] == {"type": "audio/pcm", "rate": 16000}
+    heard = turn["transcript_in"]
     # Whisper tiny.en hears this synthetic voice as "... capital and friends?".
     assert wer("What is the capital of France?", heard) <= 0.35, heard
-    assert compat["transcript_out"].startswith("You said:")
+    assert turn["transcript_out"].startswith("You said:")

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use speech_to_speech::vad::{
-    SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadEngine, VadError,
+    SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadBackend, VadError,
     VadEvent, VadStream, feed_batch, init_onnxruntime,
 };
 
-const ENGINES: [VadEngine; 2] = [VadEngine::Native, VadEngine::OnnxRuntime];
+const ENGINES: [VadBackend; 2] = [VadBackend::Native, VadBackend::OnnxRuntime];
 
 static NATIVE: Mutex<Option<SileroVad>> = Mutex::new(None);
 static ORT: Mutex<Option<SileroVad>> = Mutex::new(None);
@@ -55,17 +55,17 @@ fn onnxruntime() -> Option<()> {
     Some(())
 }
 
-fn options(engine: VadEngine) -> SileroVadOptions {
+fn options(engine: VadBackend) -> SileroVadOptions {
     SileroVadOptions {
-        engine,
+        backend: engine,
         ..SileroVadOptions::default()
     }
 }
 
 /// The shared model of `engine`, or None (with a note) when the environment lacks it.
-fn model(engine: VadEngine) -> Option<MutexGuard<'static, Option<SileroVad>>> {
+fn model(engine: VadBackend) -> Option<MutexGuard<'static, Option<SileroVad>>> {
     let path = model_path()?;
-    let slot = if engine == VadEngine::Native {
+    let slot = if engine == VadBackend::Native {
         &NATIVE
     } else {
         onnxruntime()?;
@@ -74,7 +74,7 @@ fn model(engine: VadEngine) -> Option<MutexGuard<'static, Option<SileroVad>>> {
     let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
     if guard.is_none() {
         let vad = SileroVad::new(&path, &options(engine)).unwrap();
-        assert_eq!(vad.engine(), engine);
+        assert_eq!(vad.backend(), engine);
         *guard = Some(vad);
     }
     Some(guard)
@@ -161,7 +161,7 @@ fn batched_equals_one_by_one() {
 fn native_batches_of_any_size_equal_one_by_one() {
     // Odd sizes and more streams than one column tile; a smaller batch after
     // a larger one reuses the grown buffers.
-    let Some(mut guard) = model(VadEngine::Native) else {
+    let Some(mut guard) = model(VadBackend::Native) else {
         return;
     };
     let vad = guard.as_mut().unwrap();
@@ -175,7 +175,7 @@ fn native_batches_of_any_size_equal_one_by_one() {
 #[test]
 fn native_matches_onnxruntime() {
     let (Some(mut native), Some(mut ort)) =
-        (model(VadEngine::Native), model(VadEngine::OnnxRuntime))
+        (model(VadBackend::Native), model(VadBackend::OnnxRuntime))
     else {
         return;
     };
@@ -218,10 +218,10 @@ fn unrecognised_files_are_clear_errors() {
     let Some(garbage) = edited_model("garbage", |b| b.truncate(1000)) else {
         return;
     };
-    for engine in [VadEngine::Native, VadEngine::Auto] {
+    for engine in [VadBackend::Native, VadBackend::Auto] {
         let err = SileroVad::new(&garbage, &options(engine)).unwrap_err();
         assert!(
-            matches!(&err, VadError::Model(m) if m.contains("native VAD engine")),
+            matches!(&err, VadError::Model(m) if m.contains("native VAD backend")),
             "{err}"
         );
     }
@@ -236,11 +236,11 @@ fn unrecognised_files_are_clear_errors() {
         }
     })
     .unwrap();
-    let err = SileroVad::new(&renamed, &options(VadEngine::Native)).unwrap_err();
+    let err = SileroVad::new(&renamed, &options(VadBackend::Native)).unwrap_err();
     assert!(format!("{err}").contains("decoder.rnn.weight_ih"), "{err}");
     if onnxruntime().is_some() {
-        let vad = SileroVad::new(&renamed, &options(VadEngine::Auto)).unwrap();
-        assert_eq!(vad.engine(), VadEngine::OnnxRuntime);
+        let vad = SileroVad::new(&renamed, &options(VadBackend::Auto)).unwrap();
+        assert_eq!(vad.backend(), VadBackend::OnnxRuntime);
     }
     for path in [garbage, renamed] {
         let _ = std::fs::remove_file(path);
@@ -272,7 +272,7 @@ fn damaged_files_never_panic_the_native_loader() {
         std::fs::write(&target, &damaged).unwrap();
         // Either a clear error or a model that runs (damaged weights still
         // make a network); never a panic.
-        if let Ok(mut vad) = SileroVad::new(&target, &options(VadEngine::Native)) {
+        if let Ok(mut vad) = SileroVad::new(&target, &options(VadBackend::Native)) {
             let mut state = SileroState::new(SampleRate::Hz16000);
             let _ = vad.process(&mut state, &[0.1; 512]);
         }

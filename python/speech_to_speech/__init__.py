@@ -5,6 +5,7 @@ re-exports its public pieces.
 """
 
 from speech_to_speech._core import (
+    DEFAULTS,
     AudioFormatError,
     AudioQueue,
     BufferTooSmallError,
@@ -57,6 +58,7 @@ from speech_to_speech._core import (
 )
 
 __all__ = [
+    "DEFAULTS",
     "AudioFormatError",
     "AudioQueue",
     "BufferTooSmallError",

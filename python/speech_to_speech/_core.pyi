@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULTS",
     "AudioFormatError",
     "AudioQueue",
     "BufferTooSmallError",
@@ -91,6 +92,11 @@ def alaw_decode(data: bytes) -> npt.NDArray[np.int16]: ...
 def init_logging(level: str | None = None) -> bool: ...
 def shutdown_workers() -> None: ...
 
+#: Every default the core starts from: host, port, max_message_bytes,
+#: max_sessions, workers, first_audio_priority, and ``session`` (a session's
+#: settings in the protocol's names).
+DEFAULTS: dict[str, Any]
+
 # --- engine ---
 @final
 class CancelToken:
@@ -123,7 +129,7 @@ class Engine:
         stt_workers: int = 1,
         llm_workers: int = 1,
         tts_workers: int = 1,
-        max_sessions: int = 64,
+        max_sessions: int = ...,  # DEFAULTS["max_sessions"]
         first_audio_priority: bool = True,
     ) -> Engine: ...
     def session(
@@ -146,6 +152,8 @@ class Engine:
     ) -> Session: ...
     @property
     def sessions(self) -> int: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
 
 # --- queues ---
 class QueueError(SpeechToSpeechError): ...
@@ -192,7 +200,7 @@ def speech_probabilities(
     *,
     model_path: str | os.PathLike[str],
     sample_rate: int = 16000,
-    engine: Literal["auto", "native", "onnxruntime"] = "auto",
+    backend: Literal["auto", "native", "onnxruntime"] = "auto",
 ) -> npt.NDArray[np.float32]: ...
 
 @final
@@ -202,14 +210,14 @@ class SileroVad:
         model_path: str | os.PathLike[str],
         *,
         intra_op_threads: int = 1,
-        engine: Literal["auto", "native", "onnxruntime"] = "auto",
+        backend: Literal["auto", "native", "onnxruntime"] = "auto",
     ) -> SileroVad: ...
     @property
     def model_path(self) -> str: ...
     @property
     def intra_op_threads(self) -> int: ...
     @property
-    def engine(self) -> Literal["native", "onnxruntime"]: ...
+    def backend(self) -> Literal["native", "onnxruntime"]: ...
     def speech_probabilities(
         self, samples: npt.NDArray[np.float32], *, sample_rate: int = 16000
     ) -> npt.NDArray[np.float32]: ...
@@ -356,10 +364,10 @@ class RealtimeServer:
         cls,
         engine: Engine,
         *,
-        host: str = "127.0.0.1",
-        port: int = 8765,
+        host: str = ...,  # DEFAULTS["host"]
+        port: int = ...,  # DEFAULTS["port"]
         api_key: str | None = None,
-        max_message_bytes: int = 16777216,
+        max_message_bytes: int = ...,  # DEFAULTS["max_message_bytes"]
         backends: dict[str, Any] | None = None,
         defaults: dict[str, Any] | None = None,
     ) -> RealtimeServer: ...
@@ -374,5 +382,11 @@ class RealtimeServer:
     def running(self) -> bool: ...
     @property
     def sessions(self) -> int: ...
+    @property
+    def defaults(self) -> dict[str, Any]: ...
+    @property
+    def max_message_bytes(self) -> int: ...
+    @property
+    def requires_api_key(self) -> bool: ...
     @property
     def url(self) -> str | None: ...

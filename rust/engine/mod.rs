@@ -8,9 +8,9 @@
 pub mod backend;
 pub mod conversation;
 pub mod events;
-pub mod fake;
 mod input;
 mod models;
+pub mod scripted;
 pub mod segmenter;
 pub mod session;
 pub mod stages;
@@ -18,5 +18,5 @@ pub mod stages;
 pub use backend::{LlmBackend, SttBackend, TtsBackend};
 pub use events::EngineEvent;
 pub use input::{STT_RATE, TurnInput};
-pub use models::{Engine, EngineConfig, EngineError, Stage};
+pub use models::{DEFAULT_MAX_SESSIONS, Engine, EngineConfig, EngineError, Stage};
 pub use session::{ResponseOptions, Session, SessionConfig, SessionError};

@@ -43,6 +43,9 @@ pub enum EngineError {
     InvalidConfig(String),
 }
 
+/// Sessions an engine serves at once unless told otherwise.
+pub const DEFAULT_MAX_SESSIONS: usize = 64;
+
 /// Engine-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -74,7 +77,7 @@ impl Default for EngineConfig {
             // near 200 kB, and is minutes of audio deltas for a reader that
             // drains continuously, as every transport does.
             session_event_capacity: 1024,
-            max_sessions: 64,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             first_audio_priority: true,
         }
     }

@@ -2,8 +2,13 @@
 //! seeded into the protocol's session object and applied to the engine's
 //! config again after every client `session.update`.
 
-use super::session_object::{AudioFormat, SessionState, VadDefaults};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::session_object::{AudioFormat, SessionState, TurnDetection, VadDefaults};
+use super::wire::{Dialect, ProtocolError};
 use crate::engine::SessionConfig;
+use crate::vad::TurnConfig;
 
 /// Server-wide starting values of every session, from the command line.
 /// A client may change the protocol's fields with `session.update`.
@@ -43,10 +48,11 @@ impl Default for SessionDefaults {
     fn default() -> Self {
         Self {
             instructions: String::new(),
-            chat_size: 0,
+            // Two turns of history: a small local model keeps its prompt short.
+            chat_size: 2,
             speculation: true,
             prefill: true,
-            soft_end_ms: None,
+            soft_end_ms: TurnConfig::default().soft_end_ms,
             live_transcription: false,
             threshold: 0.5,
             prefix_padding_ms: 300,
@@ -59,7 +65,161 @@ impl Default for SessionDefaults {
     }
 }
 
+/// The server's own knobs, which the protocol has no field for; they sit
+/// under `speech_to_speech` in the settings object.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Knobs {
+    chat_size: usize,
+    speculation: bool,
+    prefill: bool,
+    soft_end_ms: Option<f64>,
+    live_transcription: bool,
+    min_speech_ms: f64,
+    max_speech_ms: Option<f64>,
+    always_transcribe: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        let d = SessionDefaults::default();
+        Self {
+            chat_size: d.chat_size,
+            speculation: d.speculation,
+            prefill: d.prefill,
+            soft_end_ms: d.soft_end_ms,
+            live_transcription: d.live_transcription,
+            min_speech_ms: d.min_speech_ms,
+            max_speech_ms: d.max_speech_ms,
+            always_transcribe: d.always_transcribe,
+        }
+    }
+}
+
 impl SessionDefaults {
+    /// The settings object, in the protocol's names: a partial GA session
+    /// object (`instructions`, `audio.input.format`, the `server_vad` fields
+    /// of `audio.input.turn_detection`), plus the server's own knobs under
+    /// `speech_to_speech`. What it leaves out keeps its default. This is
+    /// the one way the command line's settings reach the core; it is
+    /// validated as a client's `session.update` is.
+    pub fn from_json(v: &Value) -> Result<Self, ProtocolError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ProtocolError::value("settings", "The settings must be an object."))?;
+        // Only what a session's defaults can hold: anything else would be
+        // dropped without a word.
+        let unknown = |path: &str| {
+            ProtocolError::value(
+                path,
+                format!(
+                    "Unknown server setting '{path}': the settings hold instructions, \
+                     audio.input.format, audio.input.turn_detection and speech_to_speech."
+                ),
+            )
+        };
+        if let Some(key) = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "instructions" | "audio" | "speech_to_speech"))
+        {
+            return Err(unknown(key));
+        }
+        if let Some(audio) = obj.get("audio").and_then(Value::as_object) {
+            if let Some(key) = audio.keys().find(|k| k.as_str() != "input") {
+                return Err(unknown(&format!("audio.{key}")));
+            }
+            if let Some(input) = audio.get("input").and_then(Value::as_object)
+                && let Some(key) = input
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "format" | "turn_detection"))
+            {
+                return Err(unknown(&format!("audio.input.{key}")));
+            }
+        }
+        let mut session = obj.clone();
+        let knobs = match session.remove("speech_to_speech") {
+            None => Knobs::default(),
+            Some(k) => serde_json::from_value::<Knobs>(k).map_err(|e| {
+                ProtocolError::value("speech_to_speech", format!("Invalid server setting: {e}."))
+            })?,
+        };
+        let mut state = SessionState::new("sess_defaults", "defaults");
+        state.update(Dialect::Ga, &Value::Object(session))?;
+        let vad = VadDefaults::default();
+        let (threshold, prefix_padding_ms, silence_duration_ms) =
+            if let TurnDetection::ServerVad {
+                threshold,
+                prefix_padding_ms,
+                silence_duration_ms,
+                ..
+            } = &state.turn_detection
+            {
+                (*threshold, *prefix_padding_ms, *silence_duration_ms)
+            } else {
+                (
+                    vad.threshold,
+                    vad.prefix_padding_ms,
+                    vad.silence_duration_ms,
+                )
+            };
+        let AudioFormat::Pcm(input_rate) = state.input_format else {
+            return Err(ProtocolError::value(
+                "audio.input.format",
+                "The server's default input format must be audio/pcm.",
+            ));
+        };
+        if let Some(ms) = knobs.soft_end_ms
+            && !(ms.is_finite() && ms > 0.0)
+        {
+            return Err(ProtocolError::value(
+                "speech_to_speech.soft_end_ms",
+                "soft_end_ms must be a positive number of milliseconds.",
+            ));
+        }
+        Ok(Self {
+            instructions: state.instructions,
+            chat_size: knobs.chat_size,
+            speculation: knobs.speculation,
+            prefill: knobs.prefill,
+            soft_end_ms: knobs.soft_end_ms,
+            live_transcription: knobs.live_transcription,
+            threshold,
+            prefix_padding_ms,
+            silence_duration_ms,
+            min_speech_ms: knobs.min_speech_ms,
+            max_speech_ms: knobs.max_speech_ms.filter(|m| m.is_finite()),
+            input_rate,
+            always_transcribe: knobs.always_transcribe,
+        })
+    }
+
+    /// The settings object [`from_json`](Self::from_json) reads: every
+    /// default the server starts from, in the protocol's names.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "instructions": self.instructions,
+            "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": self.input_rate},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": self.threshold,
+                    "prefix_padding_ms": self.prefix_padding_ms,
+                    "silence_duration_ms": self.silence_duration_ms,
+                },
+            }},
+            "speech_to_speech": {
+                "chat_size": self.chat_size,
+                "speculation": self.speculation,
+                "prefill": self.prefill,
+                "soft_end_ms": self.soft_end_ms,
+                "live_transcription": self.live_transcription,
+                "min_speech_ms": self.min_speech_ms,
+                "max_speech_ms": self.max_speech_ms,
+                "always_transcribe": self.always_transcribe,
+            },
+        })
+    }
+
     /// A new session's protocol state: the server's instructions and VAD values.
     pub fn seed(&self, state: SessionState) -> SessionState {
         let mut state = state.with_vad_defaults(VadDefaults {
@@ -199,6 +359,39 @@ mod tests {
             "turn_detection": {"type": "server_vad", "create_response": true}});
         let (_, c) = after_update(Dialect::Beta, &beta);
         assert_server_flags_kept(&c);
+    }
+
+    #[test]
+    fn settings_round_trip_in_the_protocols_names() {
+        let d = flags();
+        assert_eq!(SessionDefaults::from_json(&d.to_json()).unwrap(), d);
+        assert_eq!(
+            SessionDefaults::from_json(&json!({})).unwrap(),
+            SessionDefaults::default()
+        );
+        let partial = json!({"audio": {"input": {"turn_detection": {"threshold": 0.7}}},
+            "speech_to_speech": {"chat_size": 4}});
+        let p = SessionDefaults::from_json(&partial).unwrap();
+        assert!((p.threshold - 0.7).abs() < 1e-9);
+        assert_eq!(p.chat_size, 4);
+        assert_eq!(p.silence_duration_ms, 500);
+        // Validated as a client's update is, with the parameter named.
+        let bad = json!({"audio": {"input": {"turn_detection": {"threshold": 2}}}});
+        let e = SessionDefaults::from_json(&bad).unwrap_err();
+        assert_eq!(
+            e.param.as_deref(),
+            Some("session.audio.input.turn_detection.threshold")
+        );
+        let unknown = json!({"speech_to_speech": {"chat_sise": 4}});
+        assert!(SessionDefaults::from_json(&unknown).is_err());
+        for unknown in [
+            json!({"input_rate": 16000}),
+            json!({"audio": {"output": {}}}),
+            json!({"audio": {"input": {"noise_reduction": null}}}),
+        ] {
+            let e = SessionDefaults::from_json(&unknown).unwrap_err();
+            assert!(e.message.contains("Unknown server setting"), "{e}");
+        }
     }
 
     #[test]

@@ -20,9 +20,12 @@ use crate::engine::backend::{
 };
 use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
 use crate::engine::events::{EngineEvent, StopReason};
-use crate::engine::fake::{FakeLlm, FakeStt, FakeTts};
+use crate::engine::scripted::{ScriptedLlm, ScriptedStt, ScriptedTts};
 use crate::engine::session::SessionError;
-use crate::engine::{Engine, EngineConfig, EngineError, ResponseOptions, Session, SessionConfig};
+use crate::engine::{
+    DEFAULT_MAX_SESSIONS, Engine, EngineConfig, EngineError, ResponseOptions, Session,
+    SessionConfig,
+};
 
 use super::errors::{SessionLimitError, StageFailedError};
 use super::vad::PySileroVad;
@@ -352,18 +355,31 @@ impl PyEngine {
     }
 }
 
-/// `"fake"` selects the scripted Rust backend; anything else is a handler.
-fn is_fake(obj: &Bound<'_, PyAny>) -> bool {
-    obj.extract::<String>().is_ok_and(|s| s == "fake")
+/// A stage given as a string: `"scripted"` selects the core's scripted test
+/// backend; any other string is refused (handlers are objects: create them
+/// with `speech_to_speech.handlers.create_handler`, which also has Python
+/// fakes under the name `"fake"`). `None` for a handler object.
+fn scripted(stage: &str, obj: &Bound<'_, PyAny>) -> PyResult<Option<()>> {
+    let Ok(name) = obj.extract::<String>() else {
+        return Ok(None);
+    };
+    if name == "scripted" {
+        return Ok(Some(()));
+    }
+    Err(PyValueError::new_err(format!(
+        "{stage}={name:?} is not a handler: pass a handler object \
+         (speech_to_speech.handlers.create_handler({stage:?}, {name:?})), \
+         or \"scripted\" for the core's scripted test backend"
+    )))
 }
 
 #[pymethods]
 impl PyEngine {
-    /// Wrap three handlers (or the string `"fake"` for the scripted test
-    /// backends) in worker pools.
+    /// Wrap three handlers (or the string `"scripted"` for the core's
+    /// scripted test backends) in worker pools.
     #[new]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
-    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=64, first_audio_priority=true))]
+    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=DEFAULT_MAX_SESSIONS, first_audio_priority=true))]
     fn new(
         stt: &Bound<'_, PyAny>,
         llm: &Bound<'_, PyAny>,
@@ -375,18 +391,18 @@ impl PyEngine {
         max_sessions: usize,
         first_audio_priority: bool,
     ) -> PyResult<Self> {
-        let stt: Arc<dyn SttBackend> = if is_fake(stt) {
-            Arc::new(FakeStt::new(Vec::new(), Duration::ZERO))
+        let stt: Arc<dyn SttBackend> = if scripted("stt", stt)?.is_some() {
+            Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO))
         } else {
             Arc::new(PyStt(stt.clone().unbind()))
         };
-        let llm: Arc<dyn LlmBackend> = if is_fake(llm) {
-            Arc::new(FakeLlm::default())
+        let llm: Arc<dyn LlmBackend> = if scripted("llm", llm)?.is_some() {
+            Arc::new(ScriptedLlm::default())
         } else {
             Arc::new(PyLlm(llm.clone().unbind()))
         };
-        let tts: Arc<dyn TtsBackend> = if is_fake(tts) {
-            Arc::new(FakeTts::default())
+        let tts: Arc<dyn TtsBackend> = if scripted("tts", tts)?.is_some() {
+            Arc::new(ScriptedTts::default())
         } else {
             Arc::new(PyTts(tts.clone().unbind()))
         };
@@ -453,6 +469,19 @@ impl PyEngine {
     #[getter]
     fn sessions(&self) -> usize {
         self.0.session_count()
+    }
+
+    /// The engine's settings: worker counts, session limit, first-audio priority.
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.0.config();
+        let d = PyDict::new(py);
+        d.set_item("stt_workers", c.stt_workers)?;
+        d.set_item("llm_workers", c.llm_workers)?;
+        d.set_item("tts_workers", c.tts_workers)?;
+        d.set_item("max_sessions", c.max_sessions)?;
+        d.set_item("first_audio_priority", c.first_audio_priority)?;
+        Ok(d)
     }
 }
 

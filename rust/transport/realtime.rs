@@ -53,6 +53,15 @@ pub enum TransportError {
     InvalidConfig(String),
 }
 
+/// The interface the server binds unless told otherwise (local only: no
+/// auth is needed there).
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// The port the server listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8765;
+/// The largest client message answered normally unless told otherwise
+/// (`OpenAI` accepts up to 15 MiB of audio in one append).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Server settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -79,10 +88,10 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            host: "127.0.0.1".to_owned(),
-            port: 8765,
+            host: DEFAULT_HOST.to_owned(),
+            port: DEFAULT_PORT,
             api_key: None,
-            max_message_bytes: 16 * 1024 * 1024,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             backends: Value::Null,
             worker_threads: 0,
             send_timeout: Duration::from_secs(10),

@@ -25,6 +25,6 @@ pub use error::VadError;
 pub use onnxruntime::{init_onnxruntime, onnxruntime_initialised};
 pub use rate::SampleRate;
 pub use silero::SileroVad;
-pub use state::{SileroState, SileroVadOptions, VadEngine};
+pub use state::{SileroState, SileroVadOptions, VadBackend};
 pub use stream::{FrameResampler, VadEvent, VadStream, feed_batch};
 pub use turn::{TurnConfig, TurnDetector, TurnEvent};

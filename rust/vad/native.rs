@@ -77,8 +77,8 @@ impl NativeSilero {
         })?;
         let unrecognised = |reason: String| {
             VadError::Model(format!(
-                "{} is not a Silero v5/v6 model the native VAD engine knows ({reason}); \
-                 the onnxruntime engine may still run it",
+                "{} is not a Silero v5/v6 model the native VAD backend knows ({reason}); \
+                 the onnxruntime backend may still run it",
                 path.display()
             ))
         };
@@ -107,7 +107,7 @@ impl NativeSilero {
         let kernel = self.kernel;
         let net = self.nets[slot(rate)].as_mut().ok_or_else(|| {
             VadError::Model(format!(
-                "the model file has no {} Hz network; use the onnxruntime engine or resample",
+                "the model file has no {} Hz network; use the onnxruntime backend or resample",
                 rate.hz()
             ))
         })?;
@@ -115,7 +115,7 @@ impl NativeSilero {
             Ok(())
         } else {
             Err(VadError::Model(
-                "native engine: a layer's buffers do not fit its weights".to_owned(),
+                "native backend: a layer's buffers do not fit its weights".to_owned(),
             ))
         }
     }

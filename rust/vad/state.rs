@@ -10,10 +10,10 @@ use super::rate::SampleRate;
 /// Width of one half (h or c) of Silero's recurrent state per stream.
 pub(crate) const STATE_WIDTH: usize = 128;
 
-/// Which code computes the model.
+/// Which code computes the model (the VAD backend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
-pub enum VadEngine {
+pub enum VadBackend {
     /// Native when the file is recognised, else ONNX Runtime.
     #[default]
     Auto,
@@ -23,7 +23,7 @@ pub enum VadEngine {
     OnnxRuntime,
 }
 
-impl VadEngine {
+impl VadBackend {
     /// The name used in configuration: `auto`, `native` or `onnxruntime`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -34,13 +34,13 @@ impl VadEngine {
     }
 }
 
-impl fmt::Display for VadEngine {
+impl fmt::Display for VadBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for VadEngine {
+impl FromStr for VadBackend {
     type Err = VadError;
 
     fn from_str(s: &str) -> Result<Self, VadError> {
@@ -49,7 +49,7 @@ impl FromStr for VadEngine {
             "native" => Ok(Self::Native),
             "onnxruntime" => Ok(Self::OnnxRuntime),
             other => Err(VadError::InvalidConfig(format!(
-                "unknown VAD engine {other:?}: use auto, native or onnxruntime"
+                "unknown VAD backend {other:?}: use auto, native or onnxruntime"
             ))),
         }
     }
@@ -58,8 +58,8 @@ impl FromStr for VadEngine {
 /// Model settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SileroVadOptions {
-    /// Which engine runs the model.
-    pub engine: VadEngine,
+    /// Which backend runs the model.
+    pub backend: VadBackend,
     /// Threads ONNX Runtime uses inside one call. One is fastest for this
     /// small model: more threads cost more in hand-off than they save. The
     /// native engine always runs on the calling thread.
@@ -73,7 +73,7 @@ pub struct SileroVadOptions {
 impl Default for SileroVadOptions {
     fn default() -> Self {
         Self {
-            engine: VadEngine::Auto,
+            backend: VadBackend::Auto,
             intra_op_threads: 1,
             allow_spinning: false,
         }
