@@ -45,13 +45,13 @@ def test_a_spoken_question_gets_a_spoken_answer(engine: s2s.Engine) -> None:
             break
     types = [e["type"] for e in events]
     assert "response_done" in types, types
-    heard = next(e for e in events if e["type"] == "transcription_completed")["transcript"]
+    heard = next(e for e in events if e["type"] == "input_transcript_completed")["transcript"]
     assert wer("What is the capital of France?", heard) <= 0.5, heard
     done = events[-1]
     assert done["status"] == "completed", done
     reply = done["output"][0]["text"]
     assert reply.strip()
-    speech = np.concatenate([e["audio"] for e in events if e["type"] == "audio"])
+    speech = np.concatenate([e["audio"] for e in events if e["type"] == "audio_delta"])
     # What the agent said, heard back by the same Whisper model.
     stt = create_handler("stt", "faster-whisper")
     stt.setup()

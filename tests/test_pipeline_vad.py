@@ -69,7 +69,13 @@ def test_a_spoken_question_is_detected_committed_and_answered() -> None:
     _run(session, np.concatenate([silence, speech, silence]), 16000)
     events = _events_until_done(session)
     types = [e["type"] for e in events]
-    order = ["speech_started", "speech_stopped", "committed", "response_created", "audio"]
+    order = [
+        "speech_started",
+        "speech_stopped",
+        "input_committed",
+        "response_created",
+        "audio_delta",
+    ]
     positions = [types.index(t) for t in order]
     assert positions == sorted(positions), types
     started = next(e for e in events if e["type"] == "speech_started")
@@ -126,11 +132,11 @@ def test_live_transcription_sends_append_only_deltas() -> None:
         time.sleep(0.001)  # let the STT worker keep up, as it would in real time
     events = _events_until_done(session, timeout=20)
     types = [e["type"] for e in events]
-    deltas = [e["delta"] for e in events if e["type"] == "transcription_delta"]
-    final = next(e for e in events if e["type"] == "transcription_completed")["transcript"]
+    deltas = [e["delta"] for e in events if e["type"] == "input_transcript_delta"]
+    final = next(e for e in events if e["type"] == "input_transcript_completed")["transcript"]
     # JFK pauses after "fellow Americans": the first turn is about 3 s long.
     assert len(deltas) >= 2, types
-    assert types.index("transcription_delta") < types.index("speech_stopped")
+    assert types.index("input_transcript_delta") < types.index("speech_stopped")
     # The deltas agree with the final transcript (the last live run may have
     # seen a little more or less audio than the committed turn).
     live, done = "".join(deltas).split(), final.split()

@@ -2,8 +2,8 @@
 //!
 //! The model file comes from `S2S_VAD_MODEL`, else from the `silero-vad`
 //! package that `.ci/setup` installs into `.venv`; ONNX Runtime likewise from
-//! `ORT_DYLIB_PATH`, else the `onnxruntime` wheel in `.venv`. Without them each
-//! test prints a note and passes; the pytest suite always runs the real model.
+//! `ORT_DYLIB_PATH`, else the `onnxruntime` wheel in `.venv`. Without them the
+//! tests fail and say what to install: a test that needs the model runs it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -32,9 +32,11 @@ fn env_or_venv(var: &str, dir: &str, wanted: impl Fn(&str) -> bool) -> Option<Pa
         .flat_map(|entries| entries.flatten().map(|e| e.path()))
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&wanted))
         .max_by_key(|p| p.as_os_str().len());
-    if found.is_none() {
-        eprintln!("skipped: set {var} (or run .ci/setup) to run the Silero tests");
-    }
+    assert!(
+        found.is_some(),
+        "no {dir} file: run `bash .ci/setup --test` (it installs silero-vad and onnxruntime \
+         into .venv) or set {var}"
+    );
     found
 }
 

@@ -43,6 +43,17 @@ pub enum EngineError {
     InvalidConfig(String),
 }
 
+impl EngineError {
+    /// A stable code for the error (Python's `EngineError.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Worker { .. } => "worker_start_failed",
+            EngineError::SessionLimit(_) => "session_limit_reached",
+            EngineError::InvalidConfig(_) => "invalid_config",
+        }
+    }
+}
+
 /// Sessions an engine serves at once unless told otherwise.
 pub const DEFAULT_MAX_SESSIONS: usize = 64;
 

@@ -198,6 +198,11 @@ impl<T> Queue<T> {
         self.signal.is_closed()
     }
 
+    /// Threads blocked in `pop` or `push` right now (parked, not spinning).
+    pub fn waiting(&self) -> usize {
+        self.signal.waiting()
+    }
+
     /// The overflow policy chosen at construction.
     pub fn policy(&self) -> Overflow {
         self.policy

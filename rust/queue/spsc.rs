@@ -342,6 +342,11 @@ macro_rules! shared_accessors {
             self.ring.signal.is_closed()
         }
 
+        /// Ends blocked in `pop` or `push` right now (parked, not spinning).
+        pub fn waiting(&self) -> usize {
+            self.ring.signal.waiting()
+        }
+
         /// The overflow policy chosen at construction.
         pub fn policy(&self) -> Overflow {
             self.ring.policy

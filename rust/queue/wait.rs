@@ -50,6 +50,11 @@ impl Signal {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Threads parked waiting (to pop or to push) right now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.pop_waiters.load(Ordering::Acquire) + self.push_waiters.load(Ordering::Acquire)
+    }
+
     /// Close and wake every waiter on both sides. Returns whether this call closed it.
     pub(crate) fn close(&self) -> bool {
         let first = !self.closed.swap(true, Ordering::SeqCst);
