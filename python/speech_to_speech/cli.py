@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=float("inf"),
         help="longest turn before it is cut",
     )
+    turn = parser.add_argument_group("end of turn (Smart Turn v3)")
+    _add(
+        turn,
+        "turn_model_path",
+        default=None,
+        help="Smart Turn v3 ONNX model file; None = smart-turn-v3.2-cpu.onnx from the "
+        "installed pipecat-ai package (pip install --no-deps pipecat-ai)",
+    )
     add_handler_arguments(parser)
     add_engine_arguments(parser)
     return parser

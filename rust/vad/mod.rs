@@ -9,12 +9,18 @@
 //!   `onnx`, arithmetic in `kernels`) or `onnxruntime`.
 //! * [`stream`] ties both together for one audio stream, and feeds many streams
 //!   as one batch.
+//! * [`smart_turn`] runs the Smart Turn v3 end-of-turn model on ONNX Runtime,
+//!   fed by the Whisper log-mel front end in [`mel`]; [`end_of_turn`] is the
+//!   pure policy that turns its verdicts (or the silence rule) into commits.
 
+pub mod end_of_turn;
 mod kernels;
+pub mod mel;
 mod native;
 mod onnx;
 mod onnxruntime;
 pub mod silero;
+pub mod smart_turn;
 pub mod stream;
 pub mod turn;
 
@@ -22,8 +28,11 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+pub use end_of_turn::{Action, CommitReason, Eagerness, EndOfTurnConfig, EndOfTurnPolicy};
+pub use mel::LogMel;
 pub use onnxruntime::{init_onnxruntime, onnxruntime_initialised};
 pub use silero::{SileroState, SileroVad, SileroVadOptions, VadEngine};
+pub use smart_turn::{SmartTurn, SmartTurnOptions, TurnVerdict};
 pub use stream::{FrameResampler, VadEvent, VadStream, feed_batch};
 pub use turn::{TurnConfig, TurnDetector, TurnEvent};
 
@@ -59,6 +68,16 @@ pub enum VadError {
          or pass --vad_model_path"
     )]
     ModelNotFound {
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// The Smart Turn model file does not exist. The caller should install
+    /// the package that ships it or pass the right path.
+    #[error(
+        "Smart Turn model not found at {path:?}. Install it with \
+         `pip install --no-deps \"pipecat-ai>=1.14,<2\"` or pass --turn_model_path"
+    )]
+    TurnModelNotFound {
         /// The path that was given.
         path: PathBuf,
     },
