@@ -35,6 +35,7 @@ count under ``threads``):
     complete_recall              complete utterances ended by a "complete" verdict
     first_verdict_recall         ... whose first verdict at the final pause was "complete"
     premature_commit_rate        utterances with a mid-turn pause (cut, filler) ended in it
+    premature_commit_rate_{cut,filler,piper,espeak}   the same by kind and by voice
     silence_rule_premature_commit_rate   the same under the 500 ms silence rule
     mean_end_of_turn_ms          commit minus the end of the last word, complete utterances
     silence_rule_mean_end_of_turn_ms      the same under the silence rule
@@ -524,6 +525,16 @@ def evaluate(
         "decisions": len(decisions),
         "decision_wall_ms": _mean([v[2] for r in rows for v in r["smart"].verdicts]),
     }
+    for kind in ("cut", "filler"):
+        of_kind = [r for r in paused if r["u"].kind == kind]
+        result[f"premature_commit_rate_{kind}"] = _mean(
+            [float(r["smart"].premature) for r in of_kind]
+        )
+    for family in ("piper", "espeak"):
+        of_voice = [r for r in paused if r["u"].voice.startswith(family)]
+        result[f"premature_commit_rate_{family}"] = _mean(
+            [float(r["smart"].premature) for r in of_voice]
+        )
     result["end_of_turn_saving_ms"] = (
         result["silence_rule_mean_end_of_turn_ms"] - result["mean_end_of_turn_ms"]
     )
@@ -628,9 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--soft-end-ms", type=float, default=200.0)
     parser.add_argument("--complete-silence-ms", type=int, default=200)
-    parser.add_argument("--recheck-ms", type=int, default=1000, help="0: never ask again")
+    parser.add_argument("--recheck-ms", type=int, default=600, help="0: never ask again")
     parser.add_argument("--eagerness", default="auto", choices=("low", "medium", "high", "auto"))
-    parser.add_argument("--rounds", type=int, default=3, help="timing rounds over the decisions")
+    parser.add_argument("--rounds", type=int, default=1, help="timing rounds over the decisions")
     parser.add_argument("--details", action="store_true", help="print every utterance")
     args = parser.parse_args(argv)
 

@@ -163,7 +163,7 @@ def test_policy_settings() -> None:
         200,
         500,
         4000,
-        1000,
+        600,
         True,
     )
     assert [s2s.EndOfTurnPolicy(eagerness=e).max_wait_ms for e in ("low", "medium", "high")] == [

@@ -204,7 +204,7 @@ impl PyEndOfTurnPolicy {
     ))]
     #[pyo3(
         text_signature = "(*, model=True, eagerness='auto', complete_silence_ms=200, \
-                          silence_ms=500, max_wait_ms=None, recheck_ms=1000)"
+                          silence_ms=500, max_wait_ms=None, recheck_ms=600)"
     )]
     fn new(
         model: bool,

@@ -29,7 +29,7 @@ pub const DEFAULT_COMPLETE_SILENCE_MS: u64 = 200;
 /// The silence rule: without a verdict, this much silence ends a turn.
 pub const SILENCE_RULE_MS: u64 = 500;
 /// How often a pause the model called incomplete is asked about again.
-pub const DEFAULT_RECHECK_MS: u64 = 1_000;
+pub const DEFAULT_RECHECK_MS: u64 = 600;
 
 /// `semantic_vad` eagerness: how long a turn that sounds unfinished may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -429,8 +429,8 @@ mod tests {
             panic!()
         };
         assert_eq!(p.verdict(decision, Some(false), 1760), Action::Wait);
-        // 800 ms of pause: the silence rule would have ended the turn at 2000.
-        assert_eq!(run_until(&mut p, 1760, 2300), None);
+        // 750 ms of pause: the silence rule would have ended the turn at 2000.
+        assert_eq!(run_until(&mut p, 1760, 2250), None);
         assert!(p.paused() && p.in_turn());
         // Speech resumes: the same turn goes on.
         assert!(p.speech());
@@ -491,11 +491,11 @@ mod tests {
             panic!()
         };
         p.verdict(decision, Some(false), 260);
-        // A recheck after another second of silence.
+        // A recheck once the pause has grown by another 600 ms.
         let (at, Action::Decide { decision: again }) = run_until(&mut p, 260, 5000).unwrap() else {
             panic!("expected a recheck")
         };
-        assert!((1200..1200 + CHUNK).contains(&at), "{at}");
+        assert!((800..800 + CHUNK).contains(&at), "{at}");
         // Until it answers, the turn still waits (no silence rule).
         assert_eq!(run_until(&mut p, at, at + 200), None);
         assert_eq!(
