@@ -70,7 +70,9 @@ fn features_or_audio_give_the_same_verdict() {
     let mut model = model();
     let speech = then_silence(&audio("q_book.wav"), 200);
     let mut features = vec![0.0; speech_to_speech::vad::mel::FEATURES_LEN];
-    speech_to_speech::vad::LogMel::new().compute(&speech, &mut features);
+    speech_to_speech::vad::LogMel::new()
+        .compute(&speech, &mut features)
+        .unwrap();
     let a = model.predict(&speech).unwrap();
     let b = model.predict_features(&features).unwrap();
     assert!((a.probability - b.probability).abs() < 1e-6, "{a:?} {b:?}");

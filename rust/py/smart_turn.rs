@@ -30,9 +30,8 @@ pub fn log_mel_features<'py>(
     stage(&samples, &mut audio);
     let features = py.detach(|| {
         let mut out = vec![0.0_f32; FEATURES_LEN];
-        LogMel::new().compute(&audio, &mut out);
-        out
-    });
+        LogMel::new().compute(&audio, &mut out).map(|()| out)
+    })?;
     let array = numpy::PyArray1::from_vec(py, features);
     array.reshape([N_MELS, N_FRAMES])
 }

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
 
+use super::VadError;
+
 /// Sample rate the features are defined at.
 pub const SAMPLE_RATE: u32 = 16_000;
 /// Samples the features cover: 8 s at 16 kHz.
@@ -100,13 +102,16 @@ impl LogMel {
     }
 
     /// Features of the last 8 s of `audio` (16 kHz, any length) into `out`,
-    /// `[N_MELS, N_FRAMES]` row-major: `out[mel * N_FRAMES + frame]`.
-    ///
-    /// # Panics
-    ///
-    /// If `out` is not [`FEATURES_LEN`] long; callers own a fixed buffer.
-    pub fn compute(&mut self, audio: &[f32], out: &mut [f32]) {
-        assert_eq!(out.len(), FEATURES_LEN, "features buffer length");
+    /// `[N_MELS, N_FRAMES]` row-major: `out[mel * N_FRAMES + frame]`. An
+    /// `out` that is not [`FEATURES_LEN`] long is refused.
+    pub fn compute(&mut self, audio: &[f32], out: &mut [f32]) -> Result<(), VadError> {
+        if out.len() != FEATURES_LEN {
+            return Err(VadError::InvalidInput(format!(
+                "the features buffer must hold {N_MELS} x {N_FRAMES} = {FEATURES_LEN} values, \
+                 got {}",
+                out.len()
+            )));
+        }
         let tail = &audio[audio.len().saturating_sub(WINDOW_SAMPLES)..];
         let lead = WINDOW_SAMPLES - tail.len();
         self.normalise_into_padded(tail, lead);
@@ -133,6 +138,7 @@ impl LogMel {
         for (o, &v) in out.iter_mut().zip(&self.log_energies) {
             *o = ((v.max(floor) + 4.0) / 4.0) as f32;
         }
+        Ok(())
     }
 
     /// Write the normalised signal, with `lead` zeros (normalised too) before
@@ -291,7 +297,7 @@ mod tests {
     fn silence_gives_the_floor_everywhere() {
         let mut mel = LogMel::new();
         let mut out = vec![0.0; FEATURES_LEN];
-        mel.compute(&[0.0; 1000], &mut out);
+        mel.compute(&[0.0; 1000], &mut out).unwrap();
         // log10(1e-10) = -10, unclamped (the max is -10 too), (-10 + 4) / 4.
         assert!(out.iter().all(|&v| (v + 1.5).abs() < 1e-6));
     }
@@ -304,7 +310,7 @@ mod tests {
             .collect();
         let mut mel = LogMel::new();
         let mut out = vec![0.0; FEATURES_LEN];
-        mel.compute(&tone, &mut out);
+        mel.compute(&tone, &mut out).unwrap();
         let at = |m: usize, t: usize| out[m * N_FRAMES + t];
         let band = (0..N_MELS)
             .max_by(|&a, &b| at(a, N_FRAMES - 10).total_cmp(&at(b, N_FRAMES - 10)))
@@ -342,8 +348,9 @@ mod tests {
         long.extend_from_slice(&tail);
         let mut mel = LogMel::new();
         let (mut a, mut b) = (vec![0.0; FEATURES_LEN], vec![0.0; FEATURES_LEN]);
-        mel.compute(&long, &mut a);
-        mel.compute(&tail, &mut b);
+        mel.compute(&long, &mut a).unwrap();
+        mel.compute(&tail, &mut b).unwrap();
+        assert!(mel.compute(&tail, &mut b[1..]).is_err());
         assert_eq!(a, b);
     }
 }

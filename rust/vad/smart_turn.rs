@@ -140,10 +140,8 @@ impl SmartTurn {
     /// last 8 s are used, a shorter turn is padded). Pass the turn from a
     /// little before its speech began up to now, pause included.
     pub fn predict(&mut self, audio_16k: &[f32]) -> Result<TurnVerdict, VadError> {
-        {
-            let (_, features) = self.input.extract_tensor_mut();
-            self.mel.compute(audio_16k, features);
-        }
+        self.mel
+            .compute(audio_16k, self.input.extract_tensor_mut().1)?;
         self.run()
     }
 
