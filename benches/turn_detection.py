@@ -18,7 +18,10 @@ soft end at ``--soft-end-ms``) and the Rust ``EndOfTurnPolicy``: at each soft
 end the policy asks for a decision, the Rust ``SmartTurn`` model decides on
 the turn's audio so far (from 500 ms before its speech began), and the verdict
 reaches the policy after the decision's measured wall time, on the audio
-clock. The silence rule is the same policy without a model. A commit before
+clock: above 0.5 the turn ends after ``--complete-silence-ms``, at or below
+``--hold-threshold`` it is held (asked again every ``--recheck-ms``, up to
+the eagerness ceiling), in between the silence rule ends it. The silence rule
+is the same policy without a model. A commit before
 the utterance's last word is a premature end of turn.
 
 In the same run, the same decisions' features go through Python
@@ -225,8 +228,18 @@ class Outcome:
     commit_ms: float | None = None
     reason: str | None = None
     premature: bool = False
-    verdicts: list[tuple[float, bool, float]] = field(default_factory=list)
+    # (time, complete, probability, wall ms) of every decision
+    verdicts: list[tuple[int, bool, float, float]] = field(default_factory=list)
     final_first_verdict: bool | None = None
+
+
+@dataclass
+class Row:
+    """One utterance with what the model's policy and the silence rule did."""
+
+    u: Utterance
+    smart: Outcome
+    rule: Outcome
 
 
 # --- making the labelled set ---
@@ -398,14 +411,14 @@ def run_policy(
     u: Utterance,
     silero: s2s.SileroVad,
     policy: s2s.EndOfTurnPolicy,
-    decide: Callable[[Samples], tuple[bool, float]] | None,
+    decide: Callable[[Samples], tuple[bool, float, float]] | None,
     soft_end_ms: float,
 ) -> Outcome:
-    """Stream `u` through the VAD and `policy`; `decide` returns (complete, wall ms)."""
+    """Stream `u` through the VAD and `policy`; `decide` gives (complete, probability, wall ms)."""
     stream = s2s.VadStream(model=silero, min_silence_ms=60_000.0, soft_end_ms=soft_end_ms)
     outcome = Outcome()
     turn_start: int | None = None
-    pending: tuple[int, float, bool] | None = None  # decision, due, complete
+    pending: tuple[int, float, float] | None = None  # decision, due, probability
     final_pause = False
 
     def act(action: str, at: int) -> bool:
@@ -414,11 +427,11 @@ def run_policy(
         if action == "decide":
             assert decide is not None and turn_start is not None
             audio = u.audio[turn_start * SR // 1000 : at * SR // 1000]
-            complete, wall_ms = decide(audio)
-            outcome.verdicts.append((at, complete, wall_ms))
+            complete, probability, wall_ms = decide(audio)
+            outcome.verdicts.append((at, complete, probability, wall_ms))
             if final_pause and outcome.final_first_verdict is None:
                 outcome.final_first_verdict = complete
-            pending = (policy.decision, at + wall_ms, complete)
+            pending = (policy.decision, at + wall_ms, probability)
         elif action == "commit":
             outcome.commit_ms = at
             outcome.reason = policy.reason
@@ -432,10 +445,10 @@ def run_policy(
         previous, now = now, stream.position_ms
         # A verdict due inside this chunk lands before the chunk's VAD events.
         if pending is not None and pending[1] <= now:
-            decision, due, complete = pending
+            decision, due, probability = pending
             pending = None
             at = max(int(np.ceil(due)), previous)
-            if act(policy.verdict(decision, complete, at), at):
+            if act(policy.verdict(decision, probability, at), at):
                 return outcome
         for ev in events:
             if ev.type == "speech_started":
@@ -469,12 +482,12 @@ def evaluate(
     """The policy with the model and without it over the set; also the decisions' audio."""
     decisions: list[Samples] = []
 
-    def decide(audio: Samples) -> tuple[bool, float]:
+    def decide(audio: Samples) -> tuple[bool, float, float]:
         t0 = time.perf_counter()
         verdict = model.predict(audio)
         wall = (time.perf_counter() - t0) * 1000
         decisions.append(audio)
-        return verdict.complete, wall
+        return verdict.complete, verdict.probability, wall
 
     def policy(with_model: bool) -> s2s.EndOfTurnPolicy:
         return s2s.EndOfTurnPolicy(
@@ -482,37 +495,39 @@ def evaluate(
             eagerness=args.eagerness,
             complete_silence_ms=args.complete_silence_ms,
             recheck_ms=args.recheck_ms or None,
+            hold_threshold=args.hold_threshold,
         )
 
-    rows = []
-    for u in utterances:
-        smart = run_policy(u, silero, policy(True), decide, args.soft_end_ms)
-        rule = run_policy(u, silero, policy(False), None, args.soft_end_ms)
-        rows.append({"u": u, "smart": smart, "rule": rule})
+    rows = [
+        Row(
+            u,
+            run_policy(u, silero, policy(True), decide, args.soft_end_ms),
+            run_policy(u, silero, policy(False), None, args.soft_end_ms),
+        )
+        for u in utterances
+    ]
 
     def eot(o: Outcome, u: Utterance) -> float | None:
         if o.commit_ms is None or o.premature:
             return None
         return o.commit_ms - u.speech_end_ms
 
-    complete = [r for r in rows if r["u"].kind == "complete"]
-    paused = [r for r in rows if r["u"].kind != "complete"]
-    smart_eot = [e for r in complete if (e := eot(r["smart"], r["u"])) is not None]
-    rule_eot = [e for r in complete if (e := eot(r["rule"], r["u"])) is not None]
+    complete = [r for r in rows if r.u.kind == "complete"]
+    paused = [r for r in rows if r.u.kind != "complete"]
+    smart_eot = [e for r in complete if (e := eot(r.smart, r.u)) is not None]
+    rule_eot = [e for r in complete if (e := eot(r.rule, r.u)) is not None]
     result: dict[str, Any] = {
         "utterances": len(rows),
         "complete_utterances": len(complete),
         "paused_utterances": len(paused),
         "complete_recall": _mean(
-            [float(r["smart"].reason == "complete" and not r["smart"].premature) for r in complete]
+            [float(r.smart.reason == "complete" and not r.smart.premature) for r in complete]
         ),
-        "first_verdict_recall": _mean(
-            [float(bool(r["smart"].final_first_verdict)) for r in complete]
-        ),
-        "premature_commit_rate": _mean([float(r["smart"].premature) for r in paused]),
-        "silence_rule_premature_commit_rate": _mean([float(r["rule"].premature) for r in paused]),
-        "complete_premature_commits": sum(r["smart"].premature for r in complete),
-        "silence_rule_complete_premature_commits": sum(r["rule"].premature for r in complete),
+        "first_verdict_recall": _mean([float(bool(r.smart.final_first_verdict)) for r in complete]),
+        "premature_commit_rate": _mean([float(r.smart.premature) for r in paused]),
+        "silence_rule_premature_commit_rate": _mean([float(r.rule.premature) for r in paused]),
+        "complete_premature_commits": sum(r.smart.premature for r in complete),
+        "silence_rule_complete_premature_commits": sum(r.rule.premature for r in complete),
         "mean_end_of_turn_ms": _mean(smart_eot),
         "silence_rule_mean_end_of_turn_ms": _mean(rule_eot),
         "median_end_of_turn_ms": float(np.median(smart_eot)) if smart_eot else float("nan"),
@@ -520,37 +535,35 @@ def evaluate(
         if rule_eot
         else float("nan"),
         "paused_final_mean_end_of_turn_ms": _mean(
-            [e for r in paused if (e := eot(r["smart"], r["u"])) is not None]
+            [e for r in paused if (e := eot(r.smart, r.u)) is not None]
         ),
         "decisions": len(decisions),
-        "decision_wall_ms": _mean([v[2] for r in rows for v in r["smart"].verdicts]),
+        "decision_wall_ms": _mean([v[3] for r in rows for v in r.smart.verdicts]),
     }
     for kind in ("cut", "filler"):
-        of_kind = [r for r in paused if r["u"].kind == kind]
-        result[f"premature_commit_rate_{kind}"] = _mean(
-            [float(r["smart"].premature) for r in of_kind]
-        )
+        of_kind = [r for r in paused if r.u.kind == kind]
+        result[f"premature_commit_rate_{kind}"] = _mean([float(r.smart.premature) for r in of_kind])
     for family in ("piper", "espeak"):
-        of_voice = [r for r in paused if r["u"].voice.startswith(family)]
+        of_voice = [r for r in paused if r.u.voice.startswith(family)]
         result[f"premature_commit_rate_{family}"] = _mean(
-            [float(r["smart"].premature) for r in of_voice]
+            [float(r.smart.premature) for r in of_voice]
         )
     result["end_of_turn_saving_ms"] = (
         result["silence_rule_mean_end_of_turn_ms"] - result["mean_end_of_turn_ms"]
     )
     details = [
         {
-            "name": r["u"].name,
-            "kind": r["u"].kind,
-            "voice": r["u"].voice,
-            "pause_ms": r["u"].pause_ms,
-            "speech_end_ms": round(r["u"].speech_end_ms),
-            "smart_commit_ms": r["smart"].commit_ms,
-            "smart_reason": r["smart"].reason,
-            "smart_premature": r["smart"].premature,
-            "verdicts": [(t, c) for t, c, _ in r["smart"].verdicts],
-            "rule_commit_ms": r["rule"].commit_ms,
-            "rule_premature": r["rule"].premature,
+            "name": r.u.name,
+            "kind": r.u.kind,
+            "voice": r.u.voice,
+            "pause_ms": r.u.pause_ms,
+            "speech_end_ms": round(r.u.speech_end_ms),
+            "smart_commit_ms": r.smart.commit_ms,
+            "smart_reason": r.smart.reason,
+            "smart_premature": r.smart.premature,
+            "probabilities": [(t, round(p, 3)) for t, _, p, _ in r.smart.verdicts],
+            "rule_commit_ms": r.rule.commit_ms,
+            "rule_premature": r.rule.premature,
         }
         for r in rows
     ]
@@ -640,9 +653,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--soft-end-ms", type=float, default=200.0)
     parser.add_argument("--complete-silence-ms", type=int, default=200)
     parser.add_argument("--recheck-ms", type=int, default=600, help="0: never ask again")
+    parser.add_argument(
+        "--hold-threshold",
+        type=float,
+        default=0.1,
+        help="at or below: hold the turn; up to 0.5: the silence rule",
+    )
     parser.add_argument("--eagerness", default="auto", choices=("low", "medium", "high", "auto"))
     parser.add_argument("--rounds", type=int, default=1, help="timing rounds over the decisions")
-    parser.add_argument("--details", action="store_true", help="print every utterance")
+    parser.add_argument(
+        "--details", action="store_true", help="add every utterance's outcome to the JSON report"
+    )
     args = parser.parse_args(argv)
 
     ceiling = s2s.EndOfTurnPolicy(eagerness=args.eagerness).max_wait_ms
@@ -653,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "soft_end_ms": args.soft_end_ms,
         "complete_silence_ms": args.complete_silence_ms,
         "recheck_ms": args.recheck_ms,
+        "hold_threshold": args.hold_threshold,
         "eagerness": args.eagerness,
         "max_wait_ms": ceiling,
         "threads": {},
@@ -663,15 +685,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         result.update(cost(decisions, model, threads, args.rounds))
         result["feature_max_diff"] = feature_parity(decisions[:40], reference)
         report["threads"][str(threads)] = result
-        if args.details:
-            for d in details:
-                print(json.dumps(d), file=sys.stderr)
+        if args.details and "details" not in report:
+            report["details"] = details
     report.update(report["threads"][str(args.threads[0])])
     report["voices"] = sorted({u.voice for u in utterances})
 
     width = max(len(k) for k in report)
     for key, value in report.items():
-        if key in ("threads", "voices"):
+        if key in ("threads", "voices", "details"):
             continue
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
         print(f"{key:{width}} {shown}", file=sys.stderr)

@@ -92,7 +92,7 @@ fn the_policy_with_the_model_commits_early_and_holds_a_cut() {
             panic!("the model is asked at the soft end");
         };
         let verdict = model.predict(&then_silence(speech, 200)).unwrap();
-        policy.verdict(decision, Some(verdict.complete), now + 60)
+        policy.verdict(decision, Some(verdict.probability), now + 60)
     };
     let question = audio("q_ocean_fact.wav");
     let end = (question.len() / 16) as u64;

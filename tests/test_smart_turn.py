@@ -133,7 +133,7 @@ def test_policy_commits_a_complete_turn_before_the_silence_rule(model: s2s.Smart
         p.speech()
     assert smart.pause(end, end + 200) == "decide"
     verdict = model.predict(then_silence(audio, 200))
-    assert smart.verdict(smart.decision, verdict.complete, end + 260) == "commit"
+    assert smart.verdict(smart.decision, verdict.probability, end + 260) == "commit"
     assert smart.reason == "complete"
     assert rule.pause(end, end + 200) == "wait"
     commit = next(t for t in range(end + 200, end + 2000, 32) if rule.tick(t) == "commit")
@@ -150,7 +150,7 @@ def test_policy_holds_a_mid_sentence_pause(model: s2s.SmartTurn) -> None:
     policy.speech()
     assert policy.pause(at, at + 200) == "decide"
     verdict = model.predict(then_silence(cut, 200))
-    assert policy.verdict(policy.decision, verdict.complete, at + 260) == "wait"
+    assert policy.verdict(policy.decision, verdict.probability, at + 260) == "wait"
     assert all(policy.tick(t) == "wait" for t in range(at + 260, at + 1900, 32))
     # Speech resumes: the same turn goes on.
     assert policy.speech() is True
@@ -166,6 +166,7 @@ def test_policy_settings() -> None:
         600,
         True,
     )
+    assert (p.complete_threshold, p.hold_threshold) == pytest.approx((0.5, 0.1))
     assert [s2s.EndOfTurnPolicy(eagerness=e).max_wait_ms for e in ("low", "medium", "high")] == [
         8000,
         4000,
@@ -175,6 +176,8 @@ def test_policy_settings() -> None:
         s2s.EndOfTurnPolicy(eagerness="eager")  # type: ignore[arg-type]
     with pytest.raises(s2s.VadConfigError, match="max_wait_ms"):
         s2s.EndOfTurnPolicy(max_wait_ms=100)
+    with pytest.raises(s2s.VadConfigError, match="hold_threshold"):
+        s2s.EndOfTurnPolicy(hold_threshold=0.7)
 
 
 def test_missing_model_file_names_the_install_line(tmp_path: Path) -> None:

@@ -6,7 +6,10 @@ use std::sync::{Mutex, PoisonError};
 use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 
-use crate::vad::end_of_turn::{DEFAULT_COMPLETE_SILENCE_MS, DEFAULT_RECHECK_MS, SILENCE_RULE_MS};
+use crate::vad::end_of_turn::{
+    DEFAULT_COMPLETE_SILENCE_MS, DEFAULT_COMPLETE_THRESHOLD, DEFAULT_HOLD_THRESHOLD,
+    DEFAULT_RECHECK_MS, SILENCE_RULE_MS,
+};
 use crate::vad::mel::{FEATURES_LEN, N_FRAMES, N_MELS, WINDOW_SAMPLES};
 use crate::vad::{
     Action, Eagerness, EndOfTurnConfig, EndOfTurnPolicy, LogMel, SmartTurn, SmartTurnOptions,
@@ -200,11 +203,15 @@ impl PyEndOfTurnPolicy {
         silence_ms = SILENCE_RULE_MS,
         max_wait_ms = None,
         recheck_ms = Some(DEFAULT_RECHECK_MS),
+        complete_threshold = DEFAULT_COMPLETE_THRESHOLD,
+        hold_threshold = DEFAULT_HOLD_THRESHOLD,
     ))]
     #[pyo3(
         text_signature = "(*, model=True, eagerness='auto', complete_silence_ms=200, \
-                          silence_ms=500, max_wait_ms=None, recheck_ms=600)"
+                          silence_ms=500, max_wait_ms=None, recheck_ms=600, \
+                          complete_threshold=0.5, hold_threshold=0.1)"
     )]
+    #[expect(clippy::too_many_arguments, reason = "keyword-only Python constructor")]
     fn new(
         model: bool,
         eagerness: &str,
@@ -212,6 +219,8 @@ impl PyEndOfTurnPolicy {
         silence_ms: u64,
         max_wait_ms: Option<u64>,
         recheck_ms: Option<u64>,
+        complete_threshold: f32,
+        hold_threshold: f32,
     ) -> PyResult<Self> {
         let eagerness: Eagerness = eagerness.parse()?;
         let config = EndOfTurnConfig {
@@ -219,6 +228,8 @@ impl PyEndOfTurnPolicy {
             silence_ms,
             max_wait_ms: max_wait_ms.unwrap_or(eagerness.max_wait_ms()),
             recheck_ms,
+            complete_threshold,
+            hold_threshold,
         };
         Ok(Self {
             policy: EndOfTurnPolicy::new(config, model)?,
@@ -238,9 +249,10 @@ impl PyEndOfTurnPolicy {
         self.action(action)
     }
 
-    /// The answer to decision `decision`: True/False, or None if the model failed.
-    fn verdict(&mut self, decision: u64, complete: Option<bool>, now_ms: u64) -> &'static str {
-        let action = self.policy.verdict(decision, complete, now_ms);
+    /// The answer to decision `decision`: the probability that the turn is
+    /// over, or None if the model failed.
+    fn verdict(&mut self, decision: u64, probability: Option<f32>, now_ms: u64) -> &'static str {
+        let action = self.policy.verdict(decision, probability, now_ms);
         self.action(action)
     }
 
@@ -301,5 +313,17 @@ impl PyEndOfTurnPolicy {
     #[getter]
     fn recheck_ms(&self) -> Option<u64> {
         self.policy.config().recheck_ms
+    }
+
+    /// Probability above which the turn is complete.
+    #[getter]
+    fn complete_threshold(&self) -> f32 {
+        self.policy.config().complete_threshold
+    }
+
+    /// Probability at or below which the turn is held.
+    #[getter]
+    fn hold_threshold(&self) -> f32 {
+        self.policy.config().hold_threshold
     }
 }

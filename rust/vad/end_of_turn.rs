@@ -7,17 +7,21 @@
 //! with plain numbers, and the engine can run the model wherever it likes
 //! (in parallel with speculative STT and LLM work started at the same pause).
 //!
-//! At each pause of `soft_end_ms` (the VAD's soft end), the model decides:
+//! At each pause of `soft_end_ms` (the VAD's soft end), the model gives the
+//! probability that the turn is over:
 //!
-//! * **complete**: the turn ends once the silence reaches
-//!   [`EndOfTurnConfig::complete_silence_ms`] (or at once, if the verdict
-//!   comes later than that);
-//! * **incomplete**: the turn waits for more speech, up to
-//!   [`EndOfTurnConfig::max_wait_ms`] of silence (the eagerness ceiling),
-//!   asking the model again every [`EndOfTurnConfig::recheck_ms`];
-//! * **no verdict** (no model, the model failed, or its answer is late): the
-//!   silence rule, [`EndOfTurnConfig::silence_ms`]. A turn never waits longer
-//!   for a verdict than it would have without the model.
+//! * **complete** (above [`EndOfTurnConfig::complete_threshold`]): the turn
+//!   ends once the silence reaches [`EndOfTurnConfig::complete_silence_ms`]
+//!   (or at once, if the verdict comes later than that);
+//! * **incomplete** (at or below [`EndOfTurnConfig::hold_threshold`]): the
+//!   turn waits for more speech, up to [`EndOfTurnConfig::max_wait_ms`] of
+//!   silence (the eagerness ceiling), asking the model again every
+//!   [`EndOfTurnConfig::recheck_ms`];
+//! * **unsure** (in between), or **no verdict** (no model, the model failed,
+//!   or its answer is late): the silence rule,
+//!   [`EndOfTurnConfig::silence_ms`]. A turn never waits longer for a verdict
+//!   than it would have without the model, and only a confident
+//!   "incomplete" holds it past the silence rule.
 //!
 //! Speech that comes back before the turn ends continues the turn; a verdict
 //! on audio from before that is stale and ignored.
@@ -30,6 +34,10 @@ pub const DEFAULT_COMPLETE_SILENCE_MS: u64 = 200;
 pub const SILENCE_RULE_MS: u64 = 500;
 /// How often a pause the model called incomplete is asked about again.
 pub const DEFAULT_RECHECK_MS: u64 = 600;
+/// Probability above which the turn is complete (the model's own cut-off).
+pub const DEFAULT_COMPLETE_THRESHOLD: f32 = 0.5;
+/// Probability at or below which the turn is held for more speech.
+pub const DEFAULT_HOLD_THRESHOLD: f32 = 0.1;
 
 /// `semantic_vad` eagerness: how long a turn that sounds unfinished may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,7 +92,7 @@ impl std::str::FromStr for Eagerness {
 }
 
 /// End-of-turn settings, in milliseconds of silence since speech stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EndOfTurnConfig {
     /// Silence after which a turn the model calls complete ends.
     pub complete_silence_ms: u64,
@@ -96,6 +104,12 @@ pub struct EndOfTurnConfig {
     /// much: a pause that goes on is itself a sign that the turn is over.
     /// `None`: ask once per pause.
     pub recheck_ms: Option<u64>,
+    /// Probability above which the turn is complete.
+    pub complete_threshold: f32,
+    /// Probability at or below which the turn is held for more speech; in
+    /// between, the silence rule decides. Equal to `complete_threshold`:
+    /// every "not complete" holds.
+    pub hold_threshold: f32,
 }
 
 impl Default for EndOfTurnConfig {
@@ -112,6 +126,8 @@ impl EndOfTurnConfig {
             silence_ms: SILENCE_RULE_MS,
             max_wait_ms: eagerness.max_wait_ms(),
             recheck_ms: Some(DEFAULT_RECHECK_MS),
+            complete_threshold: DEFAULT_COMPLETE_THRESHOLD,
+            hold_threshold: DEFAULT_HOLD_THRESHOLD,
         }
     }
 
@@ -128,6 +144,18 @@ impl EndOfTurnConfig {
                 "recheck_ms must be at least 1 (or None)".to_owned(),
             ));
         }
+        if !(self.complete_threshold > 0.0 && self.complete_threshold < 1.0) {
+            return Err(VadError::InvalidConfig(format!(
+                "complete_threshold must be in (0, 1), got {}",
+                self.complete_threshold
+            )));
+        }
+        if !(self.hold_threshold >= 0.0 && self.hold_threshold <= self.complete_threshold) {
+            return Err(VadError::InvalidConfig(format!(
+                "hold_threshold must be in [0, complete_threshold], got {}",
+                self.hold_threshold
+            )));
+        }
         Ok(())
     }
 }
@@ -137,7 +165,8 @@ impl EndOfTurnConfig {
 pub enum CommitReason {
     /// The model said the turn is complete, and the short silence passed.
     Complete,
-    /// No verdict (no model, a failure, or a late answer): the silence rule.
+    /// No confident verdict (no model, a failure, a late or an unsure
+    /// answer): the silence rule.
     SilenceRule,
     /// The model said incomplete, and nobody spoke for the whole ceiling.
     MaxWait,
@@ -176,6 +205,8 @@ enum Verdict {
     Complete,
     /// Incomplete (a recheck may be out: the answer stays until it comes).
     Incomplete,
+    /// Neither: the silence rule applies.
+    Unsure,
     /// No model, or it failed: the silence rule applies.
     Unavailable,
 }
@@ -281,20 +312,22 @@ impl EndOfTurnPolicy {
         self.tick(now)
     }
 
-    /// The model's answer to [`Action::Decide`] `decision`: `Some(complete)`,
-    /// or `None` if it failed. A stale answer (speech came back, or a newer
-    /// decision was asked for) changes nothing.
-    pub fn verdict(&mut self, decision: u64, complete: Option<bool>, now: u64) -> Action {
+    /// The model's answer to [`Action::Decide`] `decision`: the probability
+    /// that the turn is over, or `None` if the model failed. A stale answer
+    /// (speech came back, or a newer decision was asked for) changes nothing.
+    pub fn verdict(&mut self, decision: u64, probability: Option<f32>, now: u64) -> Action {
         if decision != self.decision {
             return self.tick(now);
         }
+        let c = &self.config;
         if let State::Paused { verdict, .. } = &mut self.state
             && matches!(*verdict, Verdict::Pending | Verdict::Incomplete)
         {
-            *verdict = match complete {
-                Some(true) => Verdict::Complete,
-                Some(false) => Verdict::Incomplete,
-                None => Verdict::Unavailable,
+            *verdict = match probability {
+                Some(p) if p > c.complete_threshold => Verdict::Complete,
+                Some(p) if p <= c.hold_threshold => Verdict::Incomplete,
+                Some(p) if p.is_finite() => Verdict::Unsure,
+                _ => Verdict::Unavailable,
             };
         }
         self.tick(now)
@@ -315,7 +348,7 @@ impl EndOfTurnPolicy {
         let commit = match verdict {
             Verdict::Complete => silence >= c.complete_silence_ms,
             Verdict::Incomplete => silence >= c.max_wait_ms,
-            Verdict::Pending | Verdict::Unavailable => silence >= c.silence_ms,
+            Verdict::Pending | Verdict::Unsure | Verdict::Unavailable => silence >= c.silence_ms,
         };
         if commit {
             self.state = State::Idle;
@@ -323,7 +356,9 @@ impl EndOfTurnPolicy {
             return Action::Commit(match verdict {
                 Verdict::Complete => CommitReason::Complete,
                 Verdict::Incomplete => CommitReason::MaxWait,
-                Verdict::Pending | Verdict::Unavailable => CommitReason::SilenceRule,
+                Verdict::Pending | Verdict::Unsure | Verdict::Unavailable => {
+                    CommitReason::SilenceRule
+                }
             });
         }
         if verdict == Verdict::Incomplete
@@ -388,7 +423,7 @@ mod tests {
         };
         // The model answers "complete" 56 ms later.
         assert_eq!(
-            with_model.verdict(decision, Some(true), 2256),
+            with_model.verdict(decision, Some(0.9), 2256),
             Action::Commit(CommitReason::Complete)
         );
 
@@ -415,7 +450,7 @@ mod tests {
         let Action::Decide { decision } = p.pause(1000, 1150) else {
             panic!()
         };
-        assert_eq!(p.verdict(decision, Some(true), 1160), Action::Wait);
+        assert_eq!(p.verdict(decision, Some(0.9), 1160), Action::Wait);
         let (at, action) = run_until(&mut p, 1160, 3000).unwrap();
         assert_eq!(action, Action::Commit(CommitReason::Complete));
         assert!((1300..1300 + CHUNK).contains(&at), "{at}");
@@ -428,7 +463,7 @@ mod tests {
         let Action::Decide { decision } = p.pause(1500, 1700) else {
             panic!()
         };
-        assert_eq!(p.verdict(decision, Some(false), 1760), Action::Wait);
+        assert_eq!(p.verdict(decision, Some(0.02), 1760), Action::Wait);
         // 750 ms of pause: the silence rule would have ended the turn at 2000.
         assert_eq!(run_until(&mut p, 1760, 2250), None);
         assert!(p.paused() && p.in_turn());
@@ -440,7 +475,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            p.verdict(decision, Some(true), 4250),
+            p.verdict(decision, Some(0.9), 4250),
             Action::Commit(CommitReason::Complete)
         );
         assert!(!p.in_turn());
@@ -466,7 +501,7 @@ mod tests {
             let Action::Decide { decision } = p.pause(0, 200) else {
                 panic!()
             };
-            p.verdict(decision, Some(false), 250);
+            p.verdict(decision, Some(0.02), 250);
             let (at, action) = run_until(&mut p, 250, 20_000).unwrap();
             assert_eq!(action, Action::Commit(CommitReason::MaxWait));
             let ceiling = eagerness.max_wait_ms();
@@ -490,7 +525,7 @@ mod tests {
         let Action::Decide { decision } = p.pause(0, 200) else {
             panic!()
         };
-        p.verdict(decision, Some(false), 260);
+        p.verdict(decision, Some(0.02), 260);
         // A recheck once the pause has grown by another 600 ms.
         let (at, Action::Decide { decision: again }) = run_until(&mut p, 260, 5000).unwrap() else {
             panic!("expected a recheck")
@@ -499,7 +534,7 @@ mod tests {
         // Until it answers, the turn still waits (no silence rule).
         assert_eq!(run_until(&mut p, at, at + 200), None);
         assert_eq!(
-            p.verdict(again, Some(true), at + 200),
+            p.verdict(again, Some(0.9), at + 200),
             Action::Commit(CommitReason::Complete)
         );
     }
@@ -527,7 +562,7 @@ mod tests {
         let (at, action) = run_until(&mut p, 1200, 3000).unwrap();
         assert_eq!(action, Action::Commit(CommitReason::SilenceRule));
         assert!((1500..1500 + CHUNK).contains(&at));
-        assert_eq!(p.verdict(decision, Some(false), at + 10), Action::Wait);
+        assert_eq!(p.verdict(decision, Some(0.02), at + 10), Action::Wait);
         assert!(!p.in_turn());
 
         // The model goes away while a decision is pending.
@@ -541,6 +576,63 @@ mod tests {
     }
 
     #[test]
+    fn an_unsure_verdict_gets_the_silence_rule() {
+        // Between the hold and complete thresholds: neither held to the
+        // ceiling nor committed early.
+        let mut p = policy(true);
+        p.speech();
+        let Action::Decide { decision } = p.pause(1000, 1200) else {
+            panic!()
+        };
+        assert_eq!(p.verdict(decision, Some(0.3), 1260), Action::Wait);
+        let (at, action) = run_until(&mut p, 1260, 5000).unwrap();
+        assert_eq!(action, Action::Commit(CommitReason::SilenceRule));
+        assert!((1500..1500 + CHUNK).contains(&at), "{at}");
+
+        // A recheck that comes back unsure after the silence rule's time
+        // ends the turn at once.
+        let mut p = policy(true);
+        p.speech();
+        let Action::Decide { decision } = p.pause(0, 200) else {
+            panic!()
+        };
+        p.verdict(decision, Some(0.05), 260);
+        let (at, Action::Decide { decision }) = run_until(&mut p, 260, 5000).unwrap() else {
+            panic!("expected a recheck")
+        };
+        assert_eq!(
+            p.verdict(decision, Some(0.4), at + 60),
+            Action::Commit(CommitReason::SilenceRule)
+        );
+
+        // With no unsure band every "not complete" holds.
+        let mut p = EndOfTurnPolicy::new(
+            EndOfTurnConfig {
+                hold_threshold: 0.5,
+                recheck_ms: None,
+                ..EndOfTurnConfig::default()
+            },
+            true,
+        )
+        .unwrap();
+        p.speech();
+        let Action::Decide { decision } = p.pause(0, 200) else {
+            panic!()
+        };
+        p.verdict(decision, Some(0.45), 260);
+        assert_eq!(run_until(&mut p, 260, 3900), None);
+        // A NaN is no verdict.
+        let mut p = policy(true);
+        p.speech();
+        let Action::Decide { decision } = p.pause(0, 200) else {
+            panic!()
+        };
+        p.verdict(decision, Some(f32::NAN), 260);
+        let (_, action) = run_until(&mut p, 260, 3900).unwrap();
+        assert_eq!(action, Action::Commit(CommitReason::SilenceRule));
+    }
+
+    #[test]
     fn a_verdict_from_before_resumed_speech_is_ignored() {
         let mut p = policy(true);
         p.speech();
@@ -549,7 +641,7 @@ mod tests {
         };
         // Speech resumes before the answer arrives.
         assert!(p.speech());
-        assert_eq!(p.verdict(decision, Some(true), 1300), Action::Wait);
+        assert_eq!(p.verdict(decision, Some(0.9), 1300), Action::Wait);
         assert!(p.in_turn() && !p.paused());
         // The next pause gets a new decision.
         let Action::Decide { decision: next } = p.pause(2000, 2200) else {
@@ -557,7 +649,7 @@ mod tests {
         };
         assert_ne!(next, decision);
         assert_eq!(
-            p.verdict(next, Some(false), 2250),
+            p.verdict(next, Some(0.02), 2250),
             Action::Wait,
             "the fresh verdict counts"
         );
@@ -578,5 +670,16 @@ mod tests {
             ..EndOfTurnConfig::default()
         };
         assert!(EndOfTurnPolicy::new(bad, true).is_err());
+        for (complete, hold) in [(0.0, 0.0), (1.0, 0.1), (0.5, 0.6), (0.5, -0.1)] {
+            let bad = EndOfTurnConfig {
+                complete_threshold: complete,
+                hold_threshold: hold,
+                ..EndOfTurnConfig::default()
+            };
+            assert!(
+                EndOfTurnPolicy::new(bad, true).is_err(),
+                "{complete} {hold}"
+            );
+        }
     }
 }
