@@ -40,7 +40,7 @@ PRODUCT_BACKENDS = {
         "fake",
     },
     "llm": {"responses-api", "chat-completions", "transformers", "mlx-lm", "llama-cpp", "fake"},
-    "tts": {"qwen3", "pocket", "kokoro", "chatTTS", "facebookMMS", "piper", "fake"},
+    "tts": {"qwen3", "pocket", "kokoro", "kokoro-torch", "chatTTS", "facebookMMS", "piper", "fake"},
 }
 
 
