@@ -37,6 +37,7 @@ PRODUCT_BACKENDS = {
         "mlx-audio-whisper",
         "faster-whisper",
         "paraformer",
+        "paraformer-torch",
         "fake",
     },
     "llm": {"responses-api", "chat-completions", "transformers", "mlx-lm", "llama-cpp", "fake"},

@@ -216,8 +216,36 @@ def whisper_ct2_to_hf(dst: Path, src: Path | None = None) -> Path:
         ("tokenizer_config.json", tokenizer),
     ]:
         (dst / name).write_text(json.dumps(data, indent=2) + "\n")
-    (dst / "tokenizer.json").write_bytes((src / "tokenizer.json").read_bytes())
+    (dst / "tokenizer.json").write_text(_with_timestamp_tokens(src / "tokenizer.json", vocab))
     return dst
+
+
+def _with_timestamp_tokens(path: Path, vocab_size: int) -> str:
+    """The tokenizer with Whisper's timestamp tokens ``<|0.00|>`` ... ``<|30.00|>`` added.
+
+    CTranslate2's copy stops at ``<|notimestamps|>``; the model's vocabulary
+    holds 1501 more ids, and decoders that place timestamps look them up by name.
+    """
+    data = json.loads(path.read_text())
+    added = data["added_tokens"]
+    have = {t["content"] for t in added}
+    next_id = max(t["id"] for t in added) + 1
+    for i in range(vocab_size - next_id):
+        content = f"<|{i * 0.02:.2f}|>"
+        if content in have:
+            continue
+        added.append(
+            {
+                "id": next_id + i,
+                "content": content,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": False,
+            }
+        )
+    return json.dumps(data, ensure_ascii=False)
 
 
 # HF Whisper -> mlx-whisper (OpenAI's names). Order matters: specific before generic.
@@ -277,13 +305,24 @@ def whisper_hf_to_mlx(dst: Path, hf_dir: Path) -> Path:
 
 def smollm2_gguf_to_hf(dst: Path, gguf: Path | None = None) -> Path:
     """Write SmolLM2 (the bundled GGUF, dequantised to float32) as an HF causal-LM folder."""
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf or smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(dst))
+    # transformers refuses save_pretrained() on a model read from GGUF (it counts as
+    # quantised), though its weights are plain dequantised tensors: write them directly.
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(str(dst))
+    model.generation_config.save_pretrained(str(dst))
     tokenizer.save_pretrained(str(dst))
     return dst
 

@@ -77,6 +77,7 @@ class BackendInfo:
     extra: str | None
     modules: tuple[str, ...]
     description: str
+    install: str | None = None
 
     def missing_modules(self) -> list[str]:
         """The required modules that are not installed."""
@@ -91,7 +92,7 @@ class BackendInfo:
         """Raise :class:`MissingExtraError` naming the pip extra if a module is missing."""
         missing = self.missing_modules()
         if missing:
-            hint = (
+            hint = self.install or (
                 f"pip install 'speech-to-speech[{self.extra}]'"
                 if self.extra
                 else "pip install " + " ".join(missing)
@@ -115,11 +116,13 @@ def register(
     extra: str | None = None,
     requires: Sequence[str] = (),
     description: str = "",
+    install: str | None = None,
 ) -> Callable[[_C], _C]:
     """Class decorator registering a handler class for ``stage`` under ``name``.
 
     ``requires`` lists top-level import names checked before the handler is
-    created; ``extra`` is the pip extra that installs them.
+    created; ``extra`` is the pip extra that installs them, and ``install`` a
+    command line to show instead of ``pip install 'speech-to-speech[extra]'``.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
@@ -128,7 +131,7 @@ def register(
         if not issubclass(cls, _BASES[stage]):
             raise TypeError(f"{cls.__name__} is not a {_BASES[stage].__name__}")
         doc = description or (inspect.getdoc(cls) or "").split("\n", 1)[0]
-        _registry[stage][name] = BackendInfo(stage, name, cls, extra, tuple(requires), doc)
+        _registry[stage][name] = BackendInfo(stage, name, cls, extra, tuple(requires), doc, install)
         cls.backend_name = name
         return cls
 
