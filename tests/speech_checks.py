@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import socket
+import subprocess
+import time
+import urllib.request
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -66,3 +72,42 @@ def backend_library(name: str) -> ModuleType:
     if BACKENDS_TIER:
         return importlib.import_module(name)
     return pytest.importorskip(name, reason=f"{name} is installed in the backends tier")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(
+    command: list[str], ready_url: str, log_path: Path, *, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """Run a server process until the block ends; wait until ``ready_url`` answers first.
+
+    Its output goes to a file (a pipe would fill up and block a chatty server).
+    """
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    err = log_path.read_text(errors="replace")
+                    raise RuntimeError(f"{command[0]} exited: {err[-2000:]}")
+                try:
+                    with urllib.request.urlopen(ready_url, timeout=1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

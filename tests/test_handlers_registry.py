@@ -38,10 +38,21 @@ PRODUCT_BACKENDS = {
         "faster-whisper",
         "paraformer",
         "paraformer-torch",
+        "openai",
         "fake",
     },
     "llm": {"responses-api", "chat-completions", "transformers", "mlx-lm", "llama-cpp", "fake"},
-    "tts": {"qwen3", "pocket", "kokoro", "kokoro-torch", "chatTTS", "facebookMMS", "piper", "fake"},
+    "tts": {
+        "qwen3",
+        "pocket",
+        "kokoro",
+        "kokoro-torch",
+        "chatTTS",
+        "facebookMMS",
+        "piper",
+        "openai",
+        "fake",
+    },
 }
 
 

@@ -233,6 +233,14 @@ def add_handler_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
     )
     _flag(s, "language", "spoken language code, or 'auto' to detect", default="en")
+    _flag(
+        s,
+        "stt_base_url",
+        "--stt openai: base URL of an OpenAI-compatible transcription API; "
+        "None = $OPENAI_BASE_URL or api.openai.com",
+        default=None,
+    )
+    _flag(s, "stt_api_key", "--stt openai: API key; None = $OPENAI_API_KEY", default=None)
     _flag(s, "beam_size", "STT beam size (1 = greedy, fastest)", type=int, default=1)
 
     m = parser.add_argument_group("language model")
@@ -273,6 +281,15 @@ def add_handler_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
     )
     _flag(t, "tts_speed", "speech rate (> 1 is faster)", type=float, default=1.0)
+    _flag(t, "tts_model", "TTS model name or folder; None = the backend's default", default=None)
+    _flag(
+        t,
+        "tts_base_url",
+        "--tts openai: base URL of an OpenAI-compatible speech API; "
+        "None = $OPENAI_BASE_URL or api.openai.com",
+        default=None,
+    )
+    _flag(t, "tts_api_key", "--tts openai: API key; None = $OPENAI_API_KEY", default=None)
 
 
 def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[str, Any]:
@@ -287,6 +304,8 @@ def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[st
             "language": a.get("language"),
             "beam_size": a.get("beam_size"),
             "window_s": a.get("stt_window_s"),
+            "base_url": a.get("stt_base_url"),
+            "api_key": a.get("stt_api_key"),
         }
     if stage == "llm":
         return {
@@ -299,7 +318,13 @@ def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[st
             "api_key": a.get("llm_api_key"),
             "timeout": a.get("llm_timeout"),
         }
-    return {"voice": a.get("tts_voice"), "speed": a.get("tts_speed")}
+    return {
+        "voice": a.get("tts_voice"),
+        "speed": a.get("tts_speed"),
+        "model": a.get("tts_model"),
+        "base_url": a.get("tts_base_url"),
+        "api_key": a.get("tts_api_key"),
+    }
 
 
 def _accepted_options(cls: type[Any], options: dict[str, Any]) -> dict[str, Any]:

@@ -6,9 +6,20 @@ from speech_to_speech.handlers.tts import (
     kokoro,
     kokoro_torch,
     mms,
+    openai_tts,
     piper,
     pocket,
     qwen3,
 )
 
-__all__ = ["chattts", "fake", "kokoro", "kokoro_torch", "mms", "piper", "pocket", "qwen3"]
+__all__ = [
+    "chattts",
+    "fake",
+    "kokoro",
+    "kokoro_torch",
+    "mms",
+    "openai_tts",
+    "piper",
+    "pocket",
+    "qwen3",
+]
