@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from speech_to_speech.cli import MODES, build_parser
 
 
@@ -61,3 +63,37 @@ def test_missing_extra_is_one_line() -> None:
     assert out.returncode == 2, out.stderr
     assert "pip install 'speech-to-speech[parakeet]'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_presets_set_backend_defaults_and_flags_still_win() -> None:
+    from speech_to_speech.presets import check_preset, parse_with_preset
+
+    args = parse_with_preset(build_parser(), ["--preset", "cuda"])
+    assert (args.stt, args.llm, args.tts) == ("parakeet-tdt", "responses-api", "qwen3")
+    assert args.stt_device == "cuda" and args.tts_device == "cuda"
+    args = parse_with_preset(build_parser(), ["--preset", "cuda", "--tts", "piper"])
+    assert (args.stt, args.tts) == ("parakeet-tdt", "piper")
+    for argv in (["--preset", "mac"], ["--local_mac_optimal_settings"]):
+        args = parse_with_preset(build_parser(), argv)
+        assert (args.stt, args.llm, args.tts, args.preset) == (
+            "whisper-mlx",
+            "mlx-lm",
+            "kokoro",
+            "mac",
+        )
+    args = parse_with_preset(build_parser(), ["--preset", "cpu"])
+    assert (args.stt, args.llm, args.tts) == ("faster-whisper", "llama-cpp", "piper")
+    check_preset(args)  # the bundled models are installed here
+    assert parse_with_preset(build_parser(), []).preset is None
+
+
+def test_preset_with_missing_backends_names_its_extra() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx_asr") and importlib.util.find_spec("qwen_tts"):
+        pytest.skip("the cuda preset's backends are installed here")
+    out = _run("--preset", "cuda", "--port", "0")
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "preset cuda needs" in line and "pip install 'speech-to-speech[cuda]'" in line

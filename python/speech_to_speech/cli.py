@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from speech_to_speech import SpeechToSpeechError, __version__, init_logging
 from speech_to_speech.handlers.registry import add_handler_arguments, build_handlers
 from speech_to_speech.pipeline import add_engine_arguments
+from speech_to_speech.presets import add_preset_arguments, check_preset, parse_with_preset
 from speech_to_speech.vad import ENGINES
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=float("inf"),
         help="longest turn before it is cut",
     )
+    add_preset_arguments(parser)
     add_handler_arguments(parser)
     add_engine_arguments(parser)
     return parser
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_preset(parser, argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -127,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_logging(os.environ.get("S2S_LOG") or args.log_level)
     try:
         # Refuse a backend whose extra is missing before anything loads.
+        check_preset(args)
         build_handlers(args)
         reason = _NOT_READY.get(args.mode)
         if reason is not None:

@@ -283,6 +283,9 @@ def add_handler_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(t, "tts_speed", "speech rate (> 1 is faster)", type=float, default=1.0)
     _flag(t, "tts_model", "TTS model name or folder; None = the backend's default", default=None)
     _flag(
+        t, "tts_device", "TTS device (cpu, cuda, auto); None = the backend's default", default=None
+    )
+    _flag(
         t,
         "tts_base_url",
         "--tts openai: base URL of an OpenAI-compatible speech API; "
@@ -322,6 +325,7 @@ def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[st
         "voice": a.get("tts_voice"),
         "speed": a.get("tts_speed"),
         "model": a.get("tts_model"),
+        "device": a.get("tts_device"),
         "base_url": a.get("tts_base_url"),
         "api_key": a.get("tts_api_key"),
     }
