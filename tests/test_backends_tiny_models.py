@@ -41,6 +41,7 @@ def test_parakeet_named_model_loads_from_a_local_folder(tmp_path: Path) -> None:
 
 
 def test_parakeet_on_cuda_without_onnxruntime_gpu_names_the_extra(tmp_path: Path) -> None:
+    backend_library("onnx_asr")
     onnxruntime = backend_library("onnxruntime")
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed here")
