@@ -11,7 +11,7 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ from speech_to_speech.handlers import create_handler
 class FakeQwen3TTSModel:
     """What ``qwen_tts.Qwen3TTSModel`` offers the handler, recording the calls."""
 
-    loaded: list[dict[str, Any]] = []
+    loaded: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
