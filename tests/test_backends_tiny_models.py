@@ -140,3 +140,23 @@ def test_mms_synthesizes_through_vits_from_pretrained(mms_dir: Path) -> None:
     cancel.set()
     assert list(tts.synthesize(text, cancel=cancel)) == []
     assert list(tts.synthesize("  ")) == []
+
+
+def test_pocket_generates_from_a_config_built_model(tmp_path: Path) -> None:
+    config = tiny_models.pocket_config(tmp_path / "pocket")
+    voice = str(AUDIO / "q_book.wav")
+    tts = create_handler("tts", "pocket", model=str(config), voice=voice)
+    tts.setup()  # builds the model from the config; the voice state comes from the clip
+    assert tts.sample_rate == 24_000
+    chunks = list(tts.synthesize("Hello there, how are you?"))
+    assert len(chunks) == 1 and chunks[0].sample_rate == 24_000
+    audio = chunks[0].samples
+    assert audio.dtype == np.float32 and np.isfinite(audio).all()
+    assert len(audio) > 0 and len(audio) % 1920 == 0  # whole Mimi frames (12.5 Hz at 24 kHz)
+    states: dict[str, object] = getattr(tts, "_states")  # noqa: B009
+    list(tts.synthesize("Again.", voice=str(AUDIO / "jfk.wav")))
+    assert set(states) == {voice, str(AUDIO / "jfk.wav")}  # one state per voice, kept
+    cancel = threading.Event()
+    cancel.set()
+    assert list(tts.synthesize("Hello.", cancel=cancel)) == []
+    assert list(tts.synthesize("   ")) == []

@@ -159,3 +159,46 @@ def paraformer(out: Path, chars: str) -> Path:
         f"<Rescale> 560 560\n<LearnRateCoef> 0 [ {ones} ]\n</Nnet>\n"
     )
     return out
+
+
+def pocket_config(out: Path) -> Path:
+    """A Pocket TTS config with no weights (the library then leaves them random) and a
+    SentencePiece tokenizer trained here, from the package's own smallest English config."""
+    backend_library("pocket_tts")
+    sentencepiece = backend_library("sentencepiece")
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out / "corpus.txt"
+    corpus.write_text(
+        "\n".join(
+            "hello there how are you today the weather is very nice "
+            f"speak these words number {i} please and thank you"
+            for i in range(200)
+        )
+    )
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=60,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    source = package_file("pocket_tts", "config/english_2m_2026-10.yaml")
+    config = yaml.safe_load(source.read_text())
+    for key in ("weights_path", "weights_path_without_voice_cloning"):
+        config.pop(key, None)
+    table = config["flow_lm"]["lookup_table"]
+    table["tokenizer_path"], table["n_bins"] = str(out / "tokenizer.model"), 60
+    path = out / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A data file inside an installed package."""
+    from speech_to_speech.models import package_dir
+
+    path = package_dir(package, extra="pocket-tts") / relative
+    assert path.is_file(), path
+    return path
