@@ -66,7 +66,8 @@ def piper_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_openai_stt_transcribes_through_a_whisper_server(whisper_server: str) -> None:
-    stt = create_handler("stt", "openai", base_url=whisper_server)
+    # The server loads the model on its first request: give that one time on a busy machine.
+    stt = create_handler("stt", "openai", base_url=whisper_server, timeout=180)
     stt.setup()
     pairs = []
     for name, reference in REFERENCES.items():
