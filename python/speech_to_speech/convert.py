@@ -145,7 +145,11 @@ def whisper_ct2_to_hf(dst: Path, src: Path | None = None) -> Path:
     multilingual = vocab >= 51865
     dst.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    eot, sot, no_timestamps = 50256, 50257, (50363 if multilingual else 50362)
+    special = {
+        t["content"]: int(t["id"])
+        for t in json.loads((src / "tokenizer.json").read_text())["added_tokens"]
+    }
+    eot, sot = special["<|endoftext|>"], special["<|startoftranscript|>"]
     config = {
         "architectures": ["WhisperForConditionalGeneration"],
         "model_type": "whisper",
@@ -177,15 +181,19 @@ def whisper_ct2_to_hf(dst: Path, src: Path | None = None) -> Path:
         "eos_token_id": eot,
         "pad_token_id": eot,
         "max_length": config["max_target_positions"],
-        "no_timestamps_token_id": no_timestamps,
-        "prev_sot_token_id": sot - 2 if not multilingual else 50361,
+        "no_timestamps_token_id": special["<|notimestamps|>"],
+        "prev_sot_token_id": special["<|startofprev|>"],
         "begin_suppress_tokens": config["begin_suppress_tokens"],
         "suppress_tokens": config["suppress_tokens"],
         "alignment_heads": ct2_config.get("alignment_heads", []),
         "is_multilingual": multilingual,
     }
     if multilingual:
-        generation["lang_to_id"] = {}  # filled by the caller's tokenizer if ever needed
+        languages = set(ct2_config.get("lang_ids", []))
+        generation["lang_to_id"] = {t: i for t, i in special.items() if i in languages}
+        generation["task_to_id"] = {
+            task: special[f"<|{task}|>"] for task in ("transcribe", "translate")
+        }
     feature = {
         "feature_extractor_type": "WhisperFeatureExtractor",
         "feature_size": config["num_mel_bins"],
