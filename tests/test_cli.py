@@ -74,3 +74,43 @@ def test_missing_extra_is_one_line(
     assert status == 2, err
     assert "pip install 'speech-to-speech[parakeet]'" in err
     assert "Traceback" not in err
+
+
+def test_presets_set_backend_defaults_and_flags_still_win() -> None:
+    from speech_to_speech.presets import check_preset, parse_with_preset
+
+    args = parse_with_preset(build_parser(), ["--preset", "cuda"])
+    assert (args.stt, args.llm, args.tts) == ("parakeet-tdt", "responses-api", "qwen3")
+    assert args.stt_device == "cuda" and args.tts_device == "cuda"
+    args = parse_with_preset(build_parser(), ["--preset", "cuda", "--tts", "piper"])
+    assert (args.stt, args.tts) == ("parakeet-tdt", "piper")
+    for argv in (["--preset", "mac"], ["--local_mac_optimal_settings"]):
+        args = parse_with_preset(build_parser(), argv)
+        assert (args.stt, args.llm, args.tts, args.preset) == (
+            "whisper-mlx",
+            "mlx-lm",
+            "kokoro",
+            "mac",
+        )
+    args = parse_with_preset(build_parser(), ["--preset", "cpu"])
+    assert (args.stt, args.llm, args.tts) == ("faster-whisper", "llama-cpp", "piper")
+    check_preset(args)  # the bundled models are installed here
+    assert parse_with_preset(build_parser(), []).preset is None
+
+
+def test_preset_with_missing_backends_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cuda preset's libraries are missing (simulated): one line names its extra."""
+    from speech_to_speech import cli
+    from speech_to_speech.handlers import registry
+
+    real = registry._module_installed
+    missing = {"onnx_asr", "qwen_tts"}
+    monkeypatch.setattr(registry, "_module_installed", lambda m: m not in missing and real(m))
+    status = cli.main(["--preset", "cuda", "--port", "0"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("speech-to-speech:")]
+    assert status == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "preset cuda needs" in lines[0]
+    assert "pip install 'speech-to-speech[cuda]'" in lines[0]

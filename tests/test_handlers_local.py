@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-import wave
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from _wer import wer
 from scipy.signal import resample_poly
+from speech_checks import SHARED, read_wav, wer
 
 from speech_to_speech.handlers import (
     LLMError,
@@ -28,7 +26,6 @@ from speech_to_speech.handlers import (
 )
 from speech_to_speech.models import piper_joe_voice, smollm2_gguf, whisper_tiny_en_dir
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
@@ -43,13 +40,6 @@ JFK_TEXT = (
     "And so my fellow Americans, ask not what your country can do for you, "
     "ask what you can do for your country."
 )
-
-
-def read_wav(path: Path) -> npt.NDArray[np.float32]:
-    with wave.open(str(path)) as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16_000, 1, 2)
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
 
 
 def test_wer() -> None:

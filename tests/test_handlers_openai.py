@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,6 +29,7 @@ from openai.types.responses import (
     ResponseUsage,
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+from speech_checks import free_port, serve
 
 from speech_to_speech.handlers import (
     LLMAuthError,
@@ -56,12 +54,6 @@ WEATHER_TOOL = {
         "required": ["location"],
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- a scripted HTTP server ---------------------------------------------------------------
@@ -121,54 +113,28 @@ class ScriptedServer:
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    # A file, not a pipe: llama.cpp logs enough while loading to fill a pipe and block.
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(smollm2_gguf()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            # One prompt thread as well: llama.cpp's spinning threads stall on a busy CI box.
-            "--n_threads",
-            "1",
-            "--n_threads_batch",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_gguf()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        # One prompt thread as well: llama.cpp's spinning threads stall on a busy CI box.
+        "--n_threads",
+        "1",
+        "--n_threads_batch",
+        "1",
+    ]
     base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                err = log_path.read_text(errors="replace")
-                raise RuntimeError(f"llama_cpp.server exited: {err[-2000:]}")
-            try:
-                with urllib.request.urlopen(base_url + "/models", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+    with serve(command, base_url + "/models", log_path):
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_chat_completions_streams_from_llama_server(llama_server: str) -> None:

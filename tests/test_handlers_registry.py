@@ -36,10 +36,22 @@ PRODUCT_BACKENDS = {
         "mlx-audio-whisper",
         "faster-whisper",
         "paraformer",
+        "paraformer-torch",
+        "openai",
         "fake",
     },
     "llm": {"responses-api", "chat-completions", "transformers", "mlx-lm", "llama-cpp", "fake"},
-    "tts": {"qwen3", "pocket", "kokoro", "chatTTS", "facebookMMS", "piper", "fake"},
+    "tts": {
+        "qwen3",
+        "pocket",
+        "kokoro",
+        "kokoro-torch",
+        "chatTTS",
+        "facebookMMS",
+        "piper",
+        "openai",
+        "fake",
+    },
 }
 
 

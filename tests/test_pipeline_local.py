@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _wer import wer
+from speech_checks import wer
 
 import speech_to_speech as s2s
 from speech_to_speech.handlers.registry import create_handler

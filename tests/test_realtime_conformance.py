@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
-from _wer import wer
 from pydantic import BaseModel, TypeAdapter
+from speech_checks import wer
 
 from speech_to_speech import Engine, RealtimeServer, float32_to_pcm16, resample
 from speech_to_speech.vad import load_silero_vad

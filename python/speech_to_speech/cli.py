@@ -12,6 +12,7 @@ from speech_to_speech import SpeechToSpeechError, init_logging
 from speech_to_speech.flags import MODES, build_parser
 from speech_to_speech.handlers.registry import build_handlers
 from speech_to_speech.pipeline import Handlers, engine_from_args
+from speech_to_speech.presets import check_preset, parse_with_preset
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ _NOT_READY = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_preset(parser, argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_logging(os.environ.get("S2S_LOG") or args.log_level)
     try:
         # Refuse a backend whose extra is missing before anything loads.
+        check_preset(args)
         handlers = build_handlers(args)
         reason = _NOT_READY.get(args.mode)
         if reason is not None:

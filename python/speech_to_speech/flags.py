@@ -13,6 +13,7 @@ from typing import Any
 
 from speech_to_speech import __version__
 from speech_to_speech._core import DEFAULTS
+from speech_to_speech.presets import PRESETS
 from speech_to_speech.vad import BACKENDS
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "MODES", "build_parser", "defaults"]
@@ -188,6 +189,22 @@ def _vad_flags(vad: argparse._ArgumentGroup) -> None:
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
+    p = parser.add_argument_group("presets")
+    add(
+        p,
+        "preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="backend defaults for a machine: "
+        + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+        + "; flags given explicitly still win",
+    )
+    add(
+        p,
+        "local_mac_optimal_settings",
+        action="store_true",
+        help="the original project's name for --preset mac",
+    )
     g = parser.add_argument_group("models")
     add(g, "stt", default="faster-whisper", help="speech-to-text backend")
     add(g, "llm", default="llama-cpp", help="language-model backend")
@@ -207,6 +224,14 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "Whisper's full window (slower, same accuracy here)",
     )
     add(s, "language", default="en", help="spoken language code, or 'auto' to detect")
+    add(
+        s,
+        "stt_base_url",
+        default=None,
+        help="--stt openai: base URL of an OpenAI-compatible transcription API; "
+        "None = $OPENAI_BASE_URL or api.openai.com",
+    )
+    add(s, "stt_api_key", default=None, help="--stt openai: API key; None = $OPENAI_API_KEY")
     add(s, "beam_size", type=int, default=1, help="STT beam size (1 = greedy, fastest)")
 
     m = parser.add_argument_group("language model")
@@ -253,6 +278,16 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "backends; None = the bundled en_US-joe-medium",
     )
     add(t, "tts_speed", type=float, default=1.0, help="speech rate (> 1 is faster)")
+    add(t, "tts_model", default=None, help="TTS model name or folder; None = the backend's default")
+    add(t, "tts_device", default=None, help="TTS device (cpu, cuda, auto); None = backend default")
+    add(
+        t,
+        "tts_base_url",
+        default=None,
+        help="--tts openai: base URL of an OpenAI-compatible speech API; "
+        "None = $OPENAI_BASE_URL or api.openai.com",
+    )
+    add(t, "tts_api_key", default=None, help="--tts openai: API key; None = $OPENAI_API_KEY")
 
 
 def _engine_flags(g: argparse._ArgumentGroup) -> None:

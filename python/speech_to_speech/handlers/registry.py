@@ -79,6 +79,7 @@ class BackendInfo:
     extra: str | None
     modules: tuple[str, ...]
     description: str
+    install: str | None = None
 
     def missing_modules(self) -> list[str]:
         """The required modules that are not installed."""
@@ -93,7 +94,7 @@ class BackendInfo:
         """Raise :class:`MissingExtraError` naming the pip extra if a module is missing."""
         missing = self.missing_modules()
         if missing:
-            hint = (
+            hint = self.install or (
                 f"pip install 'speech-to-speech[{self.extra}]'"
                 if self.extra
                 else "pip install " + " ".join(missing)
@@ -117,11 +118,13 @@ def register(
     extra: str | None = None,
     requires: Sequence[str] = (),
     description: str = "",
+    install: str | None = None,
 ) -> Callable[[_C], _C]:
     """Class decorator registering a handler class for ``stage`` under ``name``.
 
     ``requires`` lists top-level import names checked before the handler is
-    created; ``extra`` is the pip extra that installs them.
+    created; ``extra`` is the pip extra that installs them, and ``install`` a
+    command line to show instead of ``pip install 'speech-to-speech[extra]'``.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
@@ -130,7 +133,7 @@ def register(
         if not issubclass(cls, _BASES[stage]):
             raise TypeError(f"{cls.__name__} is not a {_BASES[stage].__name__}")
         doc = description or (inspect.getdoc(cls) or "").split("\n", 1)[0]
-        _registry[stage][name] = BackendInfo(stage, name, cls, extra, tuple(requires), doc)
+        _registry[stage][name] = BackendInfo(stage, name, cls, extra, tuple(requires), doc, install)
         cls.backend_name = name
         return cls
 
@@ -207,6 +210,8 @@ def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[st
             "language": a.get("language"),
             "beam_size": a.get("beam_size"),
             "window_s": a.get("stt_window_s"),
+            "base_url": a.get("stt_base_url"),
+            "api_key": a.get("stt_api_key"),
         }
     if stage == "llm":
         return {
@@ -219,7 +224,14 @@ def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[st
             "api_key": a.get("llm_api_key"),
             "timeout": a.get("llm_timeout"),
         }
-    return {"voice": a.get("tts_voice"), "speed": a.get("tts_speed")}
+    return {
+        "voice": a.get("tts_voice"),
+        "speed": a.get("tts_speed"),
+        "model": a.get("tts_model"),
+        "device": a.get("tts_device"),
+        "base_url": a.get("tts_base_url"),
+        "api_key": a.get("tts_api_key"),
+    }
 
 
 def _accepted_options(cls: type[Any], options: dict[str, Any]) -> dict[str, Any]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from speech_to_speech.handlers._onnx import onnx_providers
 from speech_to_speech.handlers.base import STT_SAMPLE_RATE, Cancellation, STTHandler, Transcript
 from speech_to_speech.handlers.registry import register
 from speech_to_speech.handlers.stt._common import final_only
@@ -21,9 +23,12 @@ class ParakeetSTT(STTHandler):
     """Parakeet TDT through ``onnx_asr.load_model`` on ONNX Runtime (CPU or CUDA).
 
     ``model`` is an onnx-asr model name (default ``nemo-parakeet-tdt-0.6b-v3``,
-    multilingual; ``nemo-parakeet-tdt-0.6b-v2`` is English only) or, with
-    ``model_dir``, the local folder of an exported model. ``compute_type``
-    ``int8`` picks the quantised export. Parakeet detects the language itself.
+    multilingual, from the Hugging Face hub; ``nemo-parakeet-tdt-0.6b-v2`` is
+    English only) or the local folder of an exported model, whose
+    ``config.json`` names its type; ``model_dir`` is a local folder for a named
+    model. ``compute_type`` ``int8`` picks the quantised export. ``device``
+    ``auto`` runs on CUDA when ``onnxruntime-gpu`` is installed. Parakeet
+    detects the language itself.
     """
 
     def __init__(
@@ -31,7 +36,7 @@ class ParakeetSTT(STTHandler):
         *,
         model: str | None = None,
         model_dir: str | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         compute_type: str | None = None,
         language: str | None = None,
     ) -> None:
@@ -49,16 +54,15 @@ class ParakeetSTT(STTHandler):
                 return
             import onnx_asr
 
-            providers = (
-                ["CUDAExecutionProvider", "CPUExecutionProvider"]
-                if self.device.startswith("cuda")
-                else ["CPUExecutionProvider"]
-            )
+            name: str | None = self.model_name
+            folder = self.model_dir
+            if folder is None and Path(self.model_name).is_dir():
+                name, folder = None, self.model_name  # the type comes from its config.json
             self._model = onnx_asr.load_model(
-                self.model_name,
-                self.model_dir,
+                name,
+                folder,
                 quantization=self.quantization,
-                providers=providers,
+                providers=onnx_providers(self.device),
             )
 
     def transcribe(

@@ -29,8 +29,10 @@ class TransformersWhisperSTT(STTHandler):
     """Whisper through ``transformers.pipeline("automatic-speech-recognition")``.
 
     ``model`` is a hub id or a local directory (default
-    ``openai/whisper-large-v3-turbo``); ``device`` is ``cpu``, ``cuda``,
-    ``cuda:N`` or ``mps``; ``compute_type`` ``float16``/``bfloat16``/``float32``.
+    ``openai/whisper-large-v3-turbo``; ``python -m speech_to_speech.convert
+    whisper-hf DIR`` writes the bundled tiny.en as one); ``device`` is ``cpu``,
+    ``cuda``, ``cuda:N`` or ``mps``; ``compute_type``
+    ``float16``/``bfloat16``/``float32``.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class TransformersWhisperSTT(STTHandler):
         self.beam_size = beam_size
         self.max_new_tokens = max_new_tokens
         self._pipe: Any = None
+        self._multilingual = True
         self._lock = threading.Lock()
 
     def setup(self) -> None:
@@ -64,8 +67,11 @@ class TransformersWhisperSTT(STTHandler):
                 "automatic-speech-recognition",
                 model=self.model_name,
                 device=self.device,
-                torch_dtype=getattr(torch, self.compute_type),
+                dtype=getattr(torch, self.compute_type),
             )
+            # English-only checkpoints (*.en) take no language or task tokens.
+            config = self._pipe.model.generation_config
+            self._multilingual = bool(getattr(config, "is_multilingual", True))
 
     def transcribe(
         self,
@@ -79,12 +85,15 @@ class TransformersWhisperSTT(STTHandler):
             self.setup()
         lang = language or self.language
         generate_kwargs: dict[str, Any] = {
-            "task": "transcribe",
             "num_beams": self.beam_size,
             "max_new_tokens": self.max_new_tokens,
         }
-        if lang and lang != "auto":
-            generate_kwargs["language"] = lang
+        if self._multilingual:
+            generate_kwargs["task"] = "transcribe"
+            if lang and lang != "auto":
+                generate_kwargs["language"] = lang
+        elif lang not in (None, "auto", "en"):
+            raise ValueError(f"{self.model_name} is English-only; it cannot transcribe {lang!r}")
         if prompt:
             tokenizer = self._pipe.tokenizer
             generate_kwargs["prompt_ids"] = tokenizer.get_prompt_ids(prompt, return_tensors="pt")

@@ -14,9 +14,21 @@ from speech_to_speech.handlers.registry import register
 __all__ = ["PocketTTS"]
 
 
+def _model_source(name: str | None) -> dict[str, str]:
+    """``load_model``'s argument for ``name``: a config file or URL, else a language name."""
+    if not name:
+        return {}
+    if "://" in name or name.endswith((".yaml", ".yml")):
+        return {"config": name}
+    return {"language": name}
+
+
 @register("tts", "pocket", extra="pocket-tts", requires=["pocket_tts", "torch"])
 class PocketTTS(TTSHandler):
     """``pocket_tts.TTSModel``: voice state from an audio prompt, then ``generate_audio``.
+
+    ``model`` is a Pocket TTS language (``english``, ``french``, ...) or a config
+    file (local path, ``https://`` or ``hf://``); default the package's English.
 
     ``voice`` is a Pocket voice name (``alba``, ...), a local wav file or an
     ``hf://`` URL of a reference clip; states are computed once per voice and
@@ -36,11 +48,7 @@ class PocketTTS(TTSHandler):
             if self._model is None:
                 from pocket_tts import TTSModel
 
-                self._model = (
-                    TTSModel.load_model(self.model_name)
-                    if self.model_name
-                    else TTSModel.load_model()
-                )
+                self._model = TTSModel.load_model(**_model_source(self.model_name))
                 self.sample_rate = int(self._model.sample_rate)
                 self._state(self.voice)
 
