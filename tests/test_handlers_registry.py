@@ -164,3 +164,33 @@ def test_build_handlers_for_the_defaults_does_not_load_models() -> None:
     assert isinstance(tts, PiperTTS)
     assert stt._model is None and llm._llm is None and not tts._voices
     assert llm.n_threads == 2 and stt.compute_type == "int8"
+
+
+def test_a_backend_is_one_module_and_its_extra() -> None:
+    """The registry finds every handler module by itself; each backend's extra exists."""
+    import pkgutil
+    import re
+    from pathlib import Path
+
+    import speech_to_speech.handlers.stt as stt_pkg
+
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    section = text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    extras = set(re.findall(r"^([A-Za-z0-9_-]+) = \[", section, flags=re.M))
+    assert {"local", "faster-whisper", "kokoro"} <= extras, extras
+    names = {m.name for m in pkgutil.iter_modules(stt_pkg.__path__) if not m.name.startswith("_")}
+    registered = {b.handler_class.__module__.rsplit(".", 1)[1] for b in registered_backends("stt")}
+    assert names <= registered, names - registered
+    for stage in ("stt", "llm", "tts"):
+        for info in registered_backends(stage):
+            assert info.extra is None or info.extra in extras, (info.name, info.extra)
+
+
+def test_a_backend_declares_its_own_flags() -> None:
+    """faster-whisper's --stt_window_s is declared next to the handler and reaches it."""
+    parser = build_parser()
+    args = parser.parse_args(["--stt_window_s", "12.5"])
+    assert args.stt_window_s == 12.5
+    stt, _, _ = build_handlers(args)
+    assert getattr(stt, "window_s", None) == 12.5
+    assert "stt faster-whisper: smallest mel window" in parser.format_help()

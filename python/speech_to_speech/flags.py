@@ -13,6 +13,7 @@ from typing import Any
 
 from speech_to_speech import __version__
 from speech_to_speech._core import DEFAULTS
+from speech_to_speech.handlers.registry import backend_flags
 from speech_to_speech.presets import PRESETS
 from speech_to_speech.vad import BACKENDS
 
@@ -215,14 +216,6 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     add(s, "stt_device", default="cpu", help="STT device (cpu, cuda, auto, mps)")
     add(s, "stt_compute_type", default="int8", help="STT compute type (int8, float16, float32...)")
     add(s, "stt_cpu_threads", type=int, default=0, help="STT CPU threads; 0 = library default")
-    add(
-        s,
-        "stt_window_s",
-        type=float,
-        default=10.0,
-        help="faster-whisper: smallest mel window in seconds for an utterance; 30 = always "
-        "Whisper's full window (slower, same accuracy here)",
-    )
     add(s, "language", default="en", help="spoken language code, or 'auto' to detect")
     add(
         s,
@@ -269,6 +262,7 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         help="number of past turns sent to the model",
     )
 
+    _backend_flags(parser)
     t = parser.add_argument_group("text to speech")
     add(
         t,
@@ -288,6 +282,16 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "None = $OPENAI_BASE_URL or api.openai.com",
     )
     add(t, "tts_api_key", default=None, help="--tts openai: API key; None = $OPENAI_API_KEY")
+
+
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags each backend declares next to its handler (``register(flags=...)``)."""
+    group = parser.add_argument_group("backend options")
+    for info, flag in backend_flags():
+        kwargs: dict[str, Any] = {"default": flag.default}
+        if flag.type is not None:
+            kwargs["type"] = flag.type
+        add(group, flag.name, help=f"{info.stage} {info.name}: {flag.help}", **kwargs)
 
 
 def _engine_flags(g: argparse._ArgumentGroup) -> None:

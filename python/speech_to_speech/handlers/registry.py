@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import pkgutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,9 +33,11 @@ from speech_to_speech.handlers.base import (
 
 __all__ = [
     "STAGES",
+    "BackendFlag",
     "BackendInfo",
     "Stage",
     "available_backends",
+    "backend_flags",
     "backend_info",
     "build_handlers",
     "create_handler",
@@ -66,6 +69,20 @@ def _module_installed(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class BackendFlag:
+    """A command-line flag of one backend, declared with its :func:`register` call.
+
+    ``--name`` sets the handler's ``param`` keyword (when that backend is chosen).
+    """
+
+    name: str
+    param: str
+    default: Any
+    help: str
+    type: Callable[[str], Any] | None = None
+
+
+@dataclass(frozen=True)
 class BackendInfo:
     """One registered backend.
 
@@ -80,6 +97,7 @@ class BackendInfo:
     modules: tuple[str, ...]
     description: str
     install: str | None = None
+    flags: tuple[BackendFlag, ...] = ()
 
     def missing_modules(self) -> list[str]:
         """The required modules that are not installed."""
@@ -119,6 +137,7 @@ def register(
     requires: Sequence[str] = (),
     description: str = "",
     install: str | None = None,
+    flags: Sequence[BackendFlag] = (),
 ) -> Callable[[_C], _C]:
     """Class decorator registering a handler class for ``stage`` under ``name``.
 
@@ -133,7 +152,9 @@ def register(
         if not issubclass(cls, _BASES[stage]):
             raise TypeError(f"{cls.__name__} is not a {_BASES[stage].__name__}")
         doc = description or (inspect.getdoc(cls) or "").split("\n", 1)[0]
-        _registry[stage][name] = BackendInfo(stage, name, cls, extra, tuple(requires), doc, install)
+        _registry[stage][name] = BackendInfo(
+            stage, name, cls, extra, tuple(requires), doc, install, tuple(flags)
+        )
         cls.backend_name = name
         return cls
 
@@ -146,8 +167,13 @@ def _ensure_builtins() -> None:
         return
     with _builtins_lock:
         if not _builtins_loaded:
+            # Every public module of a stage package is a backend: adding a
+            # backend is adding its file there.
             for package in _BUILTIN_PACKAGES:
-                importlib.import_module(package)
+                pkg = importlib.import_module(package)
+                for module in pkgutil.iter_modules(pkg.__path__):
+                    if not module.name.startswith("_"):
+                        importlib.import_module(f"{package}.{module.name}")
             _builtins_loaded = True
 
 
@@ -209,7 +235,6 @@ def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[st
             "cpu_threads": a.get("stt_cpu_threads"),
             "language": a.get("language"),
             "beam_size": a.get("beam_size"),
-            "window_s": a.get("stt_window_s"),
             "base_url": a.get("stt_base_url"),
             "api_key": a.get("stt_api_key"),
         }
@@ -252,9 +277,26 @@ def build_handlers(args: argparse.Namespace) -> tuple[STTHandler, LLMHandler, TT
     for info in infos:
         info.check_installed()
     stt, llm, tts = (
-        info.handler_class(
-            **_accepted_options(info.handler_class, handler_options_from_args(info.stage, args))
-        )
+        info.handler_class(**_accepted_options(info.handler_class, _options(info, args)))
         for info in infos
     )
     return cast(STTHandler, stt), cast(LLMHandler, llm), cast(TTSHandler, tts)
+
+
+def _options(info: BackendInfo, args: argparse.Namespace) -> dict[str, Any]:
+    """The stage's generic options, then the backend's own flags."""
+    options = handler_options_from_args(info.stage, args)
+    for flag in info.flags:
+        value = getattr(args, flag.name, None)
+        if value is not None:
+            options[flag.param] = value
+    return options
+
+
+def backend_flags() -> list[tuple[BackendInfo, BackendFlag]]:
+    """Every backend's own flags (for the command line), by stage and backend name."""
+    out = []
+    for stage in STAGES:
+        for info in registered_backends(stage):
+            out += [(info, flag) for flag in info.flags]
+    return out

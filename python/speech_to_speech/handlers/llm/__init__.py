@@ -1,19 +1,6 @@
-"""Language-model backends; importing this package registers them all."""
+"""Language-model backends: one module each, found by the registry.
 
-from speech_to_speech.handlers.llm import (
-    chat_completions,
-    fake,
-    llama_cpp,
-    mlx_lm,
-    responses_api,
-    transformers_llm,
-)
-
-__all__ = [
-    "chat_completions",
-    "fake",
-    "llama_cpp",
-    "mlx_lm",
-    "responses_api",
-    "transformers_llm",
-]
+A backend is one module here whose handler class is decorated with
+``speech_to_speech.handlers.registry.register``; modules starting with ``_``
+are shared helpers, not backends.
+"""

@@ -1,23 +1,6 @@
-"""Speech-to-text backends; importing this package registers them all."""
+"""Speech-to-text backends: one module each, found by the registry.
 
-from speech_to_speech.handlers.stt import (
-    fake,
-    faster_whisper,
-    mlx_audio_whisper,
-    mlx_whisper,
-    openai_stt,
-    paraformer,
-    parakeet,
-    whisper_transformers,
-)
-
-__all__ = [
-    "fake",
-    "faster_whisper",
-    "mlx_audio_whisper",
-    "mlx_whisper",
-    "openai_stt",
-    "paraformer",
-    "parakeet",
-    "whisper_transformers",
-]
+A backend is one module here whose handler class is decorated with
+``speech_to_speech.handlers.registry.register``; modules starting with ``_``
+are shared helpers, not backends.
+"""

@@ -17,7 +17,7 @@ from speech_to_speech.handlers.base import (
     Transcript,
     is_cancelled,
 )
-from speech_to_speech.handlers.registry import register
+from speech_to_speech.handlers.registry import BackendFlag, register
 
 __all__ = ["FasterWhisperSTT", "looks_wrong"]
 
@@ -27,7 +27,22 @@ log = logging.getLogger(__name__)
 _FULL_WINDOW_S = 30.0
 
 
-@register("stt", "faster-whisper", extra="faster-whisper", requires=["faster_whisper"])
+@register(
+    "stt",
+    "faster-whisper",
+    extra="faster-whisper",
+    requires=["faster_whisper"],
+    flags=[
+        BackendFlag(
+            "stt_window_s",
+            "window_s",
+            10.0,
+            "smallest mel window in seconds for an utterance; 30 = always Whisper's full "
+            "window (slower, same accuracy here)",
+            float,
+        )
+    ],
+)
 class FasterWhisperSTT(STTHandler):
     """Whisper on CTranslate2; defaults to the bundled tiny.en (int8, CPU).
 

@@ -1,25 +1,6 @@
-"""Text-to-speech backends; importing this package registers them all."""
+"""Text-to-speech backends: one module each, found by the registry.
 
-from speech_to_speech.handlers.tts import (
-    chattts,
-    fake,
-    kokoro,
-    kokoro_torch,
-    mms,
-    openai_tts,
-    piper,
-    pocket,
-    qwen3,
-)
-
-__all__ = [
-    "chattts",
-    "fake",
-    "kokoro",
-    "kokoro_torch",
-    "mms",
-    "openai_tts",
-    "piper",
-    "pocket",
-    "qwen3",
-]
+A backend is one module here whose handler class is decorated with
+``speech_to_speech.handlers.registry.register``; modules starting with ``_``
+are shared helpers, not backends.
+"""
