@@ -142,11 +142,16 @@ class Conn:
     async def send(self, event: dict[str, Any]) -> None:
         await self.conn.send(event)
 
-    async def stream(self, audio: np.ndarray, rate: int = 24000, chunk_ms: int = 100) -> None:
+    async def stream(
+        self, audio: np.ndarray, rate: int = 24000, chunk_ms: int = 100, real_time: bool = False
+    ) -> None:
+        """Send `audio`: at once, or paced like a microphone (for what must happen in a pause)."""
         step = rate * chunk_ms // 1000
         for i in range(0, len(audio), step):
             pcm = float32_to_pcm16(np.ascontiguousarray(audio[i : i + step]))
             await self.conn.input_audio_buffer.append(audio=base64.b64encode(pcm).decode())
+            if real_time:
+                await asyncio.sleep(chunk_ms / 1000)
 
     def types(self) -> list[str]:
         return [e.type for e in self.seen]
@@ -1064,7 +1069,10 @@ async def test_live_input_transcription(conn: Conn, question: np.ndarray) -> Non
         }
     )
     await conn.until("session.updated")
-    await conn.stream(question)
+    # The pause comes in real time: the delta is due while the user is silent,
+    # before the silence rule ends the turn.
+    await conn.stream(question[:-36000])
+    await conn.stream(question[-36000:], chunk_ms=20, real_time=True)
     completed = await conn.until("conversation.item.input_audio_transcription.completed")
     types = conn.types()
     kind = "conversation.item.input_audio_transcription.delta"

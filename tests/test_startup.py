@@ -44,6 +44,7 @@ SESSION_FLAGS = [
     (["--enable_live_transcription"], "speech_to_speech.live_transcription", True),
     (["--min_speech_ms", "90"], "speech_to_speech.min_speech_ms", 90.0),
     (["--max_speech_ms", "30000"], "speech_to_speech.max_speech_ms", 30000.0),
+    (["--turn_detector", "smart_turn"], "speech_to_speech.turn_detector", "smart_turn"),
 ]
 
 

@@ -145,6 +145,7 @@ class Engine:
         tts_workers: int = 1,
         max_sessions: int = ...,  # DEFAULTS["max_sessions"]
         first_audio_priority: bool = True,
+        turn_model: SmartTurn | None = None,
     ) -> Engine: ...
     def session(
         self,
@@ -163,6 +164,8 @@ class Engine:
         chat_size: int = 0,
         temperature: float | None = None,
         max_output_tokens: int | None = None,
+        end_of_turn: Literal["low", "medium", "high", "auto"] | None = None,
+        silence_ms: float = 500.0,
     ) -> Session: ...
     @property
     def sessions(self) -> int: ...

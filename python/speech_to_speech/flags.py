@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     turn = parser.add_argument_group("end of turn (Smart Turn v3)")
     add(
         turn,
+        "turn_detector",
+        choices=("auto", "smart_turn", "silence"),
+        default=_KNOBS["turn_detector"],
+        help="what ends a user's turn: smart_turn: the learned Smart Turn v3 model on the "
+        "audio (a turn it calls complete ends after 200 ms of silence, one it calls "
+        "unfinished waits), for every session; silence: the silence rule only; auto: "
+        "Smart Turn for semantic_vad sessions (if its model is installed) and the silence "
+        "rule for server_vad, as OpenAI defines them",
+    )
+    add(
+        turn,
         "turn_model_path",
         default=None,
         help="Smart Turn v3 ONNX model file; None = smart-turn-v3.2-cpu.onnx from the "

@@ -16,11 +16,11 @@ import logging
 import time
 from typing import Any
 
-from speech_to_speech._core import Engine
+from speech_to_speech._core import Engine, SmartTurn, SpeechToSpeechError
 from speech_to_speech.flags import defaults
 from speech_to_speech.handlers.base import LLMHandler, STTHandler, TTSHandler
 from speech_to_speech.handlers.registry import build_handlers
-from speech_to_speech.vad import load_silero_vad
+from speech_to_speech.vad import load_silero_vad, load_smart_turn
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def engine_from_args(
         )
     vad = load_silero_vad(args.vad_model_path, backend=args.vad_backend)
     engine = Engine(
+        turn_model=_turn_model(args),
         stt=stt,
         llm=llm,
         tts=tts,
@@ -59,6 +60,21 @@ def engine_from_args(
         first_audio_priority=args.first_audio_priority == "on",
     )
     return engine, {stage: str(getattr(args, stage)) for stage in ("stt", "llm", "tts")}
+
+
+def _turn_model(args: argparse.Namespace) -> SmartTurn | None:
+    """Smart Turn v3 unless the silence rule was asked for. Missing, it stops start-up
+    when ``--turn_detector smart_turn`` asked for it, else the silence rule goes on.
+    """
+    if args.turn_detector == "silence":
+        return None
+    try:
+        return load_smart_turn(args.turn_model_path)
+    except SpeechToSpeechError as e:
+        if args.turn_detector == "smart_turn" or args.turn_model_path:
+            raise
+        logger.warning("Smart Turn unavailable, turns end by the silence rule: %s", e)
+        return None
 
 
 def build_engine(**options: Any) -> Engine:

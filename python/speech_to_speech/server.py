@@ -53,6 +53,7 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
             "min_speech_ms": float(args.min_speech_ms),
             "max_speech_ms": None if max_speech is None or math.isinf(max_speech) else max_speech,
             "always_transcribe": bool(args.always_transcribe) or original,
+            "turn_detector": args.turn_detector,
         },
     }
 

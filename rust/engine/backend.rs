@@ -297,3 +297,23 @@ pub trait TtsBackend: Send + Sync {
         emit: &mut dyn FnMut(TtsChunk),
     ) -> Result<(), StageError>;
 }
+
+/// A learned end-of-turn model: how likely the speaker is done, from the
+/// turn's audio so far (16 kHz mono). One instance serves every session.
+pub trait TurnModel: Send + Sync {
+    /// The probability, in [0, 1], that the turn is over.
+    fn predict(&self, audio: &[f32]) -> Result<f32, StageError>;
+}
+
+impl TurnModel for Mutex<crate::vad::SmartTurn> {
+    fn predict(&self, audio: &[f32]) -> Result<f32, StageError> {
+        self.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .predict(audio)
+            .map(|v| v.probability)
+            .map_err(|e| StageError::Backend {
+                stage: "turn",
+                message: e.to_string(),
+            })
+    }
+}

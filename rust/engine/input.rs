@@ -2,11 +2,19 @@
 //!
 //! All of it is Rust on the caller's thread (a tokio task or an audio
 //! callback): no GIL, no allocation per frame once buffers have grown.
+//!
+//! With a learned end-of-turn model, the VAD's silence rule becomes the
+//! ceiling and an [`EndOfTurnPolicy`] decides when a pause ends the turn: at
+//! each soft end it asks for a decision ([`TurnInput::Decide`], which the
+//! session runs on the model's worker), and the turn ends as soon as the
+//! verdict and the silence allow.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::audio::resample::Resampler;
-use crate::vad::{SileroVad, TurnConfig, VadError, VadEvent, VadStream};
+use crate::vad::{
+    Action, EndOfTurnConfig, EndOfTurnPolicy, SileroVad, TurnConfig, VadError, VadEvent, VadStream,
+};
 
 /// Input audio rate of the STT stage and the VAD.
 pub const STT_RATE: u32 = 16_000;
@@ -41,6 +49,14 @@ pub enum TurnInput {
         /// The utterance with its padding, 16 kHz.
         audio: Vec<f32>,
     },
+    /// The end-of-turn model should judge the turn so far; its answer goes
+    /// back through [`Session`](super::Session)'s verdict path with `decision`.
+    Decide {
+        /// Identifies the request.
+        decision: u64,
+        /// The turn's audio up to here, 16 kHz.
+        audio: Vec<f32>,
+    },
 }
 
 /// The input side of a session.
@@ -56,14 +72,32 @@ pub(crate) struct AudioInput {
     pending_stop: Option<u64>,
     /// Input audio seen, ms.
     position_ms: f64,
+    /// The learned end of turn, when the session uses it.
+    policy: Option<EndOfTurnPolicy>,
 }
 
 impl AudioInput {
-    /// Input at `rate`; with `vad`, turns are detected with `config`.
+    /// Input at `rate`; with `vad`, turns are detected with `config`, and
+    /// with `end_of_turn` a learned model decides when a pause ends one.
     pub(crate) fn new(
         rate: u32,
         vad: Option<(Arc<Mutex<SileroVad>>, &TurnConfig)>,
+        end_of_turn: Option<EndOfTurnConfig>,
     ) -> Result<Self, VadError> {
+        let mut turn_config;
+        let (vad, policy) = match (vad, end_of_turn) {
+            (Some((model, config)), Some(mut eot)) => {
+                // The policy ends the turn; the VAD's own end of turn is only
+                // the ceiling (the longest a held turn waits).
+                eot.silence_ms = config.min_silence_ms as u64;
+                eot.max_wait_ms = eot.max_wait_ms.max(eot.silence_ms);
+                turn_config = config.clone();
+                turn_config.min_silence_ms = eot.max_wait_ms as f64 + 100.0;
+                let policy = EndOfTurnPolicy::new(eot, true)?;
+                (Some((model, &turn_config)), Some(policy))
+            }
+            (vad, _) => (vad, None),
+        };
         let resampler = if rate == STT_RATE {
             None
         } else {
@@ -95,6 +129,7 @@ impl AudioInput {
             events: Vec::new(),
             pending_stop: None,
             position_ms: 0.0,
+            policy,
         })
     }
 
@@ -117,19 +152,54 @@ impl AudioInput {
             let mut model = model.lock().unwrap_or_else(PoisonError::into_inner);
             stream.feed(&mut model, samples, &mut self.events)?;
         }
-        for ev in self.events.drain(..) {
+        self.turn_events(out);
+        // Time passes in a pause: the policy may end the turn or ask again.
+        if let Some(policy) = self.policy.as_mut()
+            && policy.paused()
+        {
+            let now = self.vad.as_ref().map_or(0, |(_, s)| s.position_ms());
+            let action = policy.tick(now);
+            self.act(action, out);
+        }
+        Ok(())
+    }
+
+    /// Turn the VAD's events into turn inputs, consulting the policy.
+    fn turn_events(&mut self, out: &mut Vec<TurnInput>) {
+        let Some((_, stream)) = self.vad.as_mut() else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.events);
+        let mut action = Action::Wait;
+        for ev in events.drain(..) {
             match ev {
                 VadEvent::SpeechStarted { audio_start_ms, .. } => {
+                    if let Some(p) = self.policy.as_mut() {
+                        p.speech();
+                    }
                     out.push(TurnInput::SpeechStarted { audio_start_ms });
                 }
-                VadEvent::SoftEnd { audio_ms } => out.push(TurnInput::SoftEnd {
-                    audio_ms,
-                    audio: stream.turn_audio().to_vec(),
-                }),
+                VadEvent::SoftEnd { audio_ms } => {
+                    out.push(TurnInput::SoftEnd {
+                        audio_ms,
+                        audio: stream.turn_audio().to_vec(),
+                    });
+                    if let Some(p) = self.policy.as_mut() {
+                        action = p.pause(audio_ms, stream.position_ms());
+                    }
+                }
                 VadEvent::SpeechResumed { audio_ms } => {
+                    if let Some(p) = self.policy.as_mut() {
+                        p.speech();
+                    }
+                    action = Action::Wait;
                     out.push(TurnInput::SpeechResumed { audio_ms });
                 }
                 VadEvent::SpeechStopped { audio_end_ms, .. } => {
+                    if let Some(p) = self.policy.as_mut() {
+                        p.reset();
+                    }
+                    action = Action::Wait;
                     self.pending_stop = Some(audio_end_ms);
                 }
                 VadEvent::Utterance { audio, .. } => {
@@ -141,7 +211,43 @@ impl AudioInput {
                 }
             }
         }
-        Ok(())
+        self.events = events;
+        self.act(action, out);
+    }
+
+    /// Do what the policy asks: run the model, or end the turn now.
+    fn act(&mut self, action: Action, out: &mut Vec<TurnInput>) {
+        let Some((_, stream)) = self.vad.as_mut() else {
+            return;
+        };
+        match action {
+            Action::Wait => {}
+            Action::Decide { decision } => out.push(TurnInput::Decide {
+                decision,
+                audio: stream.turn_audio().to_vec(),
+            }),
+            Action::Commit(reason) => {
+                tracing::debug!(reason = reason.as_str(), "end of turn");
+                stream.end_turn(&mut self.events);
+                self.turn_events(out);
+            }
+        }
+    }
+
+    /// The model's answer to decision `decision` (`None`: it failed); the
+    /// turn inputs it leads to.
+    pub(crate) fn verdict(
+        &mut self,
+        decision: u64,
+        probability: Option<f32>,
+        out: &mut Vec<TurnInput>,
+    ) {
+        let now = self.vad.as_ref().map_or(0, |(_, s)| s.position_ms());
+        let Some(policy) = self.policy.as_mut() else {
+            return;
+        };
+        let action = policy.verdict(decision, probability, now);
+        self.act(action, out);
     }
 
     fn buffer_audio(&mut self, samples: &[f32]) -> Result<(), VadError> {
@@ -182,6 +288,9 @@ impl AudioInput {
             Some((_, stream)) => {
                 let audio = stream.turn_audio().to_vec();
                 stream.reset();
+                if let Some(p) = self.policy.as_mut() {
+                    p.reset();
+                }
                 audio
             }
             None => std::mem::take(&mut self.buffer),
@@ -193,6 +302,9 @@ impl AudioInput {
         self.buffer.clear();
         if let Some((_, stream)) = self.vad.as_mut() {
             stream.reset();
+        }
+        if let Some(p) = self.policy.as_mut() {
+            p.reset();
         }
         self.pending_stop = None;
     }

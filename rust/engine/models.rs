@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use super::backend::{LlmBackend, StageError, SttBackend, TtsBackend};
+use super::backend::{LlmBackend, StageError, SttBackend, TtsBackend, TurnModel};
 use super::stages::{Job, StagePool};
 use crate::vad::SileroVad;
 
@@ -20,6 +20,8 @@ pub enum Stage {
     Llm,
     /// Text to speech.
     Tts,
+    /// The end-of-turn model.
+    Turn,
 }
 
 /// Errors from building the engine or opening a session.
@@ -103,6 +105,9 @@ pub struct Engine {
     llm_pool: StagePool,
     tts_pool: StagePool,
     vad: Option<Arc<Mutex<SileroVad>>>,
+    /// The learned end-of-turn model, and its own worker: its decisions run
+    /// beside the speculative STT and LLM work of the same pause.
+    turn: Option<(Arc<dyn TurnModel>, StagePool)>,
     config: EngineConfig,
     epoch: Instant,
     next_id: AtomicU64,
@@ -145,6 +150,7 @@ impl Engine {
             llm,
             tts,
             vad: None,
+            turn: None,
             config,
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -163,6 +169,37 @@ impl Engine {
             }
             Err(shared) => shared,
         }
+    }
+
+    /// The same engine with a learned end-of-turn model (one worker runs its
+    /// decisions). Call before opening sessions.
+    pub fn with_turn_model(
+        self: Arc<Self>,
+        model: Arc<dyn TurnModel>,
+    ) -> Result<Arc<Self>, EngineError> {
+        let pool = StagePool::new("turn", 1, self.config.queue_capacity).map_err(|source| {
+            EngineError::Worker {
+                stage: "turn",
+                source,
+            }
+        })?;
+        Ok(match Arc::try_unwrap(self) {
+            Ok(mut engine) => {
+                engine.turn = Some((model, pool));
+                Arc::new(engine)
+            }
+            Err(shared) => shared,
+        })
+    }
+
+    /// The end-of-turn model, if the engine has one.
+    pub(crate) fn turn_model(&self) -> Option<&Arc<dyn TurnModel>> {
+        self.turn.as_ref().map(|(m, _)| m)
+    }
+
+    /// Whether sessions can end turns with a learned model.
+    pub fn has_turn_model(&self) -> bool {
+        self.turn.is_some()
     }
 
     /// Whether sessions can detect turns on their own.
@@ -188,6 +225,10 @@ impl Engine {
             Stage::Stt => self.stt_pool.submit(job),
             Stage::Llm => self.llm_pool.submit(job),
             Stage::Tts => self.tts_pool.submit(job),
+            Stage::Turn => match &self.turn {
+                Some((_, pool)) => pool.submit(job),
+                None => Err(StageError::ShutDown("turn")),
+            },
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::session_object::{AudioFormat, SessionState, TurnDetection, VadDefaults};
 use super::wire::{Dialect, ProtocolError};
 use crate::engine::SessionConfig;
-use crate::vad::TurnConfig;
+use crate::vad::{Eagerness, EndOfTurnConfig, TurnConfig};
 
 /// Server-wide starting values of every session, from the command line.
 /// A client may change the protocol's fields with `session.update`.
@@ -42,6 +42,34 @@ pub struct SessionDefaults {
     /// Send input transcription events even when the client configured no
     /// transcription (the original project always does; `OpenAI` does not).
     pub always_transcribe: bool,
+    /// Which sessions end turns with the learned end-of-turn model (when the
+    /// engine has one).
+    pub turn_detector: TurnDetector,
+}
+
+/// How the server ends users' turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnDetector {
+    /// `semantic_vad` sessions use the learned model; `server_vad` ones the
+    /// silence rule, as `OpenAI` defines it.
+    #[default]
+    Auto,
+    /// Every session with turn detection uses the learned model.
+    SmartTurn,
+    /// The silence rule only.
+    Silence,
+}
+
+impl TurnDetector {
+    /// The name in settings and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnDetector::Auto => "auto",
+            TurnDetector::SmartTurn => "smart_turn",
+            TurnDetector::Silence => "silence",
+        }
+    }
 }
 
 impl Default for SessionDefaults {
@@ -61,6 +89,7 @@ impl Default for SessionDefaults {
             max_speech_ms: None,
             input_rate: 24_000,
             always_transcribe: false,
+            turn_detector: TurnDetector::Auto,
         }
     }
 }
@@ -78,6 +107,7 @@ struct Knobs {
     min_speech_ms: f64,
     max_speech_ms: Option<f64>,
     always_transcribe: bool,
+    turn_detector: TurnDetector,
 }
 
 impl Default for Knobs {
@@ -92,6 +122,7 @@ impl Default for Knobs {
             min_speech_ms: d.min_speech_ms,
             max_speech_ms: d.max_speech_ms,
             always_transcribe: d.always_transcribe,
+            turn_detector: d.turn_detector,
         }
     }
 }
@@ -190,6 +221,7 @@ impl SessionDefaults {
             max_speech_ms: knobs.max_speech_ms.filter(|m| m.is_finite()),
             input_rate,
             always_transcribe: knobs.always_transcribe,
+            turn_detector: knobs.turn_detector,
         })
     }
 
@@ -216,6 +248,7 @@ impl SessionDefaults {
                 "min_speech_ms": self.min_speech_ms,
                 "max_speech_ms": self.max_speech_ms,
                 "always_transcribe": self.always_transcribe,
+                "turn_detector": self.turn_detector.as_str(),
             },
         })
     }
@@ -244,6 +277,19 @@ impl SessionDefaults {
         if self.always_transcribe && config.transcription.is_none() {
             config.transcription = Some(config.stt.clone());
         }
+        // The learned end of turn: the engine of semantic_vad, an opt-in for
+        // server_vad (the engine falls back to the silence rule without a model).
+        config.end_of_turn = match (&state.turn_detection, self.turn_detector) {
+            (_, TurnDetector::Silence)
+            | (TurnDetection::Disabled, _)
+            | (TurnDetection::ServerVad { .. }, TurnDetector::Auto) => None,
+            (TurnDetection::SemanticVad { eagerness, .. }, _) => Some(
+                EndOfTurnConfig::for_eagerness(eagerness.parse().unwrap_or(Eagerness::Auto)),
+            ),
+            (TurnDetection::ServerVad { .. }, TurnDetector::SmartTurn) => {
+                Some(EndOfTurnConfig::for_eagerness(Eagerness::Auto))
+            }
+        };
         config.vad.min_speech_ms = self.min_speech_ms;
         config.vad.max_speech_ms = self.max_speech_ms;
         // The soft end must come before the end of the turn to be of use.
@@ -281,6 +327,7 @@ mod tests {
             max_speech_ms: Some(20_000.0),
             input_rate: 24_000,
             always_transcribe: false,
+            turn_detector: super::TurnDetector::Auto,
         }
     }
 

@@ -17,7 +17,7 @@ mod wire;
 pub use client_events::{
     ClientEvent, ItemReferences, parse_client_event, parse_item, parse_response_options,
 };
-pub use defaults::SessionDefaults;
+pub use defaults::{SessionDefaults, TurnDetector};
 pub use realtime_session::{OpenOptions, OpenRefusal, RealtimeSession};
 pub use server_events::Encoder;
 pub use session_object::{AudioFormat, SessionState, Transcription, TurnDetection, VadDefaults};

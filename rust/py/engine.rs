@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::engine::backend::{
     Cancel, LlmBackend, LlmOutput, LlmRequest, StageError, SttBackend, SttOptions, SttOutput, Tool,
-    ToolChoice, TtsBackend, TtsChunk, TtsRequest,
+    ToolChoice, TtsBackend, TtsChunk, TtsRequest, TurnModel,
 };
 use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
 use crate::engine::events::{EngineEvent, StopReason};
@@ -25,7 +25,9 @@ use crate::engine::{
     DEFAULT_MAX_SESSIONS, Engine, EngineConfig, ResponseOptions, Session, SessionConfig,
 };
 
+use super::smart_turn::PySmartTurn;
 use super::vad::PySileroVad;
+use crate::vad::{Eagerness, EndOfTurnConfig};
 
 /// The cancellation flag a handler polls between tokens or chunks.
 #[pyclass(name = "CancelToken", module = "speech_to_speech._core", frozen)]
@@ -358,7 +360,7 @@ impl PyEngine {
     /// scripted test backends) in worker pools.
     #[new]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
-    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=DEFAULT_MAX_SESSIONS, first_audio_priority=true))]
+    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=DEFAULT_MAX_SESSIONS, first_audio_priority=true, turn_model=None))]
     fn new(
         stt: &Bound<'_, PyAny>,
         llm: &Bound<'_, PyAny>,
@@ -369,6 +371,7 @@ impl PyEngine {
         tts_workers: usize,
         max_sessions: usize,
         first_audio_priority: bool,
+        turn_model: Option<PyRef<'_, PySmartTurn>>,
     ) -> PyResult<Self> {
         let stt: Arc<dyn SttBackend> = if scripted("stt", stt)?.is_some() {
             Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO))
@@ -394,8 +397,12 @@ impl PyEngine {
             ..EngineConfig::default()
         };
         let engine = Engine::new(stt, llm, tts, config)?;
-        Ok(Self(match vad {
+        let engine = match vad {
             Some(v) => engine.with_vad(Arc::clone(&v.model)),
+            None => engine,
+        };
+        Ok(Self(match turn_model {
+            Some(t) => engine.with_turn_model(Arc::clone(&t.model) as Arc<dyn TurnModel>)?,
             None => engine,
         }))
     }
@@ -406,7 +413,7 @@ impl PyEngine {
         clippy::fn_params_excessive_bools,
         reason = "keyword-only Python signature"
     )]
-    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, live_transcription=false, speculation=true, prefill=true, chat_size=0, temperature=None, max_output_tokens=None))]
+    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, live_transcription=false, speculation=true, prefill=true, chat_size=0, temperature=None, max_output_tokens=None, end_of_turn=None, silence_ms=500.0))]
     fn session(
         &self,
         instructions: &str,
@@ -423,8 +430,21 @@ impl PyEngine {
         chat_size: usize,
         temperature: Option<f64>,
         max_output_tokens: Option<u32>,
+        end_of_turn: Option<&str>,
+        silence_ms: f64,
     ) -> PyResult<PySession> {
+        // `end_of_turn`: the eagerness of the learned end of turn (low,
+        // medium, high, auto), or None for the silence rule alone.
+        let end_of_turn = end_of_turn
+            .map(|e| e.parse::<Eagerness>().map(EndOfTurnConfig::for_eagerness))
+            .transpose()?;
+        let vad = crate::vad::TurnConfig {
+            min_silence_ms: silence_ms,
+            ..crate::vad::TurnConfig::default()
+        };
         let config = SessionConfig {
+            end_of_turn,
+            vad,
             instructions: instructions.to_owned(),
             input_rate,
             output_rate,
@@ -460,6 +480,7 @@ impl PyEngine {
         d.set_item("tts_workers", c.tts_workers)?;
         d.set_item("max_sessions", c.max_sessions)?;
         d.set_item("first_audio_priority", c.first_audio_priority)?;
+        d.set_item("turn_model", self.0.has_turn_model())?;
         Ok(d)
     }
 }

@@ -1,7 +1,7 @@
 //! Bindings for the Smart Turn end-of-turn model, its front end and the end-of-turn policy.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
@@ -13,7 +13,7 @@ use crate::vad::end_of_turn::{
 use crate::vad::mel::{FEATURES_LEN, N_FRAMES, N_MELS, WINDOW_SAMPLES};
 use crate::vad::{
     Action, Eagerness, EndOfTurnConfig, EndOfTurnPolicy, LogMel, SmartTurn, SmartTurnOptions,
-    TurnVerdict,
+    TurnVerdict, VadError,
 };
 
 /// Copy the last 8 s of `samples` (all the model reads) into `buffer`.
@@ -70,7 +70,6 @@ impl PyTurnVerdict {
 }
 
 struct Inner {
-    model: SmartTurn,
     audio: Vec<f32>,
     features: Vec<f32>,
 }
@@ -78,10 +77,26 @@ struct Inner {
 /// The Smart Turn v3 model on ONNX Runtime, with its front end in Rust.
 #[pyclass(name = "SmartTurn", module = "speech_to_speech._core", frozen)]
 pub struct PySmartTurn {
+    /// Shared with an engine that uses it for its sessions' end of turn.
+    pub(crate) model: Arc<Mutex<SmartTurn>>,
     inner: Mutex<Inner>,
     model_path: String,
     intra_op_threads: usize,
     threshold: f32,
+}
+
+impl PySmartTurn {
+    /// Run `f` on the model with the GIL released.
+    fn detached(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut SmartTurn) -> Result<TurnVerdict, VadError> + Send,
+    ) -> PyResult<PyTurnVerdict> {
+        let model = &self.model;
+        Ok(py
+            .detach(|| f(&mut model.lock().unwrap_or_else(PoisonError::into_inner)))?
+            .into())
+    }
 }
 
 #[pymethods]
@@ -102,8 +117,8 @@ impl PySmartTurn {
         };
         let model = py.detach(|| SmartTurn::with_options(&model_path, &options))?;
         Ok(Self {
+            model: Arc::new(Mutex::new(model)),
             inner: Mutex::new(Inner {
-                model,
                 audio: Vec::with_capacity(WINDOW_SAMPLES),
                 features: Vec::with_capacity(FEATURES_LEN),
             }),
@@ -140,8 +155,8 @@ impl PySmartTurn {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let inner = &mut *guard;
         stage(&samples, &mut inner.audio);
-        let (model, audio) = (&mut inner.model, &inner.audio);
-        Ok(py.detach(|| model.predict(audio))?.into())
+        let audio = &inner.audio;
+        self.detached(py, |m| m.predict(audio))
     }
 
     /// The model alone on precomputed features (`[80, 800]` flattened or not).
@@ -154,8 +169,8 @@ impl PySmartTurn {
         let inner = &mut *guard;
         inner.features.clear();
         inner.features.extend(features.as_array().iter());
-        let (model, features) = (&mut inner.model, &inner.features);
-        Ok(py.detach(|| model.predict_features(features))?.into())
+        let features = &inner.features;
+        self.detached(py, |m| m.predict_features(features))
     }
 
     fn __repr__(&self) -> String {

@@ -243,6 +243,15 @@ impl VadStream {
         Ok(())
     }
 
+    /// End the open turn now (an end-of-turn decision made outside the
+    /// VAD): `SpeechStopped` and the `Utterance` follow as if its silence had
+    /// run out. The model state and the audio history stay, so the next turn
+    /// starts as it would have. Nothing happens outside a turn.
+    pub fn end_turn(&mut self, events: &mut Vec<VadEvent>) {
+        self.turn.finish(&mut self.turn_events);
+        self.emit(events);
+    }
+
     /// End of input: run what is buffered (zero-padded to a chunk) and close
     /// an open turn.
     pub fn flush(
@@ -548,6 +557,45 @@ mod tests {
                 "after {k} appends: {have} samples, {due} due"
             );
         }
+    }
+
+    #[test]
+    fn end_turn_closes_the_open_turn_with_its_padded_audio() {
+        let mut s = VadStream::new(16000, &TurnConfig::default()).unwrap();
+        let n = 512;
+        let mut events = Vec::new();
+        // 0.5 s silence, 1 s speech, 0.25 s silence: a pause, not yet the end.
+        for i in 0..55 {
+            let speech = (16..47).contains(&i);
+            s.append(&vec![if speech { 0.5 } else { 0.0 }; n]).unwrap();
+            s.apply(if speech { 0.9 } else { 0.01 }, n, &mut events);
+        }
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, VadEvent::SpeechStopped { .. }))
+        );
+        assert!(s.in_speech());
+        events.clear();
+        s.end_turn(&mut events);
+        assert!(!s.in_speech());
+        assert!(matches!(
+            events[0],
+            VadEvent::SpeechStopped { forced: false, .. }
+        ));
+        let VadEvent::Utterance { audio, .. } = &events[1] else {
+            panic!("{events:?}")
+        };
+        // The speech and its padding, not the whole history.
+        assert!(
+            audio.len() > 31 * n && audio.len() < 50 * n,
+            "{}",
+            audio.len()
+        );
+        // Outside a turn it does nothing.
+        events.clear();
+        s.end_turn(&mut events);
+        assert!(events.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::engine::backend::{SttOptions, Tool, ToolChoice};
 use crate::engine::conversation::Item;
+use crate::vad::EndOfTurnConfig;
 
 /// Per-session settings; the realtime transport maps `session.update` here.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +37,9 @@ pub struct SessionConfig {
     /// transcript sounds unfinished, wait up to this long (input audio ms,
     /// from the end of speech) for the user to go on. `None`: never wait.
     pub semantic_max_wait_ms: Option<f64>,
+    /// End turns with the engine's learned end-of-turn model (when it has
+    /// one), with these settings; `None`: the VAD's silence rule.
+    pub end_of_turn: Option<EndOfTurnConfig>,
     /// Options of the STT the pipeline runs anyway.
     pub stt: SttOptions,
     /// Items of history the LLM sees (0: all).
@@ -74,6 +78,7 @@ impl Default for SessionConfig {
             interrupt_response: true,
             transcription: None,
             semantic_max_wait_ms: None,
+            end_of_turn: None,
             stt: SttOptions::default(),
             chat_size: 0,
             speculation: true,

@@ -94,6 +94,7 @@ impl Session {
         if next.input_rate != st.config.input_rate
             || next.vad != st.config.vad
             || next.turn_detection != st.config.turn_detection
+            || next.end_of_turn != st.config.end_of_turn
         {
             let input = new_input(&self.0.engine, &next)?;
             *self.0.input.lock().unwrap_or_else(PoisonError::into_inner) = input;
@@ -237,5 +238,10 @@ pub(super) fn new_input(
         (Some(model), true) => Some((Arc::clone(model), &config.vad)),
         _ => None,
     };
-    AudioInput::new(config.input_rate, vad).map_err(|e| SessionError::Config(e.to_string()))
+    let end_of_turn = config
+        .end_of_turn
+        .clone()
+        .filter(|_| engine.has_turn_model() && vad.is_some());
+    AudioInput::new(config.input_rate, vad, end_of_turn)
+        .map_err(|e| SessionError::Config(e.to_string()))
 }

@@ -198,3 +198,31 @@ impl Job for TtsJob {
         }
     }
 }
+
+/// One end-of-turn decision: the model on the turn's audio so far.
+pub(super) struct TurnJob {
+    pub(super) session: Arc<Shared>,
+    pub(super) decision: u64,
+    pub(super) audio: Vec<f32>,
+}
+
+impl Job for TurnJob {
+    fn is_stale(&self) -> bool {
+        self.session.out.is_closed()
+    }
+
+    fn on_panic(&self) -> Option<PanicReport> {
+        let session = Arc::clone(&self.session);
+        let decision = self.decision;
+        Some(Box::new(move |_| session.on_turn_verdict(decision, None)))
+    }
+
+    fn run(self: Box<Self>) {
+        let probability = self.session.engine.turn_model().and_then(|m| {
+            m.predict(&self.audio)
+                .inspect_err(|e| tracing::warn!("end-of-turn model failed: {e}"))
+                .ok()
+        });
+        self.session.on_turn_verdict(self.decision, probability);
+    }
+}

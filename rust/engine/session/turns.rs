@@ -1,13 +1,13 @@
 //! Turns: the VAD's turn events, the semantic hold of a turn that sounds
 //! unfinished, speculation at the soft end, and committing a turn.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use super::config::ResponseOptions;
 use super::error::SessionError;
 use super::handle::Session;
-use super::jobs::{PREFILL_QUIET, PrefillJob, SttJob};
+use super::jobs::{PREFILL_QUIET, PrefillJob, SttJob, TurnJob};
 use super::response::llm_request;
 use super::state::{HeldTurn, Shared, Speculation, State, SttPurpose, lock};
 use crate::engine::backend::Cancel;
@@ -44,7 +44,14 @@ pub fn sounds_unfinished(text: &str) -> bool {
 impl Session {
     /// Handle a turn event from the VAD.
     pub fn turn_event(&self, input: TurnInput) {
-        let sh = &self.0;
+        self.0.turn_input(input);
+    }
+}
+
+impl Shared {
+    /// Handle a turn event (from the VAD, or from an end-of-turn verdict).
+    pub(super) fn turn_input(self: &Arc<Self>, input: TurnInput) {
+        let sh = self;
         let mut st = lock(&sh.state);
         match input {
             TurnInput::SpeechStarted { audio_start_ms } => {
@@ -102,6 +109,19 @@ impl Session {
                 }
             }
             TurnInput::SpeechResumed { .. } => sh.drop_speculation(&mut st),
+            TurnInput::Decide { decision, audio } => {
+                // Beside the speculative STT and LLM of the same pause.
+                let job = TurnJob {
+                    session: Arc::clone(sh),
+                    decision,
+                    audio,
+                };
+                if let Err(e) = sh.engine.submit(Stage::Turn, Box::new(job)) {
+                    tracing::warn!(session = %sh.id, "end-of-turn decision refused: {e}");
+                    drop(st);
+                    sh.on_turn_verdict(decision, None);
+                }
+            }
             TurnInput::SpeechStopped {
                 audio_end_ms,
                 audio,
@@ -119,8 +139,12 @@ impl Session {
                     .spec
                     .as_ref()
                     .is_some_and(|s| s.transcript.as_deref().is_none_or(sounds_unfinished));
+                // With a learned end of turn the model has decided already;
+                // the transcript hint is for sessions without one.
+                let learned = st.config.end_of_turn.is_some() && sh.engine.has_turn_model();
                 if let Some(max_wait) = st.config.semantic_max_wait_ms
                     && hold
+                    && !learned
                 {
                     let item_id = st
                         .speech_item
@@ -152,6 +176,21 @@ impl Session {
         }
     }
 
+    /// The end-of-turn model's answer (`None`: it failed): the policy may
+    /// end the turn now or ask again.
+    pub(super) fn on_turn_verdict(self: &Arc<Self>, decision: u64, probability: Option<f32>) {
+        let mut turns = Vec::new();
+        self.input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .verdict(decision, probability, &mut turns);
+        for t in turns {
+            self.turn_input(t);
+        }
+    }
+}
+
+impl Session {
     /// Commit audio as a user turn (push-to-talk, or a client commit).
     pub fn commit_input(&self, audio_16k: Vec<f32>) -> Result<String, SessionError> {
         let sh = &self.0;
