@@ -22,6 +22,7 @@ impl Rng {
 
 /// Speech-like noise: white noise through three resonators whose centre
 /// frequencies move per syllable, gated at about 4 syllables a second.
+#[expect(clippy::many_single_char_names, reason = "signal-processing notation")]
 fn speech_like(rate: u32, seconds: f32, seed: u64) -> Vec<f32> {
     let n = (rate as f32 * seconds) as usize;
     let mut rng = Rng(seed);
@@ -54,7 +55,9 @@ fn speech_like(rate: u32, seconds: f32, seed: u64) -> Vec<f32> {
         *o = y * gate;
     }
     let peak = out.iter().fold(0.0f32, |m, s| m.max(s.abs()));
-    out.iter_mut().for_each(|s| *s *= 0.5 / peak);
+    for s in &mut out {
+        *s *= 0.5 / peak;
+    }
     out
 }
 
@@ -72,11 +75,14 @@ fn room(rate: u32, delay_ms: u32, gain: f32, seed: u64) -> Vec<f32> {
     h[delay] = 1.0;
     let energy: f32 = h.iter().map(|x| x * x).sum();
     let scale = gain / energy.sqrt();
-    h.iter_mut().for_each(|x| *x *= scale);
+    for x in &mut h {
+        *x *= scale;
+    }
     h
 }
 
 /// Linear convolution, truncated to `x.len()`, by FFT.
+#[expect(clippy::many_single_char_names, reason = "signal-processing notation")]
 fn convolve(x: &[f32], h: &[f32]) -> Vec<f32> {
     use rustfft::FftPlanner;
     use rustfft::num_complex::Complex;

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from speech_to_speech import SpeechToSpeechError, __version__, init_logging
+from speech_to_speech import SpeechToSpeechError, __version__, init_logging, list_audio_devices
 from speech_to_speech.handlers.registry import add_handler_arguments, build_handlers
 from speech_to_speech.pipeline import add_engine_arguments
 from speech_to_speech.vad import ENGINES
@@ -110,9 +110,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=float("inf"),
         help="longest turn before it is cut",
     )
+    devices = parser.add_argument_group("audio devices (local mode)")
+    _add(
+        devices,
+        "list_devices",
+        action="store_true",
+        help="print the audio devices (index, name, input/output, description) and exit",
+    )
     add_handler_arguments(parser)
     add_engine_arguments(parser)
     return parser
+
+
+def format_devices(devices: Sequence[dict[str, object]]) -> str:
+    """The --list_devices table: index, name, in/out, defaults (*), description."""
+    if not devices:
+        return "no audio devices"
+    width = max(len(str(d["name"])) for d in devices)
+    lines = []
+    for d in devices:
+        kinds = "/".join(k for k, flag in (("in", d["is_input"]), ("out", d["is_output"])) if flag)
+        defaults = ", ".join(
+            k
+            for k, flag in (
+                ("default input", d["default_input"]),
+                ("default output", d["default_output"]),
+            )
+            if flag
+        )
+        mark = "*" if defaults else " "
+        note = f" ({defaults})" if defaults else ""
+        lines.append(
+            f"{mark}{d['index']:3d}  {d['name']!s:{width}s}  {kinds:6s}  {d['description']}{note}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The Rust core logs turns (one line each, with its stage timings) too.
     init_logging(os.environ.get("S2S_LOG") or args.log_level)
     try:
+        if args.list_devices:
+            print(format_devices(list_audio_devices()))
+            return 0
         # Refuse a backend whose extra is missing before anything loads.
         build_handlers(args)
         reason = _NOT_READY.get(args.mode)

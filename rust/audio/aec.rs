@@ -12,12 +12,12 @@
 //! * the `aec3` crate, a port of WebRTC's AEC3 to Rust (MIT/BSD-3, releases
 //!   through 2026): no C++ toolchain, nothing to install, builds with the
 //!   rest of the crate on every platform the wheel targets, and its
-//!   internals (block processor, band splitting) are public, so we drive it
-//!   without per-frame allocation (below);
+//!   internals (block processor, band splitting) are public, so we drive
+//!   them directly (below);
 //! * `webrtc-audio-processing` 2.x, bindings to the PulseAudio project's
 //!   packaging of the C++ library. It needs `webrtc-audio-processing-2`
-//!   >= 2.1 from the system, and Debian 12 only has 0.3 (2016, the old AEC,
-//!   no AEC3); its `bundled` build compiles the C++ source with meson and
+//!   2.1 or later from the system, and Debian 12 only has 0.3 (2016, the
+//!   old AEC, no AEC3); its `bundled` build compiles the C++ source with meson and
 //!   fetches abseil 20240722 at build time (Debian 12 has 20220623), which
 //!   cannot work offline and costs minutes of C++ compilation per build.
 //!
@@ -26,14 +26,16 @@
 //! the ERLE that `benches/audio_frontend.py` reports (target >= 25 dB). So
 //! the pure-Rust crate wins on build, portability and maintenance.
 //!
-//! # No allocation per frame
+//! # Allocation
 //!
 //! `aec3::EchoCanceller3` clones its render frame into a queue on every
-//! render call (an allocation per 10 ms) and is not `Send`. We drive the
-//! same `BlockProcessor` it drives, with our own framing: the 10 ms frame is
-//! split into bands, cut into two 80-sample sub-frames and re-blocked into
-//! the 64-sample blocks AEC3 runs on, all in buffers allocated in
-//! [`EchoCanceller::new`]. `tests/audio_alloc.rs` counts the allocations.
+//! render call and is not `Send`. We drive the same `BlockProcessor` it
+//! drives, with our own framing: the 10 ms frame is split into bands, cut
+//! into two 80-sample sub-frames and re-blocked into the 64-sample blocks
+//! AEC3 runs on, all in buffers allocated in [`EchoCanceller::new`]. The
+//! block processor itself still builds small temporaries (about 43 per
+//! 10 ms frame, measured and bounded by `tests/audio_alloc.rs`): the echo
+//! canceller belongs on a processing thread, never in a device callback.
 //!
 //! # Alignment
 //!
@@ -287,7 +289,7 @@ impl EchoCanceller {
     /// into `out` (the same length). Fails, processing nothing, on a partial
     /// frame or a wrong-sized output.
     pub fn process_into(&mut self, mic: &[f32], out: &mut [f32]) -> Result<(), AecError> {
-        if mic.len() % self.frame != 0 {
+        if !mic.len().is_multiple_of(self.frame) {
             return Err(AecError::FrameLength {
                 got: mic.len(),
                 frame: self.frame,

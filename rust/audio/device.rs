@@ -54,6 +54,13 @@ const CALLBACK_CHUNK: usize = 1024;
 const IO_CHUNK: usize = 2048;
 /// How long opening a stream may take before it is an error.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A running stream whose callback has not run for this long has failed:
+/// some backends (PulseAudio through ALSA, when the server goes away) stop
+/// calling back without reporting a disconnection.
+const STALL: Duration = Duration::from_secs(2);
+/// How long a new stream may take to deliver its first period (PulseAudio
+/// takes about 2 s for the first stream after the server starts).
+const START: Duration = Duration::from_secs(10);
 
 /// Capture or playback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -379,6 +386,10 @@ fn choose(
 #[derive(Debug, Default)]
 struct Shared {
     failed: AtomicBool,
+    /// Transient backend errors the stream survived.
+    errors: AtomicU64,
+    /// The last of them, for the message when the stream stalls.
+    last_error: Mutex<Option<String>>,
     message: Mutex<Option<String>>,
 }
 
@@ -386,6 +397,18 @@ impl Shared {
     fn fail(&self, message: String) {
         *self.message.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
         self.failed.store(true, Ordering::Release);
+    }
+
+    fn stalled(&self) -> String {
+        let last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match last {
+            Some(e) => format!("the device stopped (last backend error: {e})"),
+            None => "the device stopped delivering audio".to_owned(),
+        }
     }
 
     fn failure(&self) -> Option<String> {
@@ -450,6 +473,8 @@ impl CaptureCallback {
 /// State the playback callback shares with the writer.
 #[derive(Debug, Default)]
 struct PlaybackState {
+    /// Callbacks run so far: the stream's heartbeat.
+    callbacks: AtomicU64,
     /// Real samples played (device rate), not counting silence.
     played: AtomicU64,
     /// Callbacks that ran dry mid-utterance.
@@ -521,6 +546,7 @@ impl PlaybackCallback {
     where
         T: Copy + FromSample<f32>,
     {
+        self.state.callbacks.fetch_add(1, Ordering::Relaxed);
         let until = self.state.discard_until.load(Ordering::Acquire);
         if until > self.consumed {
             let want = usize::try_from(until - self.consumed).unwrap_or(usize::MAX);
@@ -688,12 +714,59 @@ fn error_callback(
     direction: Direction,
 ) -> impl FnMut(cpal::Error) + Send + 'static {
     move |e: cpal::Error| {
-        // Xruns are reported and counted by the rings; only real failures stop a stream.
-        if e.kind() == cpal::ErrorKind::Xrun {
-            return;
+        // cpal keeps the stream running after any error but these: the
+        // device is gone. Xruns are counted by the rings; the rest are
+        // transient (the PulseAudio ALSA plugin reports EIO from
+        // snd_pcm_avail_delay until the server has timing information), so
+        // they are counted and logged once.
+        let fatal = matches!(
+            e.kind(),
+            cpal::ErrorKind::DeviceNotAvailable
+                | cpal::ErrorKind::StreamInvalidated
+                | cpal::ErrorKind::DeviceChanged
+        );
+        if fatal {
+            tracing::warn!(direction = direction.as_str(), error = %e, "audio stream failed");
+            shared.fail(e.to_string());
+        } else if e.kind() != cpal::ErrorKind::Xrun {
+            *shared
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            if shared.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(direction = direction.as_str(), error = %e, "audio stream error (stream goes on)");
+            } else {
+                tracing::debug!(direction = direction.as_str(), error = %e, "audio stream error (stream goes on)");
+            }
         }
-        tracing::warn!(direction = direction.as_str(), error = %e, "audio stream error");
-        shared.fail(e.to_string());
+    }
+}
+
+/// When a stream's callback counter last moved.
+#[derive(Debug, Clone, Copy)]
+struct Heartbeat {
+    count: u64,
+    at: Instant,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Self {
+            count: 0,
+            at: Instant::now(),
+        }
+    }
+
+    /// Record the counter now; true if it has not moved for [`STALL`]
+    /// (for [`START`] before it first moves).
+    fn stalled(&mut self, count: u64) -> bool {
+        let now = Instant::now();
+        if count != self.count {
+            *self = Self { count, at: now };
+            return false;
+        }
+        let limit = if count == 0 { START } else { STALL };
+        now.duration_since(self.at) > limit
     }
 }
 
@@ -708,6 +781,7 @@ pub struct AudioInput {
     shared: Arc<Shared>,
     info: StreamInfo,
     read_total: u64,
+    heartbeat: Heartbeat,
 }
 
 impl std::fmt::Debug for AudioInput {
@@ -761,6 +835,7 @@ impl AudioInput {
             shared,
             info,
             read_total: 0,
+            heartbeat: Heartbeat::new(),
         })
     }
 
@@ -811,7 +886,13 @@ impl AudioInput {
                 }
             };
             if n == 0 {
-                if let Some(message) = self.shared.failure() {
+                // A capture callback pushes every period, silence included.
+                let message = self.shared.failure().or_else(|| {
+                    self.heartbeat
+                        .stalled(self.ring.stats().pushed)
+                        .then(|| self.shared.stalled())
+                });
+                if let Some(message) = message {
                     let err = DeviceError::StreamFailed {
                         direction: "input",
                         device: self.info.device.clone(),
@@ -840,8 +921,37 @@ impl AudioInput {
 
     /// Stop the stream; later reads drain what was captured, then fail.
     pub fn close(&mut self) {
-        self.stream = None;
+        release(self.stream.take());
         self.ring.close();
+    }
+}
+
+impl Drop for AudioInput {
+    fn drop(&mut self) {
+        release(self.stream.take());
+    }
+}
+
+/// Drop a stream. cpal joins the stream's worker thread on drop, and a
+/// worker stuck in a backend that stopped answering (a PulseAudio server
+/// that went away) never returns: the stream is dropped on a thread of its
+/// own, and the caller waits for that at most [`STALL`].
+fn release(stream: Option<cpal::Stream>) {
+    let Some(stream) = stream else { return };
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let dropper = std::thread::Builder::new()
+        .name("s2s-audio-release".to_owned())
+        .spawn(move || {
+            drop(stream);
+            let _ = done_tx.send(());
+        });
+    match dropper {
+        Ok(_) => {
+            if done_rx.recv_timeout(STALL).is_err() {
+                tracing::warn!("an audio stream did not stop within 2 s; left to its backend");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not start a thread to release an audio stream"),
     }
 }
 
@@ -903,6 +1013,7 @@ pub struct AudioOutput {
     shared: Arc<Shared>,
     reference: Option<Consumer<f32>>,
     info: StreamInfo,
+    heartbeat: Heartbeat,
 }
 
 impl std::fmt::Debug for AudioOutput {
@@ -951,6 +1062,7 @@ impl AudioOutput {
             shared,
             reference: ref_rx,
             info,
+            heartbeat: Heartbeat::new(),
         })
     }
 
@@ -972,13 +1084,19 @@ impl AudioOutput {
         })
     }
 
-    fn check(&self) -> Result<(), DeviceError> {
+    fn check(&mut self) -> Result<(), DeviceError> {
         if self.stream.is_none() {
             return Err(DeviceError::Closed {
                 direction: "output",
             });
         }
-        match self.shared.failure() {
+        let callbacks = self.state.callbacks.load(Ordering::Relaxed);
+        let message = self.shared.failure().or_else(|| {
+            self.heartbeat
+                .stalled(callbacks)
+                .then(|| self.shared.stalled())
+        });
+        match message {
             Some(message) => Err(DeviceError::StreamFailed {
                 direction: "output",
                 device: self.info.device.clone(),
@@ -1072,10 +1190,10 @@ impl AudioOutput {
 
     /// Wait until everything queued has been played (or `timeout`);
     /// returns whether it was.
-    pub fn wait_idle(&self, timeout: Duration) -> bool {
+    pub fn wait_idle(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.pending.start == self.pending.end && self.ring.len() == 0 {
+            if self.pending.start == self.pending.end && self.ring.is_empty() {
                 return true;
             }
             if Instant::now() >= deadline || self.check().is_err() {
@@ -1113,8 +1231,14 @@ impl AudioOutput {
 
     /// Stop the stream now; queued audio is dropped.
     pub fn close(&mut self) {
-        self.stream = None;
+        release(self.stream.take());
         self.ring.close();
+    }
+}
+
+impl Drop for AudioOutput {
+    fn drop(&mut self) {
+        release(self.stream.take());
     }
 }
 
@@ -1173,7 +1297,7 @@ mod tests {
         state.ending.store(false, Ordering::Release);
         tx.push_slice(&[0.5; 3]).unwrap();
         cb.process(&mut out);
-        assert_eq!(out, [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.0, 0.0]);
+        assert_eq!(out.to_vec(), [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.0, 0.0]);
         assert_eq!((cb.played(), cb.underruns()), (3, 1));
         // The end of the utterance is not an underrun.
         tx.push_slice(&[0.25; 2]).unwrap();
@@ -1185,7 +1309,7 @@ mod tests {
         state.discard_until.store(15, Ordering::Release);
         tx.push_slice(&[-0.5; 4]).unwrap();
         cb.process(&mut out);
-        assert_eq!(out, [-0.5; 8]);
+        assert_eq!(out.to_vec(), [-0.5; 8]);
         assert_eq!(cb.played(), 9);
         // The reference saw everything played, silence included, as mono.
         let mut r = [0.0; 64];

@@ -60,7 +60,7 @@ mod tests {
         assert_eq!(f.push(&[1.0, 2.0, 3.0]), 3);
         let mut out = [0.0; 2];
         assert_eq!(f.pop(&mut out), 2);
-        assert_eq!(out, [1.0, 2.0]);
+        assert_eq!(out.to_vec(), [1.0, 2.0]);
         assert_eq!(f.push(&[4.0, 5.0, 6.0, 7.0, 8.0]), 4);
         let mut out = [0.0; 8];
         assert_eq!(f.pop(&mut out), 5);
