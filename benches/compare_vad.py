@@ -99,8 +99,8 @@ def main() -> None:
     model_path = args.model or vad.default_model_path()
     vad.init_onnxruntime()
     ours = s2s.SileroVad(model_path)
-    ort_1 = s2s.SileroVad(model_path, engine="onnxruntime", intra_op_threads=1)
-    ort_2 = s2s.SileroVad(model_path, engine="onnxruntime", intra_op_threads=2)
+    ort_1 = s2s.SileroVad(model_path, backend="onnxruntime", intra_op_threads=1)
+    ort_2 = s2s.SileroVad(model_path, backend="onnxruntime", intra_op_threads=2)
     python = PythonVad(model_path)
     audio = load_audio()
     audio = audio[: len(audio) // CHUNK * CHUNK]
@@ -175,7 +175,7 @@ def main() -> None:
     best_b, per_batch_streams = streams(batch_times["ours"])
     ort_best_b, ort_per_batch_streams = streams(batch_times["ort"])
     report = {
-        "engine": ours.engine,
+        "vad_backend": ours.backend,
         "single_stream_speedup": per_chunk["python"] / per_chunk["ours"],
         "ort_single_stream_speedup": per_chunk["python"] / per_chunk["ort"],
         "stream_feed_speedup": per_chunk["python"] / per_chunk["stream"],

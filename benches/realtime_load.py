@@ -55,7 +55,11 @@ def _serve(max_sessions: int) -> None:
     from speech_to_speech.vad import load_silero_vad
 
     engine = Engine(
-        stt="fake", llm="fake", tts="fake", vad=load_silero_vad(), max_sessions=max_sessions
+        stt="scripted",
+        llm="scripted",
+        tts="scripted",
+        vad=load_silero_vad(),
+        max_sessions=max_sessions,
     )
     server = RealtimeServer(engine, port=0)
     server.start()

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use speech_to_speech::vad::{
-    SampleRate, SileroState, SileroVad, SileroVadOptions, VadEngine, init_onnxruntime,
+    SampleRate, SileroState, SileroVad, SileroVadOptions, VadBackend, init_onnxruntime,
 };
 
 /// Streams in the batched benchmark.
@@ -41,8 +41,8 @@ fn main() {
     };
     let mut criterion = Criterion::default().configure_from_args();
     let mut group = criterion.benchmark_group("silero_vad");
-    for engine in [VadEngine::Native, VadEngine::OnnxRuntime] {
-        if engine == VadEngine::OnnxRuntime {
+    for engine in [VadBackend::Native, VadBackend::OnnxRuntime] {
+        if engine == VadBackend::OnnxRuntime {
             let Some(lib) = std::env::var_os("ORT_DYLIB_PATH") else {
                 eprintln!(
                     "benches/vad.rs: ONNX Runtime cases skipped: set ORT_DYLIB_PATH to \
@@ -56,7 +56,7 @@ fn main() {
             }
         }
         let options = SileroVadOptions {
-            engine,
+            backend: engine,
             ..SileroVadOptions::default()
         };
         match SileroVad::new(&model, &options) {
@@ -69,7 +69,7 @@ fn main() {
 }
 
 fn bench_engine(group: &mut BenchmarkGroup<'_, WallTime>, mut vad: SileroVad) {
-    let engine = vad.engine();
+    let engine = vad.backend();
     let rate = SampleRate::Hz16000;
     let n = rate.chunk_len();
     let audio = signal(n * 64, 1);

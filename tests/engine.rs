@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use speech_to_speech::engine::backend::{SttOptions, Tool};
 use speech_to_speech::engine::conversation::{Content, Item, ItemKind, ItemStatus};
 use speech_to_speech::engine::events::{EngineEvent, ResponseStatus, StopReason};
-use speech_to_speech::engine::fake::{FakeLlm, FakeStt, FakeTts};
+use speech_to_speech::engine::scripted::{ScriptedLlm, ScriptedStt, ScriptedTts};
 use speech_to_speech::engine::{
     Engine, EngineConfig, ResponseOptions, Session, SessionConfig, TurnInput,
 };
 
-fn engine(llm: FakeLlm, tts: FakeTts, config: EngineConfig) -> Arc<Engine> {
+fn engine(llm: ScriptedLlm, tts: ScriptedTts, config: EngineConfig) -> Arc<Engine> {
     Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(5))),
         Arc::new(llm),
         Arc::new(tts),
         config,
@@ -24,8 +24,8 @@ fn engine(llm: FakeLlm, tts: FakeTts, config: EngineConfig) -> Arc<Engine> {
 
 fn default_engine() -> Arc<Engine> {
     engine(
-        FakeLlm::default(),
-        FakeTts::default(),
+        ScriptedLlm::default(),
+        ScriptedTts::default(),
         EngineConfig::default(),
     )
 }
@@ -38,33 +38,7 @@ fn speech(level: f32) -> Vec<f32> {
 }
 
 fn name(e: &EngineEvent) -> &'static str {
-    match e {
-        EngineEvent::SpeechStarted { .. } => "speech_started",
-        EngineEvent::SpeechStopped { .. } => "speech_stopped",
-        EngineEvent::InputCommitted { .. } => "committed",
-        EngineEvent::InputCleared => "cleared",
-        EngineEvent::ItemAdded { .. } => "item_added",
-        EngineEvent::ItemDone { .. } => "item_done",
-        EngineEvent::ItemDeleted { .. } => "item_deleted",
-        EngineEvent::ItemTruncated { .. } => "item_truncated",
-        EngineEvent::InputTranscriptDelta { .. } => "transcript_delta",
-        EngineEvent::InputTranscriptCompleted { .. } => "transcript_completed",
-        EngineEvent::InputTranscriptFailed { .. } => "transcript_failed",
-        EngineEvent::ResponseCreated { .. } => "response_created",
-        EngineEvent::OutputItemAdded { .. } => "output_item_added",
-        EngineEvent::ContentPartAdded { .. } => "content_part_added",
-        EngineEvent::AudioDelta { .. } => "audio_delta",
-        EngineEvent::TranscriptDelta { .. } => "audio_transcript_delta",
-        EngineEvent::TextDelta { .. } => "text_delta",
-        EngineEvent::ContentPartDone { .. } => "content_part_done",
-        EngineEvent::FunctionCallArgumentsDelta { .. } => "args_delta",
-        EngineEvent::FunctionCallArgumentsDone { .. } => "args_done",
-        EngineEvent::OutputItemDone { .. } => "output_item_done",
-        EngineEvent::ResponseDone { .. } => "response_done",
-        EngineEvent::Timings { .. } => "timings",
-        EngineEvent::Error { .. } => "error",
-        _ => "other",
-    }
+    e.name()
 }
 
 /// Events until (and including) the first `response_done`.
@@ -138,18 +112,18 @@ fn a_full_turn_in_order() {
         [
             "speech_started",
             "speech_stopped",
-            "committed",
+            "input_committed",
             "item_added",
             "item_done",
-            "transcript_delta",
-            "transcript_completed",
+            "input_transcript_delta",
+            "input_transcript_completed",
             "response_created",
             "output_item_added",
             "item_added",
             "content_part_added",
-            "audio_transcript_delta",
+            "transcript_delta",
             "audio_delta",
-            "audio_transcript_delta",
+            "transcript_delta",
             "audio_delta",
             "content_part_done",
             "output_item_done",
@@ -188,11 +162,11 @@ fn a_full_turn_in_order() {
 
 #[test]
 fn speech_start_prefills_the_history_the_answer_begins_with() {
-    let llm = Arc::new(FakeLlm::default());
+    let llm = Arc::new(ScriptedLlm::default());
     let e = Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(5))),
         Arc::clone(&llm) as Arc<dyn speech_to_speech::engine::LlmBackend>,
-        Arc::new(FakeTts::default()),
+        Arc::new(ScriptedTts::default()),
         EngineConfig::default(),
     )
     .unwrap();
@@ -246,71 +220,101 @@ fn speech_start_prefills_the_history_the_answer_begins_with() {
     assert_eq!(llm.prefills.lock().unwrap().len(), 3);
 }
 
-/// Records when the LLM emits text and when each synthesis starts and first yields.
+/// What the LLM and the first synthesis did, in order, for the gate test.
 #[derive(Default)]
-struct Clock {
-    tokens: std::sync::Mutex<Vec<Instant>>,
-    synth: std::sync::Mutex<Vec<(Instant, Option<Instant>)>>,
+struct Trace {
+    log: std::sync::Mutex<Vec<&'static str>>,
+    changed: std::sync::Condvar,
 }
 
-struct TimedLlm(FakeLlm, Arc<Clock>);
-struct TimedTts(FakeTts, Arc<Clock>);
+impl Trace {
+    fn push(&self, what: &'static str) {
+        self.log.lock().unwrap().push(what);
+        self.changed.notify_all();
+    }
 
-impl speech_to_speech::engine::LlmBackend for TimedLlm {
-    fn generate(
-        &self,
-        request: &speech_to_speech::engine::backend::LlmRequest,
-        cancel: &speech_to_speech::engine::backend::Cancel,
-        emit: &mut dyn FnMut(speech_to_speech::engine::backend::LlmOutput),
-    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
-        self.0.generate(request, cancel, &mut |o| {
-            self.1.tokens.lock().unwrap().push(Instant::now());
-            emit(o);
-        })
+    /// Wait until `what` is in the log (no clock: the condition itself).
+    fn wait_for(&self, what: &str) {
+        let log = self.log.lock().unwrap();
+        let (_log, timeout) = self
+            .changed
+            .wait_timeout_while(log, Duration::from_secs(10), |l| !l.contains(&what))
+            .unwrap();
+        assert!(!timeout.timed_out(), "{what} never happened");
     }
 }
 
-impl speech_to_speech::engine::TtsBackend for TimedTts {
+/// The scripted answer, word by word, telling the trace when it is held at
+/// the gate and when it is done.
+struct GatedLlm(Arc<Trace>);
+/// A TTS whose first synthesis waits, before its first chunk, until the LLM
+/// is either held at the gate or finished: whichever the gate allows.
+struct WaitingTts(ScriptedTts, Arc<Trace>);
+
+impl speech_to_speech::engine::LlmBackend for GatedLlm {
+    fn generate(
+        &self,
+        _request: &speech_to_speech::engine::backend::LlmRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+        emit: &mut dyn FnMut(speech_to_speech::engine::backend::LlmOutput),
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        let words = [
+            "You", " said:", " hello.", " That", " is", " all", " I", " know.",
+        ];
+        for w in words {
+            if cancel.is_held() {
+                self.0.push("llm held");
+            }
+            cancel.hold();
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            self.0.push("token");
+            emit(speech_to_speech::engine::backend::LlmOutput::Text(w.into()));
+            if w == " That" {
+                // The word after a sentence end completes the first clause:
+                // go on once its synthesis runs.
+                self.0.wait_for("synthesis");
+            }
+        }
+        self.0.push("llm done");
+        Ok(())
+    }
+}
+
+impl speech_to_speech::engine::TtsBackend for WaitingTts {
     fn synthesize(
         &self,
         request: &speech_to_speech::engine::backend::TtsRequest,
         cancel: &speech_to_speech::engine::backend::Cancel,
         emit: &mut dyn FnMut(speech_to_speech::engine::backend::TtsChunk),
     ) -> Result<(), speech_to_speech::engine::backend::StageError> {
-        let i = {
-            let mut synth = self.1.synth.lock().unwrap();
-            synth.push((Instant::now(), None));
-            synth.len() - 1
-        };
-        self.0.synthesize(request, cancel, &mut |c| {
-            self.1.synth.lock().unwrap()[i]
+        let first = !self.1.log.lock().unwrap().contains(&"synthesis");
+        self.1.push("synthesis");
+        if first {
+            // The LLM either stops at the gate or runs to its end meanwhile.
+            let log = self.1.log.lock().unwrap();
+            let (_log, timeout) = self
                 .1
-                .get_or_insert_with(Instant::now);
-            emit(c);
-        })
+                .changed
+                .wait_timeout_while(log, Duration::from_secs(10), |l| {
+                    !l.contains(&"llm held") && !l.contains(&"llm done")
+                })
+                .unwrap();
+            assert!(!timeout.timed_out());
+        }
+        self.0.synthesize(request, cancel, emit)
     }
 }
 
 #[test]
 fn the_llm_waits_while_the_first_clause_is_synthesised() {
     for priority in [true, false] {
-        let clock = Arc::new(Clock::default());
+        let trace = Arc::new(Trace::default());
         let e = Engine::new(
-            Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
-            Arc::new(TimedLlm(
-                FakeLlm {
-                    per_token: Duration::from_millis(5),
-                    ..FakeLlm::default()
-                },
-                Arc::clone(&clock),
-            )),
-            Arc::new(TimedTts(
-                FakeTts {
-                    per_word: Duration::from_millis(60),
-                    ..FakeTts::default()
-                },
-                Arc::clone(&clock),
-            )),
+            Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO)),
+            Arc::new(GatedLlm(Arc::clone(&trace))),
+            Arc::new(WaitingTts(ScriptedTts::default(), Arc::clone(&trace))),
             EngineConfig {
                 first_audio_priority: priority,
                 ..EngineConfig::default()
@@ -321,35 +325,39 @@ fn the_llm_waits_while_the_first_clause_is_synthesised() {
         spoken_turn(&s, 0.42);
         let ev = until_done(&s);
         assert_eq!(done_status(&ev), (ResponseStatus::Completed, None));
-        let (start, first) = clock.synth.lock().unwrap()[0];
-        let first = first.unwrap();
-        let during = clock
-            .tokens
-            .lock()
-            .unwrap()
+        trace.wait_for("llm done");
+        let log = trace.log.lock().unwrap().clone();
+        let start = log.iter().position(|w| *w == "synthesis").unwrap();
+        let during = log[start..]
             .iter()
-            .filter(|&&t| t > start && t < first)
+            .take_while(|w| **w != "llm held")
+            .filter(|w| **w == "token")
             .count();
-        // "You said: level 42." goes to TTS; "That is all I know." is still
-        // to come: five tokens in 60 ms unless the LLM waits (it looks at
-        // the gate between tokens, so one already under way may finish).
+        // "You said: hello." goes to TTS; "That is all I know." is still to
+        // come. With the gate the LLM stops at its next token (one already
+        // under way may finish) until the first chunk exists; without it,
+        // the LLM writes the rest of the answer during the synthesis.
         if priority {
-            assert!(during <= 1, "{during} tokens during the first synthesis");
+            assert!(log[start..].contains(&"llm held"), "{log:?}");
+            assert!(
+                during <= 1,
+                "{during} tokens during the first synthesis: {log:?}"
+            );
         } else {
-            assert!(during >= 3, "{during} tokens during the first synthesis");
+            assert!(!log.contains(&"llm held"), "{log:?}");
+            assert_eq!(during, 4, "{log:?}");
         }
     }
 }
 
 #[test]
 fn barge_in_cancels_and_the_next_turn_works() {
-    let e = engine(
-        FakeLlm {
+    let (e, _llm, llm_watch, tts_watch) = speculative_engine(
+        ScriptedLlm {
             per_token: Duration::from_millis(30),
-            ..FakeLlm::default()
+            ..ScriptedLlm::default()
         },
-        FakeTts::default(),
-        EngineConfig::default(),
+        ScriptedTts::default(),
     );
     let s = e
         .create_session(SessionConfig {
@@ -390,8 +398,10 @@ fn barge_in_cancels_and_the_next_turn_works() {
     let ev = until_done(&s);
     assert_eq!(done_status(&ev).0, ResponseStatus::Completed);
     assert_eq!(transcript(&ev), "You said: level 20. That is all I know.");
-    // Nothing of the cancelled response arrives afterwards.
-    std::thread::sleep(Duration::from_millis(400));
+    // Nothing of the cancelled response arrives afterwards: once every model
+    // call has returned, only the turn's timings may still be queued.
+    llm_watch.all_returned();
+    tts_watch.all_returned();
     while let Some(ev) = s.try_next_event() {
         assert!(matches!(ev, EngineEvent::Timings { .. }), "{ev:?}");
     }
@@ -399,15 +409,19 @@ fn barge_in_cancels_and_the_next_turn_works() {
 
 #[test]
 fn speculation_is_held_until_commit_and_dropped_on_resumed_speech() {
-    let e = default_engine();
+    let (e, _llm, llm_watch, tts_watch) =
+        speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
     let s = e.create_session(SessionConfig::default()).unwrap();
     s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
     s.turn_event(TurnInput::SoftEnd {
         audio_ms: 900,
         audio: speech(0.3),
     });
-    // The speculative answer is computed but nothing is sent before commit.
-    std::thread::sleep(Duration::from_millis(300));
+    // The speculative answer is computed (all of it, both clauses spoken)
+    // but nothing is sent before the commit.
+    llm_watch.finished();
+    tts_watch.finished();
+    tts_watch.finished();
     let early: Vec<_> = std::iter::from_fn(|| s.try_next_event()).collect();
     assert_eq!(names(&early), ["speech_started"]);
     // Resumed speech discards it; a new soft end and the commit answer.
@@ -416,7 +430,9 @@ fn speculation_is_held_until_commit_and_dropped_on_resumed_speech() {
         audio_ms: 1500,
         audio: speech(0.5),
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The new speculative answer is under way when the turn commits.
+    llm_watch.started();
+    llm_watch.started();
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 1800,
         audio: speech(0.6),
@@ -425,7 +441,12 @@ fn speculation_is_held_until_commit_and_dropped_on_resumed_speech() {
     let n = names(&ev);
     assert_eq!(
         &n[..4],
-        ["speech_stopped", "committed", "item_added", "item_done"]
+        [
+            "speech_stopped",
+            "input_committed",
+            "item_added",
+            "item_done"
+        ]
     );
     assert_eq!(n.iter().filter(|x| **x == "response_created").count(), 1);
     // The transcript is the speculative one (of the second soft end).
@@ -443,8 +464,8 @@ fn speculation_is_held_until_commit_and_dropped_on_resumed_speech() {
 fn sessions_do_not_cross_talk() {
     for n in [2usize, 10] {
         let e = engine(
-            FakeLlm::default(),
-            FakeTts::default(),
+            ScriptedLlm::default(),
+            ScriptedTts::default(),
             EngineConfig {
                 stt_workers: 2,
                 llm_workers: 2,
@@ -478,11 +499,11 @@ fn sessions_do_not_cross_talk() {
 #[test]
 fn a_failing_model_fails_the_response_and_the_session_goes_on() {
     let e = engine(
-        FakeLlm {
+        ScriptedLlm {
             fail: Some("model exploded".into()),
-            ..FakeLlm::default()
+            ..ScriptedLlm::default()
         },
-        FakeTts::default(),
+        ScriptedTts::default(),
         EngineConfig::default(),
     );
     let s = e.create_session(SessionConfig::default()).unwrap();
@@ -614,8 +635,8 @@ fn truncate_rewrites_the_text_to_what_was_heard() {
 #[test]
 fn session_limit_and_close() {
     let e = engine(
-        FakeLlm::default(),
-        FakeTts::default(),
+        ScriptedLlm::default(),
+        ScriptedTts::default(),
         EngineConfig {
             max_sessions: 2,
             ..EngineConfig::default()
@@ -660,7 +681,7 @@ impl<B> PanicsFirst<B> {
     }
 }
 
-impl speech_to_speech::engine::LlmBackend for PanicsFirst<FakeLlm> {
+impl speech_to_speech::engine::LlmBackend for PanicsFirst<ScriptedLlm> {
     fn generate(
         &self,
         request: &speech_to_speech::engine::backend::LlmRequest,
@@ -678,7 +699,7 @@ impl speech_to_speech::engine::LlmBackend for PanicsFirst<FakeLlm> {
     }
 }
 
-impl speech_to_speech::engine::TtsBackend for PanicsFirst<FakeTts> {
+impl speech_to_speech::engine::TtsBackend for PanicsFirst<ScriptedTts> {
     fn synthesize(
         &self,
         request: &speech_to_speech::engine::backend::TtsRequest,
@@ -717,10 +738,10 @@ fn failed_with_error_first(events: &[EngineEvent], stage: &str) {
 #[test]
 fn a_panic_in_a_stage_job_fails_that_response_and_the_worker_goes_on() {
     // One worker per stage: if a panic killed it, nothing would ever run again.
-    let llm = Arc::new(PanicsFirst::new(1, FakeLlm::default()));
-    let tts = Arc::new(PanicsFirst::new(1, FakeTts::default()));
+    let llm = Arc::new(PanicsFirst::new(1, ScriptedLlm::default()));
+    let tts = Arc::new(PanicsFirst::new(1, ScriptedTts::default()));
     let e = Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(5))),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(5))),
         llm,
         tts,
         EngineConfig::default(),
@@ -766,6 +787,14 @@ struct Watch {
 }
 
 impl Watch {
+    /// Wait until every call that started has returned.
+    fn all_returned(&self) {
+        let started = self.started.try_iter().count();
+        for _ in 0..started {
+            self.finished();
+        }
+    }
+
     fn started(&self) {
         self.started
             .recv_timeout(Duration::from_secs(10))
@@ -805,7 +834,7 @@ impl<B> Watched<B> {
     }
 }
 
-impl speech_to_speech::engine::LlmBackend for Watched<FakeLlm> {
+impl speech_to_speech::engine::LlmBackend for Watched<ScriptedLlm> {
     fn generate(
         &self,
         request: &speech_to_speech::engine::backend::LlmRequest,
@@ -826,7 +855,7 @@ impl speech_to_speech::engine::LlmBackend for Watched<FakeLlm> {
     }
 }
 
-impl speech_to_speech::engine::TtsBackend for Watched<FakeTts> {
+impl speech_to_speech::engine::TtsBackend for Watched<ScriptedTts> {
     fn synthesize(
         &self,
         request: &speech_to_speech::engine::backend::TtsRequest,
@@ -912,13 +941,13 @@ fn assert_client_view_matches(s: &Session, events: &[EngineEvent]) {
 }
 
 fn speculative_engine(
-    llm: FakeLlm,
-    tts: FakeTts,
-) -> (Arc<Engine>, Arc<Watched<FakeLlm>>, Watch, Watch) {
+    llm: ScriptedLlm,
+    tts: ScriptedTts,
+) -> (Arc<Engine>, Arc<Watched<ScriptedLlm>>, Watch, Watch) {
     let (llm, llm_watch) = watched(llm);
     let (tts, tts_watch) = watched(tts);
     let e = Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::from_millis(1))),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::from_millis(1))),
         Arc::clone(&llm) as Arc<dyn speech_to_speech::engine::LlmBackend>,
         tts,
         EngineConfig::default(),
@@ -941,7 +970,8 @@ fn config(instructions: &str) -> SessionConfig {
 
 #[test]
 fn a_discarded_speculation_leaves_no_trace() {
-    let (e, llm, llm_watch, tts_watch) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let (e, llm, llm_watch, tts_watch) =
+        speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
     let s = e.create_session(config("Be brief.")).unwrap();
     s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
     // A pause: STT and the LLM answer a partial turn ("level 30")...
@@ -957,8 +987,7 @@ fn a_discarded_speculation_leaves_no_trace() {
         audio_end_ms: 2000,
         audio: speech(0.6),
     });
-    let mut ev = drain(&s);
-    ev.extend(until_done(&s));
+    let ev = until_done(&s);
     let items = conversation(&s);
     assert_eq!(
         items
@@ -998,11 +1027,11 @@ fn a_discarded_speculation_leaves_no_trace() {
 fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
     // The LLM is mid-answer (held back, unsent) when the turn commits.
     let (e, llm, llm_watch, _tts) = speculative_engine(
-        FakeLlm {
+        ScriptedLlm {
             per_token: Duration::from_millis(15),
-            ..FakeLlm::default()
+            ..ScriptedLlm::default()
         },
-        FakeTts::default(),
+        ScriptedTts::default(),
     );
     let s = e.create_session(config("")).unwrap();
     s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
@@ -1015,8 +1044,7 @@ fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
         audio_end_ms: 1200,
         audio: speech(0.4),
     });
-    let mut ev = drain(&s);
-    ev.extend(until_done(&s));
+    let ev = until_done(&s);
     assert_eq!(
         conversation(&s)
             .iter()
@@ -1037,7 +1065,8 @@ fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
 
 #[test]
 fn a_speculative_answer_finished_before_the_commit_is_sent_after_the_question() {
-    let (e, llm, llm_watch, tts_watch) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let (e, llm, llm_watch, tts_watch) =
+        speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
     let s = e.create_session(config("")).unwrap();
     s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
     s.turn_event(TurnInput::SoftEnd {
@@ -1064,7 +1093,12 @@ fn a_speculative_answer_finished_before_the_commit_is_sent_after_the_question() 
     let n = names(&ev);
     assert_eq!(
         &n[..4],
-        ["speech_stopped", "committed", "item_added", "item_done"]
+        [
+            "speech_stopped",
+            "input_committed",
+            "item_added",
+            "item_done"
+        ]
     );
     assert_eq!(done_status(&ev).0, ResponseStatus::Completed);
     assert!(n.contains(&"audio_delta"));
@@ -1079,7 +1113,8 @@ fn a_speculative_answer_finished_before_the_commit_is_sent_after_the_question() 
 
 #[test]
 fn three_spoken_turns_in_a_row_keep_the_conversation_in_order() {
-    let (e, llm, llm_watch, _tts) = speculative_engine(FakeLlm::default(), FakeTts::default());
+    let (e, llm, llm_watch, _tts) =
+        speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
     let s = e.create_session(config("Sys.")).unwrap();
     let mut all = Vec::new();
     for level in [0.1f32, 0.2, 0.3] {
@@ -1093,7 +1128,6 @@ fn three_spoken_turns_in_a_row_keep_the_conversation_in_order() {
             audio_end_ms: 1200,
             audio: speech(level),
         });
-        all.extend(drain(&s));
         all.extend(until_done(&s));
         assert_client_view_matches(&s, &all);
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use speech_to_speech::engine::fake::{FakeLlm, FakeStt, FakeTts};
+use speech_to_speech::engine::scripted::{ScriptedLlm, ScriptedStt, ScriptedTts};
 use speech_to_speech::engine::{Engine, EngineConfig};
 use speech_to_speech::transport::{RealtimeServer, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,9 +16,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn server(max_sessions: usize, api_key: Option<&str>) -> RealtimeServer {
     let engine = Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::ZERO)),
-        Arc::new(FakeLlm::default()),
-        Arc::new(FakeTts::default()),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO)),
+        Arc::new(ScriptedLlm::default()),
+        Arc::new(ScriptedTts::default()),
         EngineConfig {
             max_sessions,
             ..EngineConfig::default()
@@ -198,9 +198,9 @@ async fn an_event_queue_overflow_closes_with_an_error() {
     // queue run out. The session must be closed with a clear error (once
     // the client reads again) rather than grow or lose events silently.
     let engine = Engine::new(
-        Arc::new(FakeStt::new(Vec::new(), Duration::ZERO)),
-        Arc::new(FakeLlm::default()),
-        Arc::new(FakeTts::default()),
+        Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO)),
+        Arc::new(ScriptedLlm::default()),
+        Arc::new(ScriptedTts::default()),
         EngineConfig {
             session_event_capacity: 16,
             ..EngineConfig::default()

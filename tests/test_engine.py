@@ -93,11 +93,11 @@ def test_python_handlers_answer_a_committed_turn() -> None:
     session.create_response()
     events = _until_done(session)
     types = [e["type"] for e in events]
-    assert types.index("transcription_completed") < types.index("response_created")
+    assert types.index("input_transcript_completed") < types.index("response_created")
     done = events[-1]
     assert done["status"] == "completed"
     assert done["output"][0]["text"] == "You said level 25. Goodbye now."
-    audio = np.concatenate([e["audio"] for e in events if e["type"] == "audio"])
+    audio = np.concatenate([e["audio"] for e in events if e["type"] == "audio_delta"])
     # 6 words x 100 ms, resampled from 16 kHz to 24 kHz.
     assert abs(len(audio) - 6 * 2400) <= 2
     assert llm.seen[0][0] == {"role": "system", "content": "Be brief."}
@@ -123,9 +123,14 @@ def test_cancel_stops_a_running_response() -> None:
     session = engine.session()
     session.add_text("hello there")
     session.create_response()
-    with pytest.raises(ValueError, match="conversation_already_has_active_response"):
+    with pytest.raises(s2s.SessionError) as refused:
         session.create_response()
-    time.sleep(0.12)
+    assert refused.value.code == "conversation_already_has_active_response"
+    assert str(refused.value).startswith("conversation already has an active response")
+    # Cancel once the answer is under way: its first audio is out.
+    while (ev := session.next_event(timeout=5)) is not None and ev["type"] != "audio_delta":
+        pass
+    assert ev is not None
     assert session.cancel_response()
     done = _until_done(session)[-1]
     assert (done["status"], done["reason"]) == ("cancelled", "client_cancelled")
@@ -148,7 +153,7 @@ def test_sessions_share_models_without_cross_talk() -> None:
 
 
 def test_next_event_releases_the_gil() -> None:
-    engine = s2s.Engine(stt="fake", llm="fake", tts="fake")
+    engine = s2s.Engine(stt="scripted", llm="scripted", tts="scripted")
     session = engine.session()
     counter = 0
     stop = threading.Event()
@@ -170,9 +175,11 @@ def test_next_event_releases_the_gil() -> None:
 
 
 def test_empty_commit_is_a_clear_error() -> None:
-    session = s2s.Engine(stt="fake", llm="fake", tts="fake").session()
-    with pytest.raises(ValueError, match="input_audio_buffer_commit_empty"):
+    session = s2s.Engine(stt="scripted", llm="scripted", tts="scripted").session()
+    with pytest.raises(s2s.SessionError) as empty:
         session.commit_audio(np.zeros(100, dtype=np.float32))
+    assert empty.value.code == "input_audio_buffer_commit_empty"
+    assert "buffer too small" in str(empty.value)
 
 
 def test_each_turn_is_logged_on_one_line_with_its_timings() -> None:
@@ -182,7 +189,7 @@ def test_each_turn_is_logged_on_one_line_with_its_timings() -> None:
     code = (
         "import numpy as np, speech_to_speech as s2s\n"
         "assert s2s.init_logging('info')\n"
-        "s = s2s.Engine(stt='fake', llm='fake', tts='fake').session()\n"
+        "s = s2s.Engine(stt='scripted', llm='scripted', tts='scripted').session()\n"
         "s.commit_audio(np.full(16000, 0.3, dtype=np.float32))\n"
         "s.create_response()\n"
         "while (e := s.next_event(timeout=5)) is not None and e['type'] != 'timings': pass\n"

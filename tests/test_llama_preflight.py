@@ -87,7 +87,7 @@ def test_the_server_refuses_to_start_with_one_line(
     monkeypatch.setattr(preflight, "child_command", lambda _path: _DIE_SIGILL)
     started: list[argparse.Namespace] = []
 
-    def no_server(args: argparse.Namespace, **_: object) -> int:
+    def no_server(args: argparse.Namespace, *_: object) -> int:
         started.append(args)
         return 0
 

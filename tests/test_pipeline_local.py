@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import wave
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _wer import wer
 
 import speech_to_speech as s2s
 from speech_to_speech.handlers.registry import create_handler
@@ -21,20 +21,6 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 def _wav(name: str) -> np.ndarray[Any, np.dtype[np.float32]]:
     with wave.open(str(SHARED / name)) as w:
         return s2s.pcm16_to_float32(w.readframes(w.getnframes()))
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
-
-
-def _wer(ref: str, hyp: str) -> float:
-    r, h = _words(ref), _words(hyp)
-    d = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        prev, d[0] = d[0], i
-        for j, hw in enumerate(h, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
-    return d[len(h)] / max(len(r), 1)
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +45,16 @@ def test_a_spoken_question_gets_a_spoken_answer(engine: s2s.Engine) -> None:
             break
     types = [e["type"] for e in events]
     assert "response_done" in types, types
-    heard = next(e for e in events if e["type"] == "transcription_completed")["transcript"]
-    assert _wer("What is the capital of France?", heard) <= 0.5, heard
+    heard = next(e for e in events if e["type"] == "input_transcript_completed")["transcript"]
+    assert wer("What is the capital of France?", heard) <= 0.5, heard
     done = events[-1]
     assert done["status"] == "completed", done
     reply = done["output"][0]["text"]
     assert reply.strip()
-    speech = np.concatenate([e["audio"] for e in events if e["type"] == "audio"])
+    speech = np.concatenate([e["audio"] for e in events if e["type"] == "audio_delta"])
     # What the agent said, heard back by the same Whisper model.
     stt = create_handler("stt", "faster-whisper")
     stt.setup()
     back = s2s.resample(speech, input_rate=24000, output_rate=16000)
     transcript = next(t.text for t in stt.transcribe(back) if t.final)
-    assert _wer(reply, transcript) <= 0.35, (reply, transcript)
+    assert wer(reply, transcript) <= 0.35, (reply, transcript)

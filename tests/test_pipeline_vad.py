@@ -62,14 +62,20 @@ def _events_until_done(session: s2s.Session, timeout: float = 10.0) -> list[dict
 
 def test_a_spoken_question_is_detected_committed_and_answered() -> None:
     stt = DurationStt()
-    engine = s2s.Engine(stt=stt, llm="fake", tts="fake", vad=load_silero_vad())
+    engine = s2s.Engine(stt=stt, llm="scripted", tts="scripted", vad=load_silero_vad())
     session = engine.session(input_rate=16000, speculation=False)
     speech = _wav("q_capital_france.wav")
     silence = np.zeros(16000, dtype=np.float32)
     _run(session, np.concatenate([silence, speech, silence]), 16000)
     events = _events_until_done(session)
     types = [e["type"] for e in events]
-    order = ["speech_started", "speech_stopped", "committed", "response_created", "audio"]
+    order = [
+        "speech_started",
+        "speech_stopped",
+        "input_committed",
+        "response_created",
+        "audio_delta",
+    ]
     positions = [types.index(t) for t in order]
     assert positions == sorted(positions), types
     started = next(e for e in events if e["type"] == "speech_started")
@@ -83,7 +89,7 @@ def test_a_spoken_question_is_detected_committed_and_answered() -> None:
 
 
 def test_input_at_24k_is_resampled_for_the_vad() -> None:
-    engine = s2s.Engine(stt=DurationStt(), llm="fake", tts="fake", vad=load_silero_vad())
+    engine = s2s.Engine(stt=DurationStt(), llm="scripted", tts="scripted", vad=load_silero_vad())
     session = engine.session(input_rate=24000, speculation=True)
     speech = s2s.resample(_wav("q_book.wav"), input_rate=16000, output_rate=24000)
     silence = np.zeros(24000, dtype=np.float32)
@@ -95,7 +101,7 @@ def test_input_at_24k_is_resampled_for_the_vad() -> None:
 
 def test_push_to_talk_buffers_until_commit() -> None:
     stt = DurationStt()
-    engine = s2s.Engine(stt=stt, llm="fake", tts="fake")
+    engine = s2s.Engine(stt=stt, llm="scripted", tts="scripted")
     session = engine.session(input_rate=24000, turn_detection=False)
     session.feed_audio(np.zeros(48000, dtype=np.float32))
     assert session.next_event(timeout=0.2) is None
@@ -116,7 +122,7 @@ class CountingStt:
 
 
 def test_live_transcription_sends_append_only_deltas() -> None:
-    engine = s2s.Engine(stt=CountingStt(), llm="fake", tts="fake", vad=load_silero_vad())
+    engine = s2s.Engine(stt=CountingStt(), llm="scripted", tts="scripted", vad=load_silero_vad())
     session = engine.session(input_rate=16000, transcription=True, live_transcription=True)
     silence = np.zeros(16000, np.float32)
     audio = np.concatenate([silence, _wav("jfk.wav"), silence])
@@ -126,11 +132,11 @@ def test_live_transcription_sends_append_only_deltas() -> None:
         time.sleep(0.001)  # let the STT worker keep up, as it would in real time
     events = _events_until_done(session, timeout=20)
     types = [e["type"] for e in events]
-    deltas = [e["delta"] for e in events if e["type"] == "transcription_delta"]
-    final = next(e for e in events if e["type"] == "transcription_completed")["transcript"]
+    deltas = [e["delta"] for e in events if e["type"] == "input_transcript_delta"]
+    final = next(e for e in events if e["type"] == "input_transcript_completed")["transcript"]
     # JFK pauses after "fellow Americans": the first turn is about 3 s long.
     assert len(deltas) >= 2, types
-    assert types.index("transcription_delta") < types.index("speech_stopped")
+    assert types.index("input_transcript_delta") < types.index("speech_stopped")
     # The deltas agree with the final transcript (the last live run may have
     # seen a little more or less audio than the committed turn).
     live, done = "".join(deltas).split(), final.split()

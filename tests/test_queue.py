@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -175,6 +176,14 @@ def test_close_drains_then_raises() -> None:
         q.try_pop()
 
 
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for `condition` (a state the test needs, not an amount of time)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.001)
+
+
 def test_close_wakes_every_blocked_thread() -> None:
     empty = Queue(capacity=1)
     full = Queue(capacity=1, overflow="block")
@@ -193,7 +202,7 @@ def test_close_wakes_every_blocked_thread() -> None:
     threads += [threading.Thread(target=run, args=(lambda: full.push(1),)) for _ in range(2)]
     for t in threads:
         t.start()
-    time.sleep(0.2)
+    _until(lambda: empty.waiting == 3 and full.waiting == 2)
     assert not errors
     t0 = time.perf_counter()
     empty.close()
@@ -254,21 +263,22 @@ def test_pop_releases_the_gil() -> None:
             count += 1
 
     def blocked_pop() -> None:
-        with contextlib.suppress(QueueTimeoutError):
-            q.pop(timeout=0.5)
+        with contextlib.suppress(QueueClosedError):
+            q.pop(timeout=30)
 
     popper = threading.Thread(target=blocked_pop)
     popper.start()
-    time.sleep(0.02)
+    _until(lambda: q.waiting == 1)
     spinner = threading.Thread(target=spin)
     spinner.start()
-    time.sleep(0.2)
-    # The popper is still blocked, yet this thread and the spinner both ran.
-    assert popper.is_alive()
-    assert count > 1000
+    # While the popper is blocked, this thread and the spinner both run.
+    _until(lambda: count > 1000)
+    assert popper.is_alive() and q.waiting == 1
     stop.set()
     spinner.join()
-    popper.join()
+    q.close()
+    popper.join(10)
+    assert not popper.is_alive()
 
 
 def test_blocked_pop_does_not_burn_cpu() -> None:
@@ -379,7 +389,7 @@ def test_audio_queue_close_wakes_a_blocked_pop() -> None:
 
     t = threading.Thread(target=pop)
     t.start()
-    time.sleep(0.1)
+    _until(lambda: q.waiting == 1)
     q.close()
     t.join(2)
     assert raised == [QueueClosedError]

@@ -96,13 +96,13 @@ def vad() -> Any:
 
 @pytest.fixture(scope="module")
 def server(vad: Any) -> Iterator[RealtimeServer]:
-    engine = Engine(stt="fake", llm="fake", tts="fake", vad=vad, max_sessions=32)
+    engine = Engine(stt="scripted", llm="scripted", tts="scripted", vad=vad, max_sessions=32)
     yield from _serve(engine)
 
 
 @pytest.fixture(scope="module")
 def slow_server(vad: Any) -> Iterator[RealtimeServer]:
-    engine = Engine(stt="fake", llm=SlowLlm(), tts="fake", vad=vad)
+    engine = Engine(stt="scripted", llm=SlowLlm(), tts="scripted", vad=vad)
     yield from _serve(engine)
 
 
@@ -717,7 +717,7 @@ async def _next_error(c: Conn) -> Any:
 
 
 async def test_oversize_message_is_answered(vad: Any) -> None:
-    engine = Engine(stt="fake", llm="fake", tts="fake", vad=vad)
+    engine = Engine(stt="scripted", llm="scripted", tts="scripted", vad=vad)
     for server in _serve(engine, max_message_bytes=64 * 1024):
         async for c in _open(server):
             await c.until("session.created")
@@ -779,7 +779,7 @@ async def test_concurrent_sessions_no_cross_talk(
 
 
 async def test_session_limit_reached(vad: Any) -> None:
-    engine = Engine(stt="fake", llm="fake", tts="fake", vad=vad, max_sessions=1)
+    engine = Engine(stt="scripted", llm="scripted", tts="scripted", vad=vad, max_sessions=1)
     for server in _serve(engine):
         async for c in _open(server):
             await c.until("session.created")
@@ -792,7 +792,7 @@ async def test_session_limit_reached(vad: Any) -> None:
 
 
 async def test_auth(vad: Any) -> None:
-    engine = Engine(stt="fake", llm="fake", tts="fake", vad=vad)
+    engine = Engine(stt="scripted", llm="scripted", tts="scripted", vad=vad)
     for server in _serve(engine, api_key="sekret"):
         async with _client(server, api_key="sekret").realtime.connect(model="gpt-realtime") as ok:
             assert (await Conn(ok, False).recv()).type == "session.created"
@@ -821,7 +821,9 @@ def test_health_and_port(server: RealtimeServer) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/nope")
     assert e.value.code == 404
     with pytest.raises(ServerAddressError):
-        RealtimeServer(Engine(stt="fake", llm="fake", tts="fake"), port=server.port or 0).start()
+        RealtimeServer(
+            Engine(stt="scripted", llm="scripted", tts="scripted"), port=server.port or 0
+        ).start()
 
 
 async def test_openai_agents_realtime_runner(server: RealtimeServer, question: np.ndarray) -> None:
@@ -984,7 +986,7 @@ async def test_random_garbage_never_kills_the_session(conn: Conn) -> None:
 async def test_stop_closes_every_session() -> None:
     import websockets
 
-    engine = Engine(stt="fake", llm="fake", tts="fake")
+    engine = Engine(stt="scripted", llm="scripted", tts="scripted")
     server = RealtimeServer(engine, port=0)
     server.start()
     url = f"ws://127.0.0.1:{server.port}/v1/realtime"
@@ -1109,8 +1111,8 @@ async def test_semantic_vad_waits_for_an_unfinished_sentence(
     vad: Any, question: np.ndarray, unfinished: bool
 ) -> None:
     # The fake STT hears "level N": a finished phrase, so the pause ends the turn.
-    stt: Any = PausingStt() if unfinished else "fake"
-    engine = Engine(stt=stt, llm="fake", tts="fake", vad=vad)
+    stt: Any = PausingStt() if unfinished else "scripted"
+    engine = Engine(stt=stt, llm="scripted", tts="scripted", vad=vad)
     for server in _serve(engine):
         async for c in _open(server):
             await c.until("session.created")

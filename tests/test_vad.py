@@ -56,8 +56,8 @@ def model_path() -> str:
 
 @pytest.fixture(scope="module", params=ENGINES)
 def model(model_path: str, request: pytest.FixtureRequest) -> s2s.SileroVad:
-    model = s2s.SileroVad(model_path, engine=request.param)
-    assert model.engine == request.param
+    model = s2s.SileroVad(model_path, backend=request.param)
+    assert model.backend == request.param
     return model
 
 
@@ -114,7 +114,7 @@ SYNTHETIC = {
 @pytest.mark.parametrize("name", SPEECH)
 def test_parity_on_speech(model_path: str, engine: str, name: str) -> None:
     samples = load_16k(name)
-    ours = s2s.speech_probabilities(samples, model_path=model_path, engine=engine)  # type: ignore[arg-type]
+    ours = s2s.speech_probabilities(samples, model_path=model_path, backend=engine)  # type: ignore[arg-type]
     ref = reference_probabilities(model_path, samples)
     assert ours.dtype == np.float32
     assert ours.shape == ref.shape == (-(-len(samples) // 512),)
@@ -423,11 +423,11 @@ def test_not_a_model(tmp_path: Path, engine: str) -> None:
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not a model")
     with pytest.raises(s2s.ModelError):
-        s2s.SileroVad(str(bogus), engine=engine)  # type: ignore[arg-type]
+        s2s.SileroVad(str(bogus), backend=engine)  # type: ignore[arg-type]
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(Path(vad.default_model_path()).read_bytes()[:100_000])
     with pytest.raises(s2s.ModelError):
-        s2s.SileroVad(str(truncated), engine=engine)  # type: ignore[arg-type]
+        s2s.SileroVad(str(truncated), backend=engine)  # type: ignore[arg-type]
 
 
 def unrecognised_copy(tmp_path: Path) -> Path:
@@ -442,24 +442,24 @@ def unrecognised_copy(tmp_path: Path) -> Path:
 
 def test_auto_falls_back_to_onnxruntime(tmp_path: Path, model_path: str) -> None:
     renamed = unrecognised_copy(tmp_path)
-    with pytest.raises(s2s.ModelError, match="native VAD engine"):
-        s2s.SileroVad(str(renamed), engine="native")
+    with pytest.raises(s2s.ModelError, match="native VAD backend"):
+        s2s.SileroVad(str(renamed), backend="native")
     fallback = s2s.SileroVad(str(renamed))
-    assert fallback.engine == "onnxruntime"
-    assert vad.load_silero_vad(str(renamed)).engine == "onnxruntime"
+    assert fallback.backend == "onnxruntime"
+    assert vad.load_silero_vad(str(renamed)).backend == "onnxruntime"
     samples = load_16k("jfk.wav")
     ref = reference_probabilities(model_path, samples)
     assert float(np.max(np.abs(fallback.speech_probabilities(samples) - ref))) <= 1e-4
     # The real file runs natively by default.
-    assert s2s.SileroVad(model_path).engine == "native"
-    assert vad.load_silero_vad().engine == "native"
+    assert s2s.SileroVad(model_path).backend == "native"
+    assert vad.load_silero_vad().backend == "native"
 
 
 def test_unknown_engine(model_path: str) -> None:
     with pytest.raises(s2s.VadConfigError, match="auto, native or onnxruntime"):
-        s2s.SileroVad(model_path, engine="tensorrt")  # type: ignore[arg-type]
+        s2s.SileroVad(model_path, backend="tensorrt")  # type: ignore[arg-type]
     with pytest.raises(s2s.VadConfigError, match="tensorrt"):
-        vad.load_silero_vad(engine="tensorrt")  # type: ignore[arg-type]
+        vad.load_silero_vad(backend="tensorrt")  # type: ignore[arg-type]
 
 
 def test_bad_config(model: s2s.SileroVad) -> None:
@@ -520,7 +520,7 @@ def test_bad_ort_dylib_path_in_helper(model_path: str) -> None:
 import speech_to_speech as s2s
 from speech_to_speech import vad
 try:
-    vad.load_silero_vad({model_path!r}, engine="onnxruntime")
+    vad.load_silero_vad({model_path!r}, backend="onnxruntime")
 except s2s.OnnxRuntimeNotFoundError as e:
     print("ERR", e)
 """
@@ -537,9 +537,9 @@ import numpy as np
 import speech_to_speech as s2s
 from speech_to_speech import vad
 for engine in ("auto", "native"):
-    model = vad.load_silero_vad({model_path!r}, engine=engine)
-    print(engine, model.engine, s2s.onnxruntime_initialised())
-print(s2s.VadStream(model_path={model_path!r}).model.engine)
+    model = vad.load_silero_vad({model_path!r}, backend=engine)
+    print(engine, model.backend, s2s.onnxruntime_initialised())
+print(s2s.VadStream(model_path={model_path!r}).model.backend)
 print(s2s.speech_probabilities(np.zeros(1024, np.float32), model_path={model_path!r}).shape)
 try:
     vad.load_silero_vad({str(unrecognised_copy(tmp_path))!r})
@@ -551,7 +551,7 @@ except s2s.OnnxRuntimeNotFoundError as e:
     lines = result.stdout.splitlines()
     assert lines[:4] == ["auto native False", "native native False", "native", "(2,)"]
     # A file only ONNX Runtime could run: both reasons in one error.
-    assert "native VAD engine" in lines[4]
+    assert "native VAD backend" in lines[4]
     assert "/nonexistent/libonnxruntime.so" in lines[4]
 
 
@@ -559,7 +559,7 @@ def test_model_before_runtime_is_a_clear_error(tmp_path: Path, model_path: str) 
     code = f"""
 import speech_to_speech as s2s
 try:
-    s2s.SileroVad({model_path!r}, engine="onnxruntime")
+    s2s.SileroVad({model_path!r}, backend="onnxruntime")
 except s2s.OnnxRuntimeNotInitialisedError as e:
     print("ERR", e)
 try:
@@ -571,7 +571,7 @@ except s2s.ModelError as e:
     assert result.returncode == 0, result.stderr
     err, auto = result.stdout.splitlines()
     assert err.startswith("ERR") and "init_onnxruntime" in err
-    assert auto.startswith("AUTO") and "native VAD engine" in auto and "init_onnxruntime" in auto
+    assert auto.startswith("AUTO") and "native VAD backend" in auto and "init_onnxruntime" in auto
 
 
 def test_missing_packages_name_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -588,6 +588,6 @@ def test_helpers_find_the_installed_files() -> None:
     assert vad.default_model_path().endswith("silero_vad/data/silero_vad.onnx")
     loaded = vad.load_silero_vad(intra_op_threads=1)
     assert loaded.model_path == vad.default_model_path()
-    assert loaded.engine == "native"
-    assert vad.load_silero_vad(engine="onnxruntime").engine == "onnxruntime"
+    assert loaded.backend == "native"
+    assert vad.load_silero_vad(backend="onnxruntime").backend == "onnxruntime"
     assert s2s.onnxruntime_initialised()

@@ -2,18 +2,18 @@
 //!
 //! The model file comes from `S2S_VAD_MODEL`, else from the `silero-vad`
 //! package that `.ci/setup` installs into `.venv`; ONNX Runtime likewise from
-//! `ORT_DYLIB_PATH`, else the `onnxruntime` wheel in `.venv`. Without them each
-//! test prints a note and passes; the pytest suite always runs the real model.
+//! `ORT_DYLIB_PATH`, else the `onnxruntime` wheel in `.venv`. Without them the
+//! tests fail and say what to install: a test that needs the model runs it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use speech_to_speech::vad::{
-    SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadEngine, VadError,
+    SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadBackend, VadError,
     VadEvent, VadStream, feed_batch, init_onnxruntime,
 };
 
-const ENGINES: [VadEngine; 2] = [VadEngine::Native, VadEngine::OnnxRuntime];
+const ENGINES: [VadBackend; 2] = [VadBackend::Native, VadBackend::OnnxRuntime];
 
 static NATIVE: Mutex<Option<SileroVad>> = Mutex::new(None);
 static ORT: Mutex<Option<SileroVad>> = Mutex::new(None);
@@ -32,9 +32,11 @@ fn env_or_venv(var: &str, dir: &str, wanted: impl Fn(&str) -> bool) -> Option<Pa
         .flat_map(|entries| entries.flatten().map(|e| e.path()))
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&wanted))
         .max_by_key(|p| p.as_os_str().len());
-    if found.is_none() {
-        eprintln!("skipped: set {var} (or run .ci/setup) to run the Silero tests");
-    }
+    assert!(
+        found.is_some(),
+        "no {dir} file: run `bash .ci/setup --test` (it installs silero-vad and onnxruntime \
+         into .venv) or set {var}"
+    );
     found
 }
 
@@ -55,17 +57,17 @@ fn onnxruntime() -> Option<()> {
     Some(())
 }
 
-fn options(engine: VadEngine) -> SileroVadOptions {
+fn options(engine: VadBackend) -> SileroVadOptions {
     SileroVadOptions {
-        engine,
+        backend: engine,
         ..SileroVadOptions::default()
     }
 }
 
 /// The shared model of `engine`, or None (with a note) when the environment lacks it.
-fn model(engine: VadEngine) -> Option<MutexGuard<'static, Option<SileroVad>>> {
+fn model(engine: VadBackend) -> Option<MutexGuard<'static, Option<SileroVad>>> {
     let path = model_path()?;
-    let slot = if engine == VadEngine::Native {
+    let slot = if engine == VadBackend::Native {
         &NATIVE
     } else {
         onnxruntime()?;
@@ -74,7 +76,7 @@ fn model(engine: VadEngine) -> Option<MutexGuard<'static, Option<SileroVad>>> {
     let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
     if guard.is_none() {
         let vad = SileroVad::new(&path, &options(engine)).unwrap();
-        assert_eq!(vad.engine(), engine);
+        assert_eq!(vad.backend(), engine);
         *guard = Some(vad);
     }
     Some(guard)
@@ -161,7 +163,7 @@ fn batched_equals_one_by_one() {
 fn native_batches_of_any_size_equal_one_by_one() {
     // Odd sizes and more streams than one column tile; a smaller batch after
     // a larger one reuses the grown buffers.
-    let Some(mut guard) = model(VadEngine::Native) else {
+    let Some(mut guard) = model(VadBackend::Native) else {
         return;
     };
     let vad = guard.as_mut().unwrap();
@@ -175,7 +177,7 @@ fn native_batches_of_any_size_equal_one_by_one() {
 #[test]
 fn native_matches_onnxruntime() {
     let (Some(mut native), Some(mut ort)) =
-        (model(VadEngine::Native), model(VadEngine::OnnxRuntime))
+        (model(VadBackend::Native), model(VadBackend::OnnxRuntime))
     else {
         return;
     };
@@ -218,10 +220,10 @@ fn unrecognised_files_are_clear_errors() {
     let Some(garbage) = edited_model("garbage", |b| b.truncate(1000)) else {
         return;
     };
-    for engine in [VadEngine::Native, VadEngine::Auto] {
+    for engine in [VadBackend::Native, VadBackend::Auto] {
         let err = SileroVad::new(&garbage, &options(engine)).unwrap_err();
         assert!(
-            matches!(&err, VadError::Model(m) if m.contains("native VAD engine")),
+            matches!(&err, VadError::Model(m) if m.contains("native VAD backend")),
             "{err}"
         );
     }
@@ -236,11 +238,11 @@ fn unrecognised_files_are_clear_errors() {
         }
     })
     .unwrap();
-    let err = SileroVad::new(&renamed, &options(VadEngine::Native)).unwrap_err();
+    let err = SileroVad::new(&renamed, &options(VadBackend::Native)).unwrap_err();
     assert!(format!("{err}").contains("decoder.rnn.weight_ih"), "{err}");
     if onnxruntime().is_some() {
-        let vad = SileroVad::new(&renamed, &options(VadEngine::Auto)).unwrap();
-        assert_eq!(vad.engine(), VadEngine::OnnxRuntime);
+        let vad = SileroVad::new(&renamed, &options(VadBackend::Auto)).unwrap();
+        assert_eq!(vad.backend(), VadBackend::OnnxRuntime);
     }
     for path in [garbage, renamed] {
         let _ = std::fs::remove_file(path);
@@ -272,7 +274,7 @@ fn damaged_files_never_panic_the_native_loader() {
         std::fs::write(&target, &damaged).unwrap();
         // Either a clear error or a model that runs (damaged weights still
         // make a network); never a panic.
-        if let Ok(mut vad) = SileroVad::new(&target, &options(VadEngine::Native)) {
+        if let Ok(mut vad) = SileroVad::new(&target, &options(VadBackend::Native)) {
             let mut state = SileroState::new(SampleRate::Hz16000);
             let _ = vad.process(&mut state, &[0.1; 512]);
         }

@@ -5,6 +5,7 @@ re-exports its public pieces.
 """
 
 from speech_to_speech._core import (
+    DEFAULTS,
     AudioDeviceError,
     AudioDeviceNotFoundError,
     AudioFormatError,
@@ -16,6 +17,7 @@ from speech_to_speech._core import (
     CancelToken,
     EchoCanceller,
     Engine,
+    EngineError,
     ModelError,
     ModelNotFoundError,
     NoiseReductionError,
@@ -36,6 +38,7 @@ from speech_to_speech._core import (
     ServerConfigError,
     ServerError,
     Session,
+    SessionError,
     SessionLimitError,
     SileroVad,
     SpeechToSpeechError,
@@ -67,6 +70,7 @@ from speech_to_speech._core import (
 )
 
 __all__ = [
+    "DEFAULTS",
     "AudioDeviceError",
     "AudioDeviceNotFoundError",
     "AudioFormatError",
@@ -78,6 +82,7 @@ __all__ = [
     "CancelToken",
     "EchoCanceller",
     "Engine",
+    "EngineError",
     "ModelError",
     "ModelNotFoundError",
     "NoiseReductionError",
@@ -98,6 +103,7 @@ __all__ = [
     "ServerConfigError",
     "ServerError",
     "Session",
+    "SessionError",
     "SessionLimitError",
     "SileroVad",
     "SpeechToSpeechError",

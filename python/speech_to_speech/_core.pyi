@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULTS",
     "AudioDeviceError",
     "AudioDeviceNotFoundError",
     "AudioFormatError",
@@ -19,6 +20,7 @@ __all__ = [
     "CancelToken",
     "EchoCanceller",
     "Engine",
+    "EngineError",
     "ModelError",
     "ModelNotFoundError",
     "NoiseReductionError",
@@ -39,6 +41,7 @@ __all__ = [
     "ServerConfigError",
     "ServerError",
     "Session",
+    "SessionError",
     "SessionLimitError",
     "SileroVad",
     "SpeechToSpeechError",
@@ -76,8 +79,16 @@ class SpeechToSpeechError(Exception): ...
 class AudioFormatError(SpeechToSpeechError): ...
 class OddByteCountError(AudioFormatError): ...
 class BufferTooSmallError(AudioFormatError): ...
-class SessionLimitError(SpeechToSpeechError): ...
-class StageFailedError(SpeechToSpeechError): ...
+
+class EngineError(SpeechToSpeechError):
+    code: str
+
+class SessionLimitError(EngineError): ...
+
+class SessionError(SpeechToSpeechError):
+    code: str
+
+class StageFailedError(SessionError): ...
 class ServerError(SpeechToSpeechError): ...
 class ServerAddressError(ServerError): ...
 class ServerConfigError(ServerError): ...
@@ -100,6 +111,11 @@ def alaw_encode(samples: npt.NDArray[np.int16]) -> bytes: ...
 def alaw_decode(data: bytes) -> npt.NDArray[np.int16]: ...
 def init_logging(level: str | None = None) -> bool: ...
 def shutdown_workers() -> None: ...
+
+#: Every default the core starts from: host, port, max_message_bytes,
+#: max_sessions, workers, first_audio_priority, and ``session`` (a session's
+#: settings in the protocol's names).
+DEFAULTS: dict[str, Any]
 
 # --- engine ---
 @final
@@ -133,7 +149,7 @@ class Engine:
         stt_workers: int = 1,
         llm_workers: int = 1,
         tts_workers: int = 1,
-        max_sessions: int = 64,
+        max_sessions: int = ...,  # DEFAULTS["max_sessions"]
         first_audio_priority: bool = True,
     ) -> Engine: ...
     def session(
@@ -156,6 +172,8 @@ class Engine:
     ) -> Session: ...
     @property
     def sessions(self) -> int: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
 
 # --- queues ---
 class QueueError(SpeechToSpeechError): ...
@@ -183,6 +201,8 @@ class Queue:
     @property
     def closed(self) -> bool: ...
     @property
+    def waiting(self) -> int: ...
+    @property
     def capacity(self) -> int: ...
     @property
     def overflow(self) -> Literal["reject", "drop_newest", "drop_oldest", "block"]: ...
@@ -202,7 +222,7 @@ def speech_probabilities(
     *,
     model_path: str | os.PathLike[str],
     sample_rate: int = 16000,
-    engine: Literal["auto", "native", "onnxruntime"] = "auto",
+    backend: Literal["auto", "native", "onnxruntime"] = "auto",
 ) -> npt.NDArray[np.float32]: ...
 
 @final
@@ -212,14 +232,14 @@ class SileroVad:
         model_path: str | os.PathLike[str],
         *,
         intra_op_threads: int = 1,
-        engine: Literal["auto", "native", "onnxruntime"] = "auto",
+        backend: Literal["auto", "native", "onnxruntime"] = "auto",
     ) -> SileroVad: ...
     @property
     def model_path(self) -> str: ...
     @property
     def intra_op_threads(self) -> int: ...
     @property
-    def engine(self) -> Literal["native", "onnxruntime"]: ...
+    def backend(self) -> Literal["native", "onnxruntime"]: ...
     def speech_probabilities(
         self, samples: npt.NDArray[np.float32], *, sample_rate: int = 16000
     ) -> npt.NDArray[np.float32]: ...
@@ -464,6 +484,8 @@ class AudioQueue:
     @property
     def closed(self) -> bool: ...
     @property
+    def waiting(self) -> int: ...
+    @property
     def capacity(self) -> int: ...
     @property
     def overflow(self) -> Literal["reject", "drop_newest", "block"]: ...
@@ -481,10 +503,10 @@ class RealtimeServer:
         cls,
         engine: Engine,
         *,
-        host: str = "127.0.0.1",
-        port: int = 8765,
+        host: str = ...,  # DEFAULTS["host"]
+        port: int = ...,  # DEFAULTS["port"]
         api_key: str | None = None,
-        max_message_bytes: int = 16777216,
+        max_message_bytes: int = ...,  # DEFAULTS["max_message_bytes"]
         backends: dict[str, Any] | None = None,
         defaults: dict[str, Any] | None = None,
     ) -> RealtimeServer: ...
@@ -499,5 +521,11 @@ class RealtimeServer:
     def running(self) -> bool: ...
     @property
     def sessions(self) -> int: ...
+    @property
+    def defaults(self) -> dict[str, Any]: ...
+    @property
+    def max_message_bytes(self) -> int: ...
+    @property
+    def requires_api_key(self) -> bool: ...
     @property
     def url(self) -> str | None: ...

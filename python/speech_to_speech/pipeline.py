@@ -1,4 +1,4 @@
-"""Build the engine from the command line: handlers, VAD and worker pools.
+"""Build the engine from the command line's flags: handlers (built once), VAD, worker pools.
 
 The same function backs every run mode and the in-process API::
 
@@ -6,7 +6,7 @@ The same function backs every run mode and the in-process API::
     engine = build_engine(stt="faster-whisper", llm="llama-cpp", tts="piper")
     session = engine.session(input_rate=16000)
     session.feed_audio(samples)            # float32, 16 kHz
-    event = session.next_event(timeout=1)  # dicts: speech_started, audio, ...
+    event = session.next_event(timeout=1)  # dicts: speech_started, audio_delta, ...
 """
 
 from __future__ import annotations
@@ -17,77 +17,26 @@ import time
 from typing import Any
 
 from speech_to_speech._core import Engine
-from speech_to_speech.handlers.registry import add_handler_arguments, build_handlers
+from speech_to_speech.flags import defaults
+from speech_to_speech.handlers.base import LLMHandler, STTHandler, TTSHandler
+from speech_to_speech.handlers.registry import build_handlers
+from speech_to_speech.vad import load_silero_vad
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Handlers", "build_engine", "engine_from_args"]
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of the engine itself: worker pools and session limits."""
-    g = parser.add_argument_group("engine")
-    for stage in ("stt", "llm", "tts"):
-        g.add_argument(
-            f"--{stage}_workers",
-            f"--{stage}-workers",
-            dest=f"{stage}_workers",
-            type=int,
-            default=1,
-            help=f"{stage.upper()} worker threads (each runs one model call at a time)",
-        )
-    _switch(
-        g,
-        "speculation",
-        "start STT and the LLM at the VAD's soft end, before the turn is committed "
-        "(nothing is sent until it is; resumed speech discards the work)",
-    )
-    _switch(
-        g,
-        "llm_prefill",
-        "when the user starts speaking, let the LLM read the conversation so far "
-        "(llama-cpp caches it, so the answer only reads the new words)",
-    )
-    g.add_argument(
-        "--soft_end_ms",
-        "--soft-end-ms",
-        dest="soft_end_ms",
-        type=float,
-        default=200.0,
-        help="silence after which speculative work starts",
-    )
-    g.add_argument(
-        "--enable_live_transcription",
-        "--enable-live-transcription",
-        dest="enable_live_transcription",
-        action="store_true",
-        help="transcribe while the user speaks and send partial transcripts",
-    )
-    g.add_argument(
-        "--max_sessions",
-        "--max-sessions",
-        dest="max_sessions",
-        type=int,
-        default=64,
-        help="most sessions served at once",
-    )
-    _switch(
-        g,
-        "first_audio_priority",
-        "pause a response's LLM while its first clause is synthesised, so that TTS has "
-        "the CPU (the LLM runs far ahead of speech anyway); off for a remote or GPU LLM",
-    )
+#: The three stage handlers, in stage order.
+Handlers = tuple[STTHandler, LLMHandler, TTSHandler]
 
 
-def _switch(group: argparse._ArgumentGroup, name: str, help_text: str) -> None:
-    """An ``on``/``off`` flag, on by default, with a dashed alias."""
-    flags = ["--" + name] + (["--" + name.replace("_", "-")] if "_" in name else [])
-    group.add_argument(
-        *flags, dest=name, choices=("on", "off"), default="on", help=help_text + " (default: on)"
-    )
-
-
-def engine_from_args(args: argparse.Namespace) -> Engine:
-    """Create, load and warm up the handlers, load the VAD, start the engine."""
-    stt, llm, tts = build_handlers(args)
+def engine_from_args(
+    args: argparse.Namespace, handlers: Handlers | None = None
+) -> tuple[Engine, dict[str, str]]:
+    """Set up the handlers (``build_handlers(args)`` unless given), load the VAD,
+    start the engine; returns it with the backend names by stage.
+    """
+    stt, llm, tts = handlers if handlers is not None else build_handlers(args)
     for stage, handler in (("stt", stt), ("llm", llm), ("tts", tts)):
         start = time.perf_counter()
         handler.setup()
@@ -97,26 +46,30 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
             getattr(handler, "backend_name", type(handler).__name__),
             time.perf_counter() - start,
         )
-    # The VAD and the engine's settings are read from the flags in one place.
-    from speech_to_speech.server import build_engine as engine_for_args
-
-    return engine_for_args(args, stt=stt, llm=llm, tts=tts)[0]
+    vad = load_silero_vad(args.vad_model_path, backend=args.vad_backend)
+    engine = Engine(
+        stt=stt,
+        llm=llm,
+        tts=tts,
+        vad=vad,
+        stt_workers=args.stt_workers,
+        llm_workers=args.llm_workers,
+        tts_workers=args.tts_workers,
+        max_sessions=args.max_sessions,
+        first_audio_priority=args.first_audio_priority == "on",
+    )
+    return engine, {stage: str(getattr(args, stage)) for stage in ("stt", "llm", "tts")}
 
 
 def build_engine(**options: Any) -> Engine:
     """The in-process API: an engine from keyword options named like the CLI flags.
 
-    ``build_engine(stt="fake", llm="fake", tts="fake")`` gives the scripted
-    test stack; with no options it loads the bundled local models.
+    ``build_engine(stt="fake", llm="fake", tts="fake")`` gives the Python fake
+    handlers; with no options it loads the bundled local models.
     """
-    parser = argparse.ArgumentParser()
-    add_handler_arguments(parser)
-    add_engine_arguments(parser)
-    parser.add_argument("--vad_model_path", default=None)
-    parser.add_argument("--vad_engine", default="auto")
-    args = parser.parse_args([])
+    args = defaults()
     for key, value in options.items():
         if not hasattr(args, key):
             raise TypeError(f"build_engine() got an unknown option {key!r}")
         setattr(args, key, value)
-    return engine_from_args(args)
+    return engine_from_args(args)[0]

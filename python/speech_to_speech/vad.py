@@ -9,10 +9,10 @@ Typical use::
     for event in stream.feed(samples):       # float32 samples at 16 kHz
         ...                                  # event.type == "speech_started", ...
 
-Two engines run the model (``engine=``, ``--vad_engine``): ``native``, the
+Two backends run the model (``backend=``, ``--vad_backend``): ``native``, the
 Silero network re-implemented in the Rust core with its weights read from the
 same ``silero_vad.onnx``, which needs no ONNX Runtime; and ``onnxruntime``,
-which runs the file itself and is the reference the native engine is tested
+which runs the file itself and is the reference the native backend is tested
 against. ``auto`` (the default) takes ``native`` when the core recognises the
 file and loads ONNX Runtime otherwise.
 
@@ -44,16 +44,16 @@ from speech_to_speech._core import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ENGINES",
+    "BACKENDS",
     "default_model_path",
     "init_onnxruntime",
     "load_silero_vad",
     "onnxruntime_library_path",
 ]
 
-Engine = Literal["auto", "native", "onnxruntime"]
-#: The values of ``engine=`` and ``--vad_engine``.
-ENGINES: tuple[Engine, ...] = ("auto", "native", "onnxruntime")
+Backend = Literal["auto", "native", "onnxruntime"]
+#: The values of ``backend=`` and ``--vad_backend``.
+BACKENDS: tuple[Backend, ...] = ("auto", "native", "onnxruntime")
 
 ORT_INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu)"
 # silero-vad declares a dependency on torch that the ONNX model does not need.
@@ -124,24 +124,24 @@ def default_model_path() -> str:
 
 
 def load_silero_vad(
-    model_path: str | None = None, *, intra_op_threads: int = 1, engine: Engine = "auto"
+    model_path: str | None = None, *, intra_op_threads: int = 1, backend: Backend = "auto"
 ) -> SileroVad:
-    """Load the Silero model (``--vad_model_path`` overrides) with ``engine``.
+    """Load the Silero model (``--vad_model_path`` overrides) with ``backend``.
 
     ``native`` never touches ONNX Runtime; ``onnxruntime`` loads it first;
     ``auto`` tries ``native`` and, if the core does not recognise the file,
     loads ONNX Runtime and runs the file there. ``intra_op_threads`` applies
     to ONNX Runtime only.
     """
-    if engine not in ENGINES:
-        raise VadConfigError(f"unknown VAD engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if backend not in BACKENDS:
+        raise VadConfigError(f"unknown VAD backend {backend!r}: use one of {', '.join(BACKENDS)}")
     path = model_path or default_model_path()
     native_error: ModelError | None = None
-    if engine != "onnxruntime":
+    if backend != "onnxruntime":
         try:
-            return SileroVad(path, intra_op_threads=intra_op_threads, engine="native")
+            return SileroVad(path, intra_op_threads=intra_op_threads, backend="native")
         except ModelError as e:
-            if engine == "native":
+            if backend == "native":
                 raise
             native_error = e
             logger.info("VAD: %s; falling back to ONNX Runtime", e)
@@ -151,4 +151,4 @@ def load_silero_vad(
         if native_error is None:
             raise
         raise OnnxRuntimeNotFoundError(f"{native_error}; and ONNX Runtime: {e}") from e
-    return SileroVad(path, intra_op_threads=intra_op_threads, engine="onnxruntime")
+    return SileroVad(path, intra_op_threads=intra_op_threads, backend="onnxruntime")

@@ -2,7 +2,7 @@
 //!
 //! A backend is stateless between calls (one instance serves every session).
 //! Python handlers implement these traits through the bindings in `py/`; tests
-//! and benchmarks use the scripted backends in [`fake`](super::fake).
+//! and benchmarks use the scripted backends in [`scripted`](super::scripted).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};

@@ -303,3 +303,36 @@ pub enum EngineEvent {
         message: String,
     },
 }
+
+impl EngineEvent {
+    /// The event's name: the `type` of the Python API's event dicts, and
+    /// the name any transport that forwards engine events uses.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineEvent::SpeechStarted { .. } => "speech_started",
+            EngineEvent::SpeechStopped { .. } => "speech_stopped",
+            EngineEvent::InputCommitted { .. } => "input_committed",
+            EngineEvent::InputCleared => "input_cleared",
+            EngineEvent::ItemAdded { .. } => "item_added",
+            EngineEvent::ItemDone { .. } => "item_done",
+            EngineEvent::ItemDeleted { .. } => "item_deleted",
+            EngineEvent::ItemTruncated { .. } => "item_truncated",
+            EngineEvent::InputTranscriptDelta { .. } => "input_transcript_delta",
+            EngineEvent::InputTranscriptCompleted { .. } => "input_transcript_completed",
+            EngineEvent::InputTranscriptFailed { .. } => "input_transcript_failed",
+            EngineEvent::ResponseCreated { .. } => "response_created",
+            EngineEvent::OutputItemAdded { .. } => "output_item_added",
+            EngineEvent::ContentPartAdded { .. } => "content_part_added",
+            EngineEvent::AudioDelta { .. } => "audio_delta",
+            EngineEvent::TranscriptDelta { .. } => "transcript_delta",
+            EngineEvent::TextDelta { .. } => "text_delta",
+            EngineEvent::ContentPartDone { .. } => "content_part_done",
+            EngineEvent::FunctionCallArgumentsDelta { .. } => "function_call_arguments_delta",
+            EngineEvent::FunctionCallArgumentsDone { .. } => "function_call_arguments_done",
+            EngineEvent::OutputItemDone { .. } => "output_item_done",
+            EngineEvent::ResponseDone { .. } => "response_done",
+            EngineEvent::Timings { .. } => "timings",
+            EngineEvent::Error { .. } => "error",
+        }
+    }
+}

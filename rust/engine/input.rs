@@ -8,10 +8,40 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::audio::resample::Resampler;
 use crate::vad::{SileroVad, TurnConfig, VadError, VadEvent, VadStream};
 
-use super::session::{STT_RATE, TurnInput};
+/// Input audio rate of the STT stage and the VAD.
+pub const STT_RATE: u32 = 16_000;
 
 /// Most push-to-talk audio a session buffers before a commit (5 minutes).
 pub const MAX_BUFFER_SAMPLES: usize = STT_RATE as usize * 300;
+
+/// A turn event from the VAD (audio times in ms since the stream began).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnInput {
+    /// Speech began.
+    SpeechStarted {
+        /// Where.
+        audio_start_ms: u64,
+    },
+    /// A short silence: the turn may be ending. Carries the audio so far.
+    SoftEnd {
+        /// Where.
+        audio_ms: u64,
+        /// The turn's audio up to here, 16 kHz.
+        audio: Vec<f32>,
+    },
+    /// Speech came back after a soft end.
+    SpeechResumed {
+        /// Where.
+        audio_ms: u64,
+    },
+    /// The turn ended; carries the utterance.
+    SpeechStopped {
+        /// Where.
+        audio_end_ms: u64,
+        /// The utterance with its padding, 16 kHz.
+        audio: Vec<f32>,
+    },
+}
 
 /// The input side of a session.
 pub(crate) struct AudioInput {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use numpy::{PyArray1, PyReadonlyArray1};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -20,11 +20,11 @@ use crate::engine::backend::{
 };
 use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
 use crate::engine::events::{EngineEvent, StopReason};
-use crate::engine::fake::{FakeLlm, FakeStt, FakeTts};
-use crate::engine::session::SessionError;
-use crate::engine::{Engine, EngineConfig, EngineError, ResponseOptions, Session, SessionConfig};
+use crate::engine::scripted::{ScriptedLlm, ScriptedStt, ScriptedTts};
+use crate::engine::{
+    DEFAULT_MAX_SESSIONS, Engine, EngineConfig, ResponseOptions, Session, SessionConfig,
+};
 
-use super::errors::{SessionLimitError, StageFailedError};
 use super::vad::PySileroVad;
 
 /// The cancellation flag a handler polls between tokens or chunks.
@@ -323,24 +323,6 @@ impl TtsBackend for PyTts {
     }
 }
 
-impl From<EngineError> for PyErr {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::SessionLimit(_) => SessionLimitError::new_err(e.to_string()),
-            _ => PyRuntimeError::new_err(e.to_string()),
-        }
-    }
-}
-
-impl From<SessionError> for PyErr {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::Stage(_) => StageFailedError::new_err(e.to_string()),
-            _ => PyValueError::new_err(format!("{}: {e}", e.code())),
-        }
-    }
-}
-
 /// The shared models and their worker pools.
 #[pyclass(name = "Engine", module = "speech_to_speech._core", frozen)]
 pub struct PyEngine(Arc<Engine>);
@@ -352,18 +334,31 @@ impl PyEngine {
     }
 }
 
-/// `"fake"` selects the scripted Rust backend; anything else is a handler.
-fn is_fake(obj: &Bound<'_, PyAny>) -> bool {
-    obj.extract::<String>().is_ok_and(|s| s == "fake")
+/// A stage given as a string: `"scripted"` selects the core's scripted test
+/// backend; any other string is refused (handlers are objects: create them
+/// with `speech_to_speech.handlers.create_handler`, which also has Python
+/// fakes under the name `"fake"`). `None` for a handler object.
+fn scripted(stage: &str, obj: &Bound<'_, PyAny>) -> PyResult<Option<()>> {
+    let Ok(name) = obj.extract::<String>() else {
+        return Ok(None);
+    };
+    if name == "scripted" {
+        return Ok(Some(()));
+    }
+    Err(PyValueError::new_err(format!(
+        "{stage}={name:?} is not a handler: pass a handler object \
+         (speech_to_speech.handlers.create_handler({stage:?}, {name:?})), \
+         or \"scripted\" for the core's scripted test backend"
+    )))
 }
 
 #[pymethods]
 impl PyEngine {
-    /// Wrap three handlers (or the string `"fake"` for the scripted test
-    /// backends) in worker pools.
+    /// Wrap three handlers (or the string `"scripted"` for the core's
+    /// scripted test backends) in worker pools.
     #[new]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
-    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=64, first_audio_priority=true))]
+    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=DEFAULT_MAX_SESSIONS, first_audio_priority=true))]
     fn new(
         stt: &Bound<'_, PyAny>,
         llm: &Bound<'_, PyAny>,
@@ -375,18 +370,18 @@ impl PyEngine {
         max_sessions: usize,
         first_audio_priority: bool,
     ) -> PyResult<Self> {
-        let stt: Arc<dyn SttBackend> = if is_fake(stt) {
-            Arc::new(FakeStt::new(Vec::new(), Duration::ZERO))
+        let stt: Arc<dyn SttBackend> = if scripted("stt", stt)?.is_some() {
+            Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO))
         } else {
             Arc::new(PyStt(stt.clone().unbind()))
         };
-        let llm: Arc<dyn LlmBackend> = if is_fake(llm) {
-            Arc::new(FakeLlm::default())
+        let llm: Arc<dyn LlmBackend> = if scripted("llm", llm)?.is_some() {
+            Arc::new(ScriptedLlm::default())
         } else {
             Arc::new(PyLlm(llm.clone().unbind()))
         };
-        let tts: Arc<dyn TtsBackend> = if is_fake(tts) {
-            Arc::new(FakeTts::default())
+        let tts: Arc<dyn TtsBackend> = if scripted("tts", tts)?.is_some() {
+            Arc::new(ScriptedTts::default())
         } else {
             Arc::new(PyTts(tts.clone().unbind()))
         };
@@ -453,6 +448,19 @@ impl PyEngine {
     #[getter]
     fn sessions(&self) -> usize {
         self.0.session_count()
+    }
+
+    /// The engine's settings: worker counts, session limit, first-audio priority.
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.0.config();
+        let d = PyDict::new(py);
+        d.set_item("stt_workers", c.stt_workers)?;
+        d.set_item("llm_workers", c.llm_workers)?;
+        d.set_item("tts_workers", c.tts_workers)?;
+        d.set_item("max_sessions", c.max_sessions)?;
+        d.set_item("first_audio_priority", c.first_audio_priority)?;
+        Ok(d)
     }
 }
 
@@ -589,151 +597,220 @@ fn item_to_py<'py>(py: Python<'py>, item: &Item) -> PyResult<Bound<'py, PyDict>>
     Ok(d)
 }
 
+/// An engine event as a dict: `type` is [`EngineEvent::name`], the other
+/// keys are the event's fields (audio as a float32 array, items as dicts).
 fn event_to_py<'py>(py: Python<'py>, e: &EngineEvent) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    let set = |k: &str, v: Bound<'py, PyAny>| d.set_item(k, v);
-    macro_rules! put {
-        ($k:expr, $v:expr) => {
-            d.set_item($k, $v)?
-        };
-    }
+    d.set_item("type", e.name())?;
+    let item = |i: &Item| item_to_py(py, i);
     match e {
         EngineEvent::SpeechStarted {
             item_id,
             audio_start_ms,
         } => {
-            put!("type", "speech_started");
-            put!("item_id", item_id);
-            put!("audio_start_ms", audio_start_ms);
+            d.set_item("item_id", item_id)?;
+            d.set_item("audio_start_ms", audio_start_ms)?;
         }
         EngineEvent::SpeechStopped {
             item_id,
             audio_end_ms,
         } => {
-            put!("type", "speech_stopped");
-            put!("item_id", item_id);
-            put!("audio_end_ms", audio_end_ms);
+            d.set_item("item_id", item_id)?;
+            d.set_item("audio_end_ms", audio_end_ms)?;
         }
-        EngineEvent::InputCommitted { item_id, .. } => {
-            put!("type", "committed");
-            put!("item_id", item_id);
+        EngineEvent::InputCommitted {
+            item_id,
+            previous_item_id,
+        } => {
+            d.set_item("item_id", item_id)?;
+            d.set_item("previous_item_id", previous_item_id)?;
+        }
+        EngineEvent::InputCleared => {}
+        EngineEvent::ItemAdded {
+            item: i,
+            previous_item_id,
+        }
+        | EngineEvent::ItemDone {
+            item: i,
+            previous_item_id,
+        } => {
+            d.set_item("item", item(i)?)?;
+            d.set_item("previous_item_id", previous_item_id)?;
+        }
+        EngineEvent::ItemDeleted { item_id } => d.set_item("item_id", item_id)?,
+        EngineEvent::ItemTruncated {
+            item_id,
+            content_index,
+            audio_end_ms,
+        } => {
+            d.set_item("item_id", item_id)?;
+            d.set_item("content_index", content_index)?;
+            d.set_item("audio_end_ms", audio_end_ms)?;
+        }
+        EngineEvent::InputTranscriptDelta { item_id, delta } => {
+            d.set_item("item_id", item_id)?;
+            d.set_item("delta", delta)?;
         }
         EngineEvent::InputTranscriptCompleted {
             item_id,
             transcript,
-            ..
+            audio_seconds,
         } => {
-            put!("type", "transcription_completed");
-            put!("item_id", item_id);
-            put!("transcript", transcript);
-        }
-        EngineEvent::InputTranscriptDelta { item_id, delta } => {
-            put!("type", "transcription_delta");
-            put!("item_id", item_id);
-            put!("delta", delta);
+            d.set_item("item_id", item_id)?;
+            d.set_item("transcript", transcript)?;
+            d.set_item("audio_seconds", audio_seconds)?;
         }
         EngineEvent::InputTranscriptFailed { item_id, message } => {
-            put!("type", "transcription_failed");
-            put!("item_id", item_id);
-            put!("message", message);
-        }
-        EngineEvent::ResponseCreated { response_id } => {
-            put!("type", "response_created");
-            put!("response_id", response_id);
-        }
-        EngineEvent::AudioDelta {
-            response_id,
-            samples,
-            ..
-        } => {
-            put!("type", "audio");
-            put!("response_id", response_id);
-            set("audio", PyArray1::from_slice(py, samples).into_any())?;
-        }
-        EngineEvent::TranscriptDelta {
-            response_id, delta, ..
-        }
-        | EngineEvent::TextDelta {
-            response_id, delta, ..
-        } => {
-            put!("type", "text");
-            put!("response_id", response_id);
-            put!("delta", delta);
-        }
-        EngineEvent::FunctionCallArgumentsDone {
-            response_id,
-            call_id,
-            name,
-            arguments,
-            ..
-        } => {
-            put!("type", "function_call");
-            put!("response_id", response_id);
-            put!("call_id", call_id);
-            put!("name", name);
-            put!("arguments", arguments);
-        }
-        EngineEvent::ResponseDone {
-            response_id,
-            status,
-            reason,
-            error,
-            output,
-            usage,
-        } => {
-            put!("type", "response_done");
-            put!("response_id", response_id);
-            put!("status", status.as_str());
-            put!("reason", reason.map(StopReason::as_str));
-            put!("error", error.as_deref());
-            let items = PyList::empty(py);
-            for it in output {
-                items.append(item_to_py(py, it)?)?;
-            }
-            set("output", items.into_any())?;
-            put!("input_tokens", usage.input_tokens);
-            put!("output_tokens", usage.output_tokens);
+            d.set_item("item_id", item_id)?;
+            d.set_item("message", message)?;
         }
         EngineEvent::Timings {
             response_id,
             timings,
         } => {
-            put!("type", "timings");
-            put!("response_id", response_id);
-            put!("commit_ms", timings.commit);
-            put!("stt_done_ms", timings.stt_done);
-            put!("llm_first_token_ms", timings.llm_first_token);
-            put!("first_clause_ms", timings.first_clause);
-            put!("tts_first_chunk_ms", timings.tts_first_chunk);
-            put!("first_audio_out_ms", timings.first_audio_out);
-            put!("speculative", timings.speculative);
+            d.set_item("response_id", response_id)?;
+            d.set_item("commit_ms", timings.commit)?;
+            d.set_item("stt_done_ms", timings.stt_done)?;
+            d.set_item("llm_first_token_ms", timings.llm_first_token)?;
+            d.set_item("first_clause_ms", timings.first_clause)?;
+            d.set_item("tts_first_chunk_ms", timings.tts_first_chunk)?;
+            d.set_item("first_audio_out_ms", timings.first_audio_out)?;
+            d.set_item("speculative", timings.speculative)?;
         }
         EngineEvent::Error {
             kind,
             code,
             message,
         } => {
-            put!("type", "error");
-            put!("kind", *kind);
-            put!("code", *code);
-            put!("message", message);
+            d.set_item("kind", *kind)?;
+            d.set_item("code", *code)?;
+            d.set_item("message", message)?;
         }
-        EngineEvent::ItemAdded { item, .. } | EngineEvent::ItemDone { item, .. } => {
-            let t = if matches!(e, EngineEvent::ItemAdded { .. }) {
-                "item_added"
-            } else {
-                "item_done"
-            };
-            put!("type", t);
-            set("item", item_to_py(py, item)?.into_any())?;
-        }
-        other => {
-            // The remaining events matter to the realtime transport only;
-            // name them so a reader can skip them.
-            let name = format!("{other:?}");
-            let name = name.split([' ', '{', '(']).next().unwrap_or("other");
-            put!("type", name.to_owned());
-        }
+        _ => response_fields(py, e, &d)?,
     }
     Ok(d)
+}
+
+/// The fields of a response's events (see [`event_to_py`]).
+fn response_fields<'py>(py: Python<'py>, e: &EngineEvent, d: &Bound<'py, PyDict>) -> PyResult<()> {
+    let item = |i: &Item| item_to_py(py, i);
+    match e {
+        EngineEvent::ResponseCreated { response_id } => d.set_item("response_id", response_id)?,
+        EngineEvent::OutputItemAdded {
+            response_id,
+            output_index,
+            item: i,
+        }
+        | EngineEvent::OutputItemDone {
+            response_id,
+            output_index,
+            item: i,
+        } => {
+            d.set_item("response_id", response_id)?;
+            d.set_item("output_index", output_index)?;
+            d.set_item("item", item(i)?)?;
+        }
+        EngineEvent::ContentPartAdded {
+            response_id,
+            item_id,
+            output_index,
+            audio,
+        } => {
+            d.set_item("response_id", response_id)?;
+            d.set_item("item_id", item_id)?;
+            d.set_item("output_index", output_index)?;
+            d.set_item("audio", audio)?;
+        }
+        EngineEvent::AudioDelta {
+            response_id,
+            item_id,
+            output_index,
+            samples,
+        } => {
+            d.set_item("response_id", response_id)?;
+            d.set_item("item_id", item_id)?;
+            d.set_item("output_index", output_index)?;
+            d.set_item("audio", PyArray1::from_slice(py, samples))?;
+        }
+        EngineEvent::TranscriptDelta {
+            response_id,
+            item_id,
+            output_index,
+            delta,
+        }
+        | EngineEvent::TextDelta {
+            response_id,
+            item_id,
+            output_index,
+            delta,
+        } => {
+            d.set_item("response_id", response_id)?;
+            d.set_item("item_id", item_id)?;
+            d.set_item("output_index", output_index)?;
+            d.set_item("delta", delta)?;
+        }
+        EngineEvent::ContentPartDone {
+            response_id,
+            item_id,
+            output_index,
+            audio,
+            text,
+        } => {
+            d.set_item("response_id", response_id)?;
+            d.set_item("item_id", item_id)?;
+            d.set_item("output_index", output_index)?;
+            d.set_item("audio", audio)?;
+            d.set_item("text", text)?;
+        }
+        EngineEvent::FunctionCallArgumentsDelta {
+            response_id,
+            item_id,
+            output_index,
+            call_id,
+            delta,
+        } => {
+            d.set_item("response_id", response_id)?;
+            d.set_item("item_id", item_id)?;
+            d.set_item("output_index", output_index)?;
+            d.set_item("call_id", call_id)?;
+            d.set_item("delta", delta)?;
+        }
+        EngineEvent::FunctionCallArgumentsDone {
+            response_id,
+            item_id,
+            output_index,
+            call_id,
+            name,
+            arguments,
+        } => {
+            d.set_item("response_id", response_id)?;
+            d.set_item("item_id", item_id)?;
+            d.set_item("output_index", output_index)?;
+            d.set_item("call_id", call_id)?;
+            d.set_item("name", name)?;
+            d.set_item("arguments", arguments)?;
+        }
+        EngineEvent::ResponseDone {
+            response_id,
+            status,
+            reason,
+            output,
+            usage,
+            error,
+        } => {
+            d.set_item("response_id", response_id)?;
+            d.set_item("status", status.as_str())?;
+            d.set_item("reason", reason.map(StopReason::as_str))?;
+            d.set_item("error", error.as_deref())?;
+            let items = PyList::empty(py);
+            for i in output {
+                items.append(item(i)?)?;
+            }
+            d.set_item("output", items)?;
+            d.set_item("input_tokens", usage.input_tokens)?;
+            d.set_item("output_tokens", usage.output_tokens)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::{PyErr, create_exception};
+use pyo3::{PyErr, PyTypeInfo, create_exception};
 
 use crate::audio::pcm::PcmError;
 use crate::audio::resample::ResampleError;
@@ -71,15 +71,28 @@ create_exception!(
 );
 create_exception!(
     speech_to_speech,
-    SessionLimitError,
+    EngineError,
     SpeechToSpeechError,
-    "The engine already serves its maximum number of sessions."
+    "The engine could not be built or refused a session; `.code` says which case."
+);
+create_exception!(
+    speech_to_speech,
+    SessionLimitError,
+    EngineError,
+    "The engine already serves its maximum number of sessions (code session_limit_reached)."
+);
+create_exception!(
+    speech_to_speech,
+    SessionError,
+    SpeechToSpeechError,
+    "A session refused a request; `.code` is the stable code the Realtime protocol sends \
+     (conversation_already_has_active_response, input_audio_buffer_commit_empty, ...)."
 );
 create_exception!(
     speech_to_speech,
     StageFailedError,
-    SpeechToSpeechError,
-    "A model stage refused a job (overloaded or shut down)."
+    SessionError,
+    "A model stage refused a job (overloaded or shut down; code server_overloaded)."
 );
 create_exception!(
     speech_to_speech,
@@ -197,7 +210,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("AudioStreamError", py.get_type::<AudioStreamError>())?;
     m.add("NoiseReductionError", py.get_type::<NoiseReductionError>())?;
+    m.add("EngineError", py.get_type::<EngineError>())?;
     m.add("SessionLimitError", py.get_type::<SessionLimitError>())?;
+    m.add("SessionError", py.get_type::<SessionError>())?;
     m.add("StageFailedError", py.get_type::<StageFailedError>())?;
     m.add("VadError", py.get_type::<VadError>())?;
     m.add(
@@ -276,6 +291,37 @@ impl From<crate::vad::VadError> for PyErr {
             E::Model(_) => ModelError::new_err(msg),
             E::InvalidConfig(_) => VadConfigError::new_err(msg),
             E::InvalidInput(_) => VadInputError::new_err(msg),
+        }
+    }
+}
+
+/// An exception of class `T` with `message` and a `.code` attribute.
+fn with_code<T: PyTypeInfo>(message: String, code: &str) -> PyErr {
+    Python::attach(|py| {
+        let made = T::type_object(py).call1((message.clone(),)).and_then(|e| {
+            e.setattr("code", code)?;
+            Ok(PyErr::from_value(e))
+        });
+        made.unwrap_or_else(|e| e)
+    })
+}
+
+impl From<crate::engine::EngineError> for PyErr {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError as E;
+        match e {
+            E::SessionLimit(_) => with_code::<SessionLimitError>(e.to_string(), e.code()),
+            _ => with_code::<EngineError>(e.to_string(), e.code()),
+        }
+    }
+}
+
+impl From<crate::engine::SessionError> for PyErr {
+    fn from(e: crate::engine::SessionError) -> Self {
+        use crate::engine::SessionError as E;
+        match e {
+            E::Stage(_) => with_code::<StageFailedError>(e.to_string(), e.code()),
+            _ => with_code::<SessionError>(e.to_string(), e.code()),
         }
     }
 }

@@ -48,6 +48,7 @@ mod core_module {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("DEFAULTS", super::realtime::defaults(m.py())?)?;
         // Stage workers must be out of Python before the interpreter finalizes.
         let shutdown = m.getattr("shutdown_workers")?;
         m.py()

@@ -169,6 +169,12 @@ impl PyQueue {
         self.inner.is_closed()
     }
 
+    /// Calls blocked in pop() or push() right now.
+    #[getter]
+    fn waiting(&self) -> usize {
+        self.inner.waiting()
+    }
+
     /// The most items the queue holds.
     #[getter]
     fn capacity(&self) -> usize {
@@ -379,6 +385,12 @@ impl PyAudioQueue {
     #[getter]
     fn closed(&self) -> bool {
         self.monitor.is_closed()
+    }
+
+    /// Calls blocked in pop() or push() right now.
+    #[getter]
+    fn waiting(&self) -> usize {
+        self.monitor.waiting()
     }
 
     /// The most samples the ring holds.

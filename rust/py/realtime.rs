@@ -8,7 +8,11 @@ use pyo3::types::PyDict;
 
 use super::engine::PyEngine;
 use super::errors::{ServerAddressError, ServerConfigError, ServerError};
-use crate::transport::{RealtimeServer, ServerConfig, SessionDefaults, TransportError};
+use crate::protocol::SessionDefaults;
+use crate::transport::{
+    DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, RealtimeServer, ServerConfig,
+    TransportError,
+};
 
 impl From<TransportError> for PyErr {
     fn from(e: TransportError) -> Self {
@@ -35,34 +39,28 @@ impl PyRealtimeServer {
     }
 }
 
-/// Read the server-wide session defaults from a dict of CLI values.
-fn session_defaults(d: &Bound<'_, PyDict>) -> PyResult<SessionDefaults> {
-    let mut out = SessionDefaults::default();
-    for (k, v) in d.iter() {
-        let key: String = k.extract()?;
-        match key.as_str() {
-            "instructions" => out.instructions = v.extract()?,
-            "chat_size" => out.chat_size = v.extract()?,
-            "speculation" => out.speculation = v.extract()?,
-            "prefill" => out.prefill = v.extract()?,
-            "soft_end_ms" => out.soft_end_ms = v.extract()?,
-            "live_transcription" => out.live_transcription = v.extract()?,
-            "threshold" => out.threshold = v.extract()?,
-            "prefix_padding_ms" => out.prefix_padding_ms = v.extract()?,
-            "silence_duration_ms" => out.silence_duration_ms = v.extract()?,
-            "min_speech_ms" => out.min_speech_ms = v.extract()?,
-            "max_speech_ms" => {
-                let ms: Option<f64> = v.extract()?;
-                out.max_speech_ms = ms.filter(|m| m.is_finite());
-            }
-            other => {
-                return Err(ServerConfigError::new_err(format!(
-                    "unknown session default '{other}'"
-                )));
-            }
-        }
-    }
-    Ok(out)
+/// A Python object as JSON (through the `json` module: plain data only).
+pub(crate) fn to_json(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<serde_json::Value> {
+    let text: String = py
+        .import("json")?
+        .getattr("dumps")?
+        .call1((obj,))?
+        .extract()?;
+    serde_json::from_str(&text).map_err(|e| ServerConfigError::new_err(format!("{what}: {e}")))
+}
+
+/// The server-wide session settings, from a dict in the protocol's names
+/// (see `SessionDefaults::from_json`).
+fn session_defaults(py: Python<'_>, d: &Bound<'_, PyAny>) -> PyResult<SessionDefaults> {
+    let value = to_json(py, d, "defaults")?;
+    SessionDefaults::from_json(&value).map_err(|e| {
+        let param = e.param.as_deref().unwrap_or("defaults");
+        ServerConfigError::new_err(format!("invalid server default {param}: {}", e.message))
+    })
 }
 
 #[pymethods]
@@ -70,8 +68,7 @@ impl PyRealtimeServer {
     /// A stopped server; `start()` binds and serves in the background.
     #[new]
     #[pyo3(
-        signature = (engine, *, host="127.0.0.1".to_owned(), port=8765, api_key=None, max_message_bytes=16*1024*1024, backends=None, defaults=None),
-        text_signature = "(engine, *, host='127.0.0.1', port=8765, api_key=None, max_message_bytes=16777216, backends=None, defaults=None)"
+        signature = (engine, *, host=DEFAULT_HOST.to_owned(), port=DEFAULT_PORT, api_key=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, backends=None, defaults=None)
     )]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
     fn new(
@@ -86,19 +83,11 @@ impl PyRealtimeServer {
     ) -> PyResult<Self> {
         let defaults = match defaults {
             None => SessionDefaults::default(),
-            Some(d) => session_defaults(&d)?,
+            Some(d) => session_defaults(py, d.as_any())?,
         };
         let backends = match backends {
             None => serde_json::Value::Null,
-            Some(d) => {
-                let text: String = py
-                    .import("json")?
-                    .getattr("dumps")?
-                    .call1((d,))?
-                    .extract()?;
-                serde_json::from_str(&text)
-                    .map_err(|e| ServerConfigError::new_err(format!("backends: {e}")))?
-            }
+            Some(d) => to_json(py, d.as_any(), "backends")?,
         };
         let config = ServerConfig {
             host: host.clone(),
@@ -170,6 +159,28 @@ impl PyRealtimeServer {
     }
 
     /// `ws://host:port/v1/realtime` while running.
+    /// The settings every session starts with, in the protocol's names (as
+    /// `defaults=` takes them, with every default filled in).
+    #[getter]
+    fn defaults<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let value = self.with(|s| s.config().defaults.to_json());
+        py.import("json")?
+            .getattr("loads")?
+            .call1((value.to_string(),))
+    }
+
+    /// The largest client message answered normally, in bytes.
+    #[getter]
+    fn max_message_bytes(&self) -> usize {
+        self.with(|s| s.config().max_message_bytes)
+    }
+
+    /// Whether clients must present an API key.
+    #[getter]
+    fn requires_api_key(&self) -> bool {
+        self.with(|s| s.config().api_key.is_some())
+    }
+
     #[getter]
     fn url(&self) -> Option<String> {
         self.with(|s| s.local_addr().map(|a| format!("ws://{a}/v1/realtime")))
@@ -181,4 +192,26 @@ impl PyRealtimeServer {
             None => format!("RealtimeServer(host={:?}, stopped)", self.host),
         }
     }
+}
+
+/// Every default the core starts from, for the command line and the docs:
+/// the server's (`host`, `port`, `max_message_bytes`), the engine's
+/// (`max_sessions`, workers) and a session's settings in the protocol's
+/// names (see `RealtimeServer(defaults=...)`).
+pub(crate) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let engine = crate::engine::EngineConfig::default();
+    let value = serde_json::json!({
+        "host": DEFAULT_HOST,
+        "port": DEFAULT_PORT,
+        "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES,
+        "max_sessions": engine.max_sessions,
+        "stt_workers": engine.stt_workers,
+        "llm_workers": engine.llm_workers,
+        "tts_workers": engine.tts_workers,
+        "first_audio_priority": engine.first_audio_priority,
+        "session": SessionDefaults::default().to_json(),
+    });
+    py.import("json")?
+        .getattr("loads")?
+        .call1((value.to_string(),))
 }

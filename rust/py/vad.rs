@@ -7,7 +7,7 @@ use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 
 use crate::vad::{
-    self, SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadEngine, VadError,
+    self, SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadBackend, VadError,
     VadEvent, VadStream,
 };
 
@@ -68,20 +68,20 @@ pub fn onnxruntime_initialised() -> bool {
 /// Per-chunk speech probabilities of a whole recording (a fresh model state;
 /// a last partial chunk is zero-padded).
 #[pyfunction]
-#[pyo3(signature = (samples, *, model_path, sample_rate = 16000, engine = "auto"))]
+#[pyo3(signature = (samples, *, model_path, sample_rate = 16000, backend = "auto"))]
 pub fn speech_probabilities<'py>(
     py: Python<'py>,
     samples: PyReadonlyArray1<'py, f32>,
     model_path: PathBuf,
     sample_rate: u32,
-    engine: &str,
+    backend: &str,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let samples = copy_samples(&samples);
-    let engine: VadEngine = engine.parse()?;
+    let backend: VadBackend = backend.parse()?;
     let probs = detached(py, || {
         let rate = SampleRate::from_hz(sample_rate)?;
         let options = SileroVadOptions {
-            engine,
+            backend,
             ..SileroVadOptions::default()
         };
         SileroVad::new(&model_path, &options)?.speech_probabilities(&samples, rate)
@@ -95,17 +95,17 @@ pub struct PySileroVad {
     pub(crate) model: SharedModel,
     model_path: String,
     intra_op_threads: usize,
-    engine: VadEngine,
+    backend: VadBackend,
 }
 
 impl PySileroVad {
     fn wrap(model: SharedModel, model_path: &Path, intra_op_threads: usize) -> Self {
-        let engine = lock(&model).engine();
+        let backend = lock(&model).backend();
         Self {
             model,
             model_path: model_path.display().to_string(),
             intra_op_threads,
-            engine,
+            backend,
         }
     }
 }
@@ -113,15 +113,15 @@ impl PySileroVad {
 #[pymethods]
 impl PySileroVad {
     #[new]
-    #[pyo3(signature = (model_path, *, intra_op_threads = 1, engine = "auto"))]
+    #[pyo3(signature = (model_path, *, intra_op_threads = 1, backend = "auto"))]
     fn new(
         py: Python<'_>,
         model_path: PathBuf,
         intra_op_threads: usize,
-        engine: &str,
+        backend: &str,
     ) -> PyResult<Self> {
         let options = SileroVadOptions {
-            engine: engine.parse()?,
+            backend: backend.parse()?,
             intra_op_threads,
             ..SileroVadOptions::default()
         };
@@ -139,16 +139,16 @@ impl PySileroVad {
         &self.model_path
     }
 
-    /// ONNX Runtime threads per call (the native engine uses the caller's).
+    /// ONNX Runtime threads per call (the native backend uses the caller's).
     #[getter]
     fn intra_op_threads(&self) -> usize {
         self.intra_op_threads
     }
 
-    /// The engine that runs the model: "native" or "onnxruntime".
+    /// The backend that runs the model: "native" or "onnxruntime".
     #[getter]
-    fn engine(&self) -> &'static str {
-        self.engine.as_str()
+    fn backend(&self) -> &'static str {
+        self.backend.as_str()
     }
 
     /// Per-chunk probabilities of a whole recording, from a fresh state.
@@ -198,9 +198,9 @@ impl PySileroVad {
 
     fn __repr__(&self) -> String {
         format!(
-            "SileroVad(model_path={:?}, engine={:?}, intra_op_threads={})",
+            "SileroVad(model_path={:?}, backend={:?}, intra_op_threads={})",
             self.model_path,
-            self.engine.as_str(),
+            self.backend.as_str(),
             self.intra_op_threads
         )
     }

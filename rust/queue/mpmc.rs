@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
+use super::types::{Overflow, PushError, Pushed, QueueConfigError, QueueError, QueueStats};
 use super::wait::{Attempt, Side, Signal};
-use super::{Overflow, PushError, Pushed, QueueConfigError, QueueError, QueueStats};
 
 /// The largest capacity [`Queue::new`] accepts (crossbeam needs room for a lap bit).
 pub const MAX_CAPACITY: usize = 1 << (usize::BITS - 2);
@@ -196,6 +196,11 @@ impl<T> Queue<T> {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.signal.is_closed()
+    }
+
+    /// Threads blocked in `pop` or `push` right now (parked, not spinning).
+    pub fn waiting(&self) -> usize {
+        self.signal.waiting()
     }
 
     /// The overflow policy chosen at construction.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use super::mpmc::{MAX_CAPACITY, deadline_after};
+use super::types::{Overflow, PushError, Pushed, QueueConfigError, QueueError, QueueStats};
 use super::wait::{Attempt, Side, Signal};
-use super::{Overflow, PushError, Pushed, QueueConfigError, QueueError, QueueStats};
 
 /// Build a ring of `capacity` items and split it into its two ends.
 ///
@@ -340,6 +340,11 @@ macro_rules! shared_accessors {
         /// Whether the ring was closed (by either end, or by dropping one).
         pub fn is_closed(&self) -> bool {
             self.ring.signal.is_closed()
+        }
+
+        /// Ends blocked in `pop` or `push` right now (parked, not spinning).
+        pub fn waiting(&self) -> usize {
+            self.ring.signal.waiting()
         }
 
         /// The overflow policy chosen at construction.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crossbeam_utils::{Backoff, CachePadded};
 
-use super::QueueError;
+use super::types::QueueError;
 
 /// Which event a waiter is waiting for.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +48,11 @@ pub(crate) struct Signal {
 impl Signal {
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Threads parked waiting (to pop or to push) right now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.pop_waiters.load(Ordering::Acquire) + self.push_waiters.load(Ordering::Acquire)
     }
 
     /// Close and wake every waiter on both sides. Returns whether this call closed it.

@@ -2,4 +2,7 @@
 
 pub mod realtime;
 
-pub use realtime::{RealtimeServer, ServerConfig, SessionDefaults, TransportError};
+pub use realtime::{
+    DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, RealtimeServer, ServerConfig,
+    TransportError,
+};

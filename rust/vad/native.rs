@@ -22,10 +22,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::error::VadError;
 use super::kernels::{Columns, Dense, Kernel, LANES, round_up, sigmoid_scalar};
 use super::onnx::{self, FLOAT, Graph, Model, Node, Tensor};
-use super::silero::{STATE_WIDTH, SileroState};
-use super::{SampleRate, VadError};
+use super::rate::SampleRate;
+use super::state::{STATE_WIDTH, SileroState};
 
 /// Encoder layers read at most; Silero has four.
 const MAX_LAYERS: usize = 16;
@@ -76,8 +77,8 @@ impl NativeSilero {
         })?;
         let unrecognised = |reason: String| {
             VadError::Model(format!(
-                "{} is not a Silero v5/v6 model the native VAD engine knows ({reason}); \
-                 the onnxruntime engine may still run it",
+                "{} is not a Silero v5/v6 model the native VAD backend knows ({reason}); \
+                 the onnxruntime backend may still run it",
                 path.display()
             ))
         };
@@ -106,7 +107,7 @@ impl NativeSilero {
         let kernel = self.kernel;
         let net = self.nets[slot(rate)].as_mut().ok_or_else(|| {
             VadError::Model(format!(
-                "the model file has no {} Hz network; use the onnxruntime engine or resample",
+                "the model file has no {} Hz network; use the onnxruntime backend or resample",
                 rate.hz()
             ))
         })?;
@@ -114,7 +115,7 @@ impl NativeSilero {
             Ok(())
         } else {
             Err(VadError::Model(
-                "native engine: a layer's buffers do not fit its weights".to_owned(),
+                "native backend: a layer's buffers do not fit its weights".to_owned(),
             ))
         }
     }

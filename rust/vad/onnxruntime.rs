@@ -14,8 +14,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::Tensor;
 
-use super::silero::{STATE_WIDTH, SileroState, SileroVadOptions};
-use super::{SampleRate, VadError};
+use super::error::VadError;
+use super::rate::SampleRate;
+use super::state::{STATE_WIDTH, SileroState, SileroVadOptions};
 
 /// Batch shapes kept allocated; older ones are dropped past this.
 const MAX_CACHED_SHAPES: usize = 8;

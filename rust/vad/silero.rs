@@ -1,7 +1,7 @@
-//! The Silero VAD model (v5/v6): one shared model, per-stream state, batching, two engines.
+//! The Silero VAD model (v5/v6): one shared model, per-stream state, batching, two backends.
 //!
-//! [`SileroVad`] runs the model with one of two engines, chosen when it is
-//! loaded ([`VadEngine`]):
+//! [`SileroVad`] runs the model with one of two backends, chosen when it is
+//! loaded ([`VadBackend`]):
 //!
 //! * **native** ([`super::native`]): the network re-implemented in Rust, with
 //!   its weights read from the same `silero_vad.onnx`. It needs no ONNX
@@ -9,131 +9,21 @@
 //!   per-node overhead dominates this small graph.
 //! * **onnxruntime** ([`super::onnxruntime`]): the file run by ONNX Runtime
 //!   itself. It runs any Silero v5/v6 file and is the reference the native
-//!   engine is tested against.
+//!   backend is tested against.
 //!
-//! The default, `auto`, takes the native engine when it recognises the file
+//! The default, `auto`, takes the native backend when it recognises the file
 //! and ONNX Runtime otherwise.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+use super::error::VadError;
 use super::native::NativeSilero;
 use super::onnxruntime::{OrtSilero, onnxruntime_initialised};
-use super::{SampleRate, VadError};
+use super::rate::SampleRate;
+use super::state::{SileroState, SileroVadOptions, VadBackend};
 
-/// Width of one half (h or c) of Silero's recurrent state per stream.
-pub(crate) const STATE_WIDTH: usize = 128;
-
-/// Which code computes the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum VadEngine {
-    /// Native when the file is recognised, else ONNX Runtime.
-    #[default]
-    Auto,
-    /// The Rust re-implementation; ONNX Runtime is not needed.
-    Native,
-    /// ONNX Runtime ([`super::init_onnxruntime`] must have run).
-    OnnxRuntime,
-}
-
-impl VadEngine {
-    /// The name used in configuration: `auto`, `native` or `onnxruntime`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Native => "native",
-            Self::OnnxRuntime => "onnxruntime",
-        }
-    }
-}
-
-impl fmt::Display for VadEngine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for VadEngine {
-    type Err = VadError;
-
-    fn from_str(s: &str) -> Result<Self, VadError> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "native" => Ok(Self::Native),
-            "onnxruntime" => Ok(Self::OnnxRuntime),
-            other => Err(VadError::InvalidConfig(format!(
-                "unknown VAD engine {other:?}: use auto, native or onnxruntime"
-            ))),
-        }
-    }
-}
-
-/// Model settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SileroVadOptions {
-    /// Which engine runs the model.
-    pub engine: VadEngine,
-    /// Threads ONNX Runtime uses inside one call. One is fastest for this
-    /// small model: more threads cost more in hand-off than they save. The
-    /// native engine always runs on the calling thread.
-    pub intra_op_threads: usize,
-    /// Let idle ONNX Runtime threads spin. Off by default: with one thread
-    /// there is nothing to wake, and spinning burns a core shared with
-    /// everything else.
-    pub allow_spinning: bool,
-}
-
-impl Default for SileroVadOptions {
-    fn default() -> Self {
-        Self {
-            engine: VadEngine::Auto,
-            intra_op_threads: 1,
-            allow_spinning: false,
-        }
-    }
-}
-
-/// The recurrent state of one stream: LSTM state and the last samples of the
-/// previous chunk, which the model sees as context.
-#[derive(Debug, Clone)]
-pub struct SileroState {
-    rate: SampleRate,
-    /// `[h; c]`, 128 values each.
-    pub(super) state: [f32; 2 * STATE_WIDTH],
-    pub(super) context: [f32; 64],
-}
-
-impl SileroState {
-    /// A fresh state for audio at `rate`.
-    pub fn new(rate: SampleRate) -> Self {
-        Self {
-            rate,
-            state: [0.0; 2 * STATE_WIDTH],
-            context: [0.0; 64],
-        }
-    }
-
-    /// The rate this state runs at.
-    pub fn rate(&self) -> SampleRate {
-        self.rate
-    }
-
-    /// Forget everything, as at the start of a stream.
-    pub fn reset(&mut self) {
-        self.state.fill(0.0);
-        self.context.fill(0.0);
-    }
-}
-
-impl AsMut<SileroState> for SileroState {
-    fn as_mut(&mut self) -> &mut SileroState {
-        self
-    }
-}
-
-enum Engine {
+enum Runner {
     // Boxed: the native model holds both networks' layer tables inline.
     Native(Box<NativeSilero>),
     OnnxRuntime(OrtSilero),
@@ -141,14 +31,14 @@ enum Engine {
 
 /// The Silero model, shared by any number of streams.
 pub struct SileroVad {
-    engine: Engine,
+    runner: Runner,
     model_path: PathBuf,
 }
 
 impl fmt::Debug for SileroVad {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SileroVad")
-            .field("engine", &self.engine())
+            .field("backend", &self.backend())
             .field("model_path", &self.model_path)
             .finish_non_exhaustive()
     }
@@ -156,23 +46,23 @@ impl fmt::Debug for SileroVad {
 
 impl SileroVad {
     /// Load the model at `model_path` (Silero v5/v6 `silero_vad.onnx`) with
-    /// the engine `options.engine` names.
+    /// the backend `options.backend` names.
     pub fn new(model_path: &Path, options: &SileroVadOptions) -> Result<Self, VadError> {
         if options.intra_op_threads == 0 {
             return Err(VadError::InvalidConfig(
                 "intra_op_threads must be at least 1".to_owned(),
             ));
         }
-        if options.engine != VadEngine::OnnxRuntime && !model_path.is_file() {
+        if options.backend != VadBackend::OnnxRuntime && !model_path.is_file() {
             return Err(VadError::ModelNotFound {
                 path: model_path.to_path_buf(),
             });
         }
-        let engine = match options.engine {
-            VadEngine::Native => Engine::Native(Box::new(NativeSilero::load(model_path)?)),
-            VadEngine::OnnxRuntime => Engine::OnnxRuntime(OrtSilero::new(model_path, options)?),
-            VadEngine::Auto => match NativeSilero::load(model_path) {
-                Ok(native) => Engine::Native(Box::new(native)),
+        let runner = match options.backend {
+            VadBackend::Native => Runner::Native(Box::new(NativeSilero::load(model_path)?)),
+            VadBackend::OnnxRuntime => Runner::OnnxRuntime(OrtSilero::new(model_path, options)?),
+            VadBackend::Auto => match NativeSilero::load(model_path) {
+                Ok(native) => Runner::Native(Box::new(native)),
                 Err(e) if !onnxruntime_initialised() => {
                     return Err(VadError::Model(format!(
                         "{e}, but ONNX Runtime is not initialised: call init_onnxruntime first \
@@ -182,8 +72,8 @@ impl SileroVad {
                 Err(native) => {
                     tracing::info!(reason = %native, "falling back to ONNX Runtime for the VAD");
                     match OrtSilero::new(model_path, options) {
-                        Ok(ort) => Engine::OnnxRuntime(ort),
-                        // Neither engine can run it: say why for both.
+                        Ok(ort) => Runner::OnnxRuntime(ort),
+                        // Neither backend can run it: say why for both.
                         Err(VadError::Model(ort)) => {
                             return Err(VadError::Model(format!("{native}; ONNX Runtime: {ort}")));
                         }
@@ -193,17 +83,17 @@ impl SileroVad {
             },
         };
         Ok(Self {
-            engine,
+            runner,
             model_path: model_path.to_path_buf(),
         })
     }
 
-    /// The engine that runs the model: [`VadEngine::Native`] or
-    /// [`VadEngine::OnnxRuntime`], never `Auto`.
-    pub fn engine(&self) -> VadEngine {
-        match self.engine {
-            Engine::Native(_) => VadEngine::Native,
-            Engine::OnnxRuntime(_) => VadEngine::OnnxRuntime,
+    /// The backend that runs the model: [`VadBackend::Native`] or
+    /// [`VadBackend::OnnxRuntime`], never `Auto`.
+    pub fn backend(&self) -> VadBackend {
+        match self.runner {
+            Runner::Native(_) => VadBackend::Native,
+            Runner::OnnxRuntime(_) => VadBackend::OnnxRuntime,
         }
     }
 
@@ -239,8 +129,8 @@ impl SileroVad {
                 probs.len()
             )));
         }
-        let rate = states[0].as_mut().rate;
-        if states.iter_mut().any(|s| s.as_mut().rate != rate) {
+        let rate = states[0].as_mut().rate();
+        if states.iter_mut().any(|s| s.as_mut().rate() != rate) {
             return Err(VadError::InvalidInput(
                 "streams in one batch must share a sample rate".to_owned(),
             ));
@@ -253,9 +143,9 @@ impl SileroVad {
                 bad.len()
             )));
         }
-        match &mut self.engine {
-            Engine::Native(m) => m.process_batch(rate, states, chunks, probs),
-            Engine::OnnxRuntime(m) => m.process_batch(rate, states, chunks, probs),
+        match &mut self.runner {
+            Runner::Native(m) => m.process_batch(rate, states, chunks, probs),
+            Runner::OnnxRuntime(m) => m.process_batch(rate, states, chunks, probs),
         }
     }
 

@@ -1,9 +1,11 @@
 //! One audio stream through the VAD: chunking, model state, turn events and
 //! utterance audio; and [`feed_batch`], which runs many streams as one batch.
 
-use super::silero::{SileroState, SileroVad};
+use super::error::VadError;
+use super::rate::SampleRate;
+use super::silero::SileroVad;
+use super::state::SileroState;
 use super::turn::{TurnConfig, TurnDetector, TurnEvent};
-use super::{SampleRate, VadError};
 
 /// How far back (in chunks) the end of a turn may be moved by
 /// [`VadStream::refine_end`]: Silero's probability falls one to three chunks

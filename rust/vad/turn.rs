@@ -9,7 +9,8 @@
 //! Positions are sample indices since the stream began; the stream layer
 //! turns them into milliseconds.
 
-use super::{SampleRate, VadError};
+use super::error::VadError;
+use super::rate::SampleRate;
 
 /// Turn-detection settings. Durations are in milliseconds of input audio.
 #[derive(Debug, Clone, PartialEq)]

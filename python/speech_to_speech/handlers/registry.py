@@ -1,5 +1,8 @@
 """Backend registry: handler classes by stage and name, their pip extras, and the CLI glue.
 
+The flags themselves are in :mod:`speech_to_speech.flags`; this module maps
+them to each backend's options (:func:`build_handlers`).
+
 Backend modules register their class with :func:`register`; the built-in
 backends are imported on first use of the registry. Importing a backend module
 is cheap: heavy libraries are imported in ``setup()`` only, and whether they are
@@ -31,7 +34,6 @@ __all__ = [
     "STAGES",
     "BackendInfo",
     "Stage",
-    "add_handler_arguments",
     "available_backends",
     "backend_info",
     "build_handlers",
@@ -191,85 +193,6 @@ def create_handler(stage: Stage, name: str, **options: Any) -> Any:
 
 
 # --- CLI ----------------------------------------------------------------------------------
-
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful and friendly AI assistant. You are polite, respectful, "
-    "and aim to provide concise responses of less than 20 words."
-)
-
-
-def _flag(group: argparse._ArgumentGroup, name: str, help_text: str, **kwargs: Any) -> None:
-    dashed = "--" + name.replace("_", "-")
-    flags = ["--" + name] + ([dashed] if "_" in name else [])
-    group.add_argument(*flags, dest=name, help=help_text + " (default: %(default)s)", **kwargs)
-
-
-def add_handler_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the stage/backend flags (underscore names, dashed aliases) to ``parser``."""
-    g = parser.add_argument_group("models")
-    _flag(g, "stt", "speech-to-text backend", default="faster-whisper")
-    _flag(g, "llm", "language-model backend", default="llama-cpp")
-    _flag(g, "tts", "text-to-speech backend", default="piper")
-
-    s = parser.add_argument_group("speech to text")
-    _flag(
-        s,
-        "stt_model",
-        "STT model: a directory or a model name; None = the bundled one",
-        default=None,
-    )
-    _flag(s, "stt_device", "STT device (cpu, cuda, auto, mps)", default="cpu")
-    _flag(s, "stt_compute_type", "STT compute type (int8, float16, float32...)", default="int8")
-    _flag(s, "stt_cpu_threads", "STT CPU threads; 0 = library default", type=int, default=0)
-    _flag(
-        s,
-        "stt_window_s",
-        "faster-whisper: smallest mel window in seconds for an utterance; 30 = always "
-        "Whisper's full window (slower, same accuracy here)",
-        type=float,
-        default=10.0,
-    )
-    _flag(s, "language", "spoken language code, or 'auto' to detect", default="en")
-    _flag(s, "beam_size", "STT beam size (1 = greedy, fastest)", type=int, default=1)
-
-    m = parser.add_argument_group("language model")
-    _flag(
-        m,
-        "llm_model",
-        "GGUF path for llama-cpp, or the model name for an API backend; "
-        "None = the bundled SmolLM2 / the server's default",
-        default=None,
-    )
-    _flag(m, "llm_n_ctx", "llama-cpp context length in tokens", type=int, default=2048)
-    _flag(
-        m,
-        "llm_threads",
-        "llama-cpp CPU threads (prompt and generation); None = half the cores",
-        type=int,
-        default=None,
-    )
-    _flag(m, "temperature", "sampling temperature", type=float, default=0.7)
-    _flag(m, "max_new_tokens", "maximum tokens per reply", type=int, default=256)
-    _flag(
-        m,
-        "llm_base_url",
-        "base URL of an OpenAI-compatible API; None = $OPENAI_BASE_URL or api.openai.com",
-        default=None,
-    )
-    _flag(m, "llm_api_key", "API key; None = $OPENAI_API_KEY", default=None)
-    _flag(m, "llm_timeout", "API request timeout in seconds", type=float, default=30.0)
-    _flag(m, "init_chat_prompt", "system prompt", default=DEFAULT_SYSTEM_PROMPT)
-    _flag(m, "chat_size", "number of past turns sent to the model", type=int, default=2)
-
-    t = parser.add_argument_group("text to speech")
-    _flag(
-        t,
-        "tts_voice",
-        "TTS voice: a Piper .onnx voice file, or a speaker name for other "
-        "backends; None = the bundled en_US-joe-medium",
-        default=None,
-    )
-    _flag(t, "tts_speed", "speech rate (> 1 is faster)", type=float, default=1.0)
 
 
 def handler_options_from_args(stage: Stage, args: argparse.Namespace) -> dict[str, Any]:

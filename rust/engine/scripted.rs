@@ -1,7 +1,7 @@
 //! Deterministic scripted backends for tests and load benchmarks.
 //!
-//! `FakeStt` returns a scripted transcript, `FakeLlm` scripted text (and a
-//! tool call when asked about the weather), `FakeTts` a tone per word. They
+//! `ScriptedStt` returns a scripted transcript, `ScriptedLlm` scripted text (and a
+//! tool call when asked about the weather), `ScriptedTts` a tone per word. They
 //! honour cancellation between words like real backends do between tokens.
 
 use std::sync::Mutex;
@@ -18,14 +18,14 @@ use super::backend::{
 /// "level N", N the peak amplitude in hundredths, so tests can tell sessions
 /// apart by the loudness of what they send.
 #[derive(Debug)]
-pub struct FakeStt {
+pub struct ScriptedStt {
     script: Vec<String>,
     next: Mutex<usize>,
     /// Time each call takes.
     pub latency: Duration,
 }
 
-impl FakeStt {
+impl ScriptedStt {
     /// Cycle through `script` (empty: transcribe the audio level).
     pub fn new(script: Vec<String>, latency: Duration) -> Self {
         Self {
@@ -36,7 +36,7 @@ impl FakeStt {
     }
 }
 
-impl SttBackend for FakeStt {
+impl SttBackend for ScriptedStt {
     fn transcribe(
         &self,
         audio: &[f32],
@@ -86,7 +86,7 @@ impl SttBackend for FakeStt {
 
 /// A scripted LLM: answers "You said: <last user text>." word by word.
 #[derive(Debug, Default)]
-pub struct FakeLlm {
+pub struct ScriptedLlm {
     /// Time before the first token.
     pub first_token: Duration,
     /// Time between tokens.
@@ -97,7 +97,7 @@ pub struct FakeLlm {
     pub prefills: Mutex<Vec<Vec<super::conversation::ChatMessage>>>,
 }
 
-impl LlmBackend for FakeLlm {
+impl LlmBackend for ScriptedLlm {
     fn prefill(&self, request: &LlmRequest, _cancel: &Cancel) -> Result<(), StageError> {
         self.prefills
             .lock()
@@ -179,14 +179,14 @@ fn stream_words(text: &str, per_token: Duration, cancel: &Cancel, emit: &mut dyn
 
 /// A TTS that speaks each word as 100 ms of a tone, one chunk per word.
 #[derive(Debug)]
-pub struct FakeTts {
+pub struct ScriptedTts {
     /// Output rate.
     pub sample_rate: u32,
     /// Time each word takes to synthesise.
     pub per_word: Duration,
 }
 
-impl Default for FakeTts {
+impl Default for ScriptedTts {
     fn default() -> Self {
         Self {
             sample_rate: 24_000,
@@ -195,7 +195,7 @@ impl Default for FakeTts {
     }
 }
 
-impl TtsBackend for FakeTts {
+impl TtsBackend for ScriptedTts {
     fn synthesize(
         &self,
         request: &TtsRequest,

@@ -2,8 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::field::{self, get};
-use super::{Dialect, ProtocolError};
+use super::wire::field::{self, get};
+use super::wire::{Dialect, ProtocolError};
 use crate::audio::g711;
 use crate::audio::pcm;
 use crate::engine::SessionConfig;
@@ -224,6 +224,24 @@ impl TurnDetection {
         }
     }
 
+    /// The beta shape: no `idle_timeout_ms` (a GA field).
+    fn to_json_beta(&self) -> Value {
+        let mut v = self.to_json();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("idle_timeout_ms");
+        }
+        v
+    }
+
+    /// Only these fields (the beta transcription session's shape).
+    fn to_json_keeping(&self, keep: &[&str]) -> Value {
+        let mut v = self.to_json();
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|k, _| keep.contains(&k.as_str()));
+        }
+        v
+    }
+
     /// Parse `turn_detection`; fields left out keep the current values when
     /// the type is unchanged, the defaults otherwise.
     fn parse(
@@ -377,6 +395,11 @@ impl Transcription {
     fn to_json(&self) -> Value {
         json!({"model": self.model, "language": self.language, "prompt": self.prompt,
             "delay": self.delay})
+    }
+
+    /// The beta shape: no `delay` (a GA field).
+    fn to_json_beta(&self) -> Value {
+        json!({"model": self.model, "language": self.language, "prompt": self.prompt})
     }
 }
 
@@ -558,6 +581,12 @@ impl SessionState {
             self.output_format = AudioFormat::parse_beta(f, "session.output_audio_format")?;
         }
         if let Some(td) = obj.get("turn_detection") {
+            if td.get("idle_timeout_ms").is_some() {
+                return Err(ProtocolError::value(
+                    "session.turn_detection.idle_timeout_ms",
+                    "Unknown parameter 'session.turn_detection.idle_timeout_ms': the idle timeout is a GA feature (connect without the 'OpenAI-Beta: realtime=v1' header).",
+                ));
+            }
             self.turn_detection = TurnDetection::parse(
                 td,
                 &self.turn_detection,
@@ -592,8 +621,8 @@ impl SessionState {
             "client_secret": {"value": "", "expires_at": 0},
             "modalities": ["text"],
             "input_audio_format": self.input_format.to_beta(),
-            "input_audio_transcription": self.transcription.as_ref().map(Transcription::to_json),
-            "turn_detection": self.turn_detection.to_json(),
+            "input_audio_transcription": self.transcription.as_ref().map(Transcription::to_json_beta),
+            "turn_detection": self.turn_detection.to_json_keeping(&["type", "threshold", "prefix_padding_ms", "silence_duration_ms"]),
             "include": null,
         })
     }
@@ -637,10 +666,10 @@ impl SessionState {
             .max_output_tokens
             .map_or_else(|| json!("inf"), |n| json!(n));
         match dialect {
+            // The SDK's GA session type has no `id`, `object` or
+            // `expires_at`: strict clients refuse them.
             Dialect::Ga => json!({
                 "type": "realtime",
-                "object": "realtime.session",
-                "id": self.id,
                 "model": self.model,
                 "output_modalities": modalities,
                 "instructions": self.instructions,
@@ -664,10 +693,8 @@ impl SessionState {
                 "truncation": "auto",
                 "prompt": null,
                 "include": null,
-                "expires_at": 0,
             }),
             Dialect::Beta => json!({
-                "object": "realtime.session",
                 "id": self.id,
                 "model": self.model,
                 "modalities": if self.audio_output { json!(["audio", "text"]) } else { json!(["text"]) },
@@ -675,16 +702,15 @@ impl SessionState {
                 "voice": self.voice,
                 "input_audio_format": self.input_format.to_beta(),
                 "output_audio_format": self.output_format.to_beta(),
-                "input_audio_transcription": self.transcription.as_ref().map(Transcription::to_json),
+                "input_audio_transcription": self.transcription.as_ref().map(Transcription::to_json_beta),
                 "input_audio_noise_reduction": self.noise_reduction,
-                "turn_detection": self.turn_detection.to_json(),
+                "turn_detection": self.turn_detection.to_json_beta(),
                 "tools": self.tools,
                 "tool_choice": self.tool_choice,
                 "temperature": self.temperature.unwrap_or(0.8),
                 "max_response_output_tokens": max_tokens,
                 "speed": self.speed,
                 "tracing": null,
-                "expires_at": 0,
             }),
         }
     }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::session::{AudioFormat, SessionState};
-use super::{Dialect, ProtocolError};
+use super::session_object::{AudioFormat, SessionState};
+use super::wire::{Dialect, ProtocolError};
 use crate::engine::conversation::{Content, Item, ItemKind};
 use crate::engine::events::{EngineEvent, ResponseStatus, StopReason, Usage};
 
@@ -18,6 +18,26 @@ struct ResponseMeta {
     voice: String,
     max_output_tokens: Option<u32>,
     out_of_band: bool,
+}
+
+/// Null fields that mean something, and that `OpenAI` sends as null: the
+/// first item has no previous item, and push-to-talk has no turn detection.
+const MEANINGFUL_NULLS: [&str; 2] = ["previous_item_id", "turn_detection"];
+
+/// Drop the fields that are `null` because nothing set them: `OpenAI` omits
+/// an optional field it has no value for, and strict clients refuse a null
+/// (or a key) their types do not have. See [`MEANINGFUL_NULLS`].
+fn prune_nulls(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|k, x| !x.is_null() || MEANINGFUL_NULLS.contains(&k.as_str()));
+            for x in map.values_mut() {
+                prune_nulls(x);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune_nulls),
+        _ => {}
+    }
 }
 
 /// Turns engine events into wire events for one connection.
@@ -95,6 +115,7 @@ impl Encoder {
 
     fn ev(&mut self, kind: &str, mut body: Value) -> Value {
         let id = self.event_id();
+        prune_nulls(&mut body);
         if let Some(o) = body.as_object_mut() {
             o.insert("type".into(), json!(kind));
             o.insert("event_id".into(), json!(id));
@@ -302,6 +323,72 @@ impl Encoder {
                 json!({"item_id": item_id, "previous_item_id": previous_item_id}),
             )),
             EngineEvent::InputCleared => out.push(self.ev("input_audio_buffer.cleared", json!({}))),
+            EngineEvent::InputTranscriptDelta { item_id, delta } => out.push(self.ev(
+                "conversation.item.input_audio_transcription.delta",
+                json!({"item_id": item_id, "content_index": 0, "delta": delta}),
+            )),
+            EngineEvent::InputTranscriptCompleted {
+                item_id,
+                transcript,
+                audio_seconds,
+            } => {
+                let seconds = (audio_seconds * 1000.0).round() / 1000.0;
+                out.push(self.ev(
+                    "conversation.item.input_audio_transcription.completed",
+                    json!({
+                        "item_id": item_id, "content_index": 0, "transcript": transcript,
+                        "usage": {"type": "duration", "seconds": seconds},
+                    }),
+                ));
+            }
+            EngineEvent::InputTranscriptFailed { item_id, message } => out.push(self.ev(
+                "conversation.item.input_audio_transcription.failed",
+                json!({
+                    "item_id": item_id, "content_index": 0,
+                    "error": {"type": "transcription_error", "code": "transcription_failed", "message": message, "param": null},
+                }),
+            )),
+            EngineEvent::Error {
+                kind,
+                code,
+                message,
+            } => out.push(self.error_code(kind, code, &message, None)),
+            EngineEvent::Timings {
+                response_id,
+                timings: t,
+            } if self.timings => {
+                let ms = |v: Option<f64>| v.map(|x| (x * 10.0).round() / 10.0);
+                out.push(self.ev(
+                    "speech_to_speech.turn.timings",
+                    json!({
+                        "response_id": response_id,
+                        "timings": {
+                            "speech_end_audio_ms": t.speech_end,
+                            "soft_end_ms": ms(t.soft_end),
+                            "commit_ms": ms(t.commit),
+                            "stt_done_ms": ms(t.stt_done),
+                            "llm_first_token_ms": ms(t.llm_first_token),
+                            "first_clause_ms": ms(t.first_clause),
+                            "tts_first_chunk_ms": ms(t.tts_first_chunk),
+                            "first_audio_out_ms": ms(t.first_audio_out),
+                            "speculative": t.speculative,
+                        },
+                    }),
+                ));
+            }
+            // Timings are otherwise for the server's log only.
+            EngineEvent::Timings { .. } => {}
+            ev @ (EngineEvent::ItemAdded { .. }
+            | EngineEvent::ItemDone { .. }
+            | EngineEvent::ItemDeleted { .. }
+            | EngineEvent::ItemTruncated { .. }) => self.item_event(ev, out),
+            ev => self.response_event(ev, out),
+        }
+    }
+
+    /// The conversation item events.
+    fn item_event(&mut self, ev: EngineEvent, out: &mut Vec<Value>) {
+        match ev {
             EngineEvent::ItemAdded {
                 item,
                 previous_item_id,
@@ -335,31 +422,13 @@ impl Encoder {
                 "conversation.item.truncated",
                 json!({"item_id": item_id, "content_index": content_index, "audio_end_ms": audio_end_ms}),
             )),
-            EngineEvent::InputTranscriptDelta { item_id, delta } => out.push(self.ev(
-                "conversation.item.input_audio_transcription.delta",
-                json!({"item_id": item_id, "content_index": 0, "delta": delta}),
-            )),
-            EngineEvent::InputTranscriptCompleted {
-                item_id,
-                transcript,
-                audio_seconds,
-            } => {
-                let seconds = (audio_seconds * 1000.0).round() / 1000.0;
-                out.push(self.ev(
-                    "conversation.item.input_audio_transcription.completed",
-                    json!({
-                        "item_id": item_id, "content_index": 0, "transcript": transcript,
-                        "usage": {"type": "duration", "seconds": seconds},
-                    }),
-                ));
-            }
-            EngineEvent::InputTranscriptFailed { item_id, message } => out.push(self.ev(
-                "conversation.item.input_audio_transcription.failed",
-                json!({
-                    "item_id": item_id, "content_index": 0,
-                    "error": {"type": "transcription_error", "code": "transcription_failed", "message": message, "param": null},
-                }),
-            )),
+            _ => {}
+        }
+    }
+
+    /// The events of a response.
+    fn response_event(&mut self, ev: EngineEvent, out: &mut Vec<Value>) {
+        match ev {
             EngineEvent::ResponseCreated { response_id } => {
                 let response = self.response(&response_id, "in_progress", Value::Null, &[], None);
                 out.push(self.ev("response.created", json!({ "response": response })));
@@ -375,6 +444,79 @@ impl Encoder {
                     json!({"response_id": response_id, "output_index": output_index, "item": item}),
                 ));
             }
+            EngineEvent::FunctionCallArgumentsDelta {
+                response_id,
+                item_id,
+                output_index,
+                call_id,
+                delta,
+            } => out.push(self.ev(
+                "response.function_call_arguments.delta",
+                json!({
+                    "response_id": response_id, "item_id": item_id,
+                    "output_index": output_index, "call_id": call_id, "delta": delta,
+                }),
+            )),
+            EngineEvent::FunctionCallArgumentsDone {
+                response_id,
+                item_id,
+                output_index,
+                call_id,
+                name,
+                arguments,
+            } => {
+                let mut body = json!({
+                    "response_id": response_id, "item_id": item_id, "output_index": output_index,
+                    "call_id": call_id, "arguments": arguments,
+                });
+                // GA names the function here; beta's event has no `name`.
+                if let (Dialect::Ga, Some(o)) = (self.dialect, body.as_object_mut()) {
+                    o.insert("name".into(), json!(name));
+                }
+                out.push(self.ev("response.function_call_arguments.done", body));
+            }
+            EngineEvent::OutputItemDone {
+                response_id,
+                output_index,
+                item,
+            } => {
+                let item = self.item(&item);
+                out.push(self.ev(
+                    "response.output_item.done",
+                    json!({"response_id": response_id, "output_index": output_index, "item": item}),
+                ));
+            }
+            EngineEvent::ResponseDone {
+                response_id,
+                status,
+                reason,
+                output,
+                usage,
+                error,
+            } => {
+                let details = match status {
+                    ResponseStatus::Completed => Value::Null,
+                    ResponseStatus::Cancelled | ResponseStatus::Incomplete => json!({
+                        "type": status.as_str(),
+                        "reason": reason.unwrap_or(StopReason::ClientCancelled).as_str(),
+                    }),
+                    ResponseStatus::Failed => json!({
+                        "type": "failed",
+                        "error": {"type": "server_error", "code": "response_failed", "message": error.unwrap_or_default()},
+                    }),
+                };
+                let response =
+                    self.response(&response_id, status.as_str(), details, &output, Some(usage));
+                self.responses.remove(&response_id);
+                out.push(self.ev("response.done", json!({ "response": response })));
+            }
+            ev => self.content_event(ev, out),
+        }
+    }
+
+    /// The events of a message's content: its audio, transcript or text.
+    fn content_event(&mut self, ev: EngineEvent, out: &mut Vec<Value>) {
+        match ev {
             EngineEvent::ContentPartAdded {
                 response_id,
                 item_id,
@@ -483,97 +625,6 @@ impl Encoder {
                     ));
                 }
             }
-            EngineEvent::FunctionCallArgumentsDelta {
-                response_id,
-                item_id,
-                output_index,
-                call_id,
-                delta,
-            } => out.push(self.ev(
-                "response.function_call_arguments.delta",
-                json!({
-                    "response_id": response_id, "item_id": item_id,
-                    "output_index": output_index, "call_id": call_id, "delta": delta,
-                }),
-            )),
-            EngineEvent::FunctionCallArgumentsDone {
-                response_id,
-                item_id,
-                output_index,
-                call_id,
-                name,
-                arguments,
-            } => out.push(self.ev(
-                "response.function_call_arguments.done",
-                json!({
-                    "response_id": response_id, "item_id": item_id, "output_index": output_index,
-                    "call_id": call_id, "name": name, "arguments": arguments,
-                }),
-            )),
-            EngineEvent::OutputItemDone {
-                response_id,
-                output_index,
-                item,
-            } => {
-                let item = self.item(&item);
-                out.push(self.ev(
-                    "response.output_item.done",
-                    json!({"response_id": response_id, "output_index": output_index, "item": item}),
-                ));
-            }
-            EngineEvent::ResponseDone {
-                response_id,
-                status,
-                reason,
-                output,
-                usage,
-                error,
-            } => {
-                let details = match status {
-                    ResponseStatus::Completed => Value::Null,
-                    ResponseStatus::Cancelled | ResponseStatus::Incomplete => json!({
-                        "type": status.as_str(),
-                        "reason": reason.unwrap_or(StopReason::ClientCancelled).as_str(),
-                    }),
-                    ResponseStatus::Failed => json!({
-                        "type": "failed",
-                        "error": {"type": "server_error", "code": "response_failed", "message": error.unwrap_or_default()},
-                    }),
-                };
-                let response =
-                    self.response(&response_id, status.as_str(), details, &output, Some(usage));
-                self.responses.remove(&response_id);
-                out.push(self.ev("response.done", json!({ "response": response })));
-            }
-            EngineEvent::Error {
-                kind,
-                code,
-                message,
-            } => out.push(self.error_code(kind, code, &message, None)),
-            EngineEvent::Timings {
-                response_id,
-                timings: t,
-            } if self.timings => {
-                let ms = |v: Option<f64>| v.map(|x| (x * 10.0).round() / 10.0);
-                out.push(self.ev(
-                    "speech_to_speech.turn.timings",
-                    json!({
-                        "response_id": response_id,
-                        "timings": {
-                            "speech_end_audio_ms": t.speech_end,
-                            "soft_end_ms": ms(t.soft_end),
-                            "commit_ms": ms(t.commit),
-                            "stt_done_ms": ms(t.stt_done),
-                            "llm_first_token_ms": ms(t.llm_first_token),
-                            "first_clause_ms": ms(t.first_clause),
-                            "tts_first_chunk_ms": ms(t.tts_first_chunk),
-                            "first_audio_out_ms": ms(t.first_audio_out),
-                            "speculative": t.speculative,
-                        },
-                    }),
-                ));
-            }
-            // Timings are otherwise for the server's log only.
             _ => {}
         }
     }

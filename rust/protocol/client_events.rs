@@ -3,11 +3,11 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use super::field::{self, get};
-use super::session::{
+use super::session_object::{
     parse_max_tokens, parse_modalities, parse_tool_choice, parse_tools, tool_from_json,
 };
-use super::{Dialect, ProtocolError};
+use super::wire::field::{self, get};
+use super::wire::{Dialect, ProtocolError};
 use crate::engine::ResponseOptions;
 use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
 

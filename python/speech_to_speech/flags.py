@@ -1,0 +1,309 @@
+"""Every flag of the `speech-to-speech` command, with one helper for them all.
+
+Underscore names with dashed aliases (`--min_silence_ms`, `--min-silence-ms`),
+every default shown in `--help`. The defaults the Rust core owns (port,
+message limit, session limit, the session settings) are read from
+``speech_to_speech._core.DEFAULTS``, so they are written once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from speech_to_speech import __version__
+from speech_to_speech._core import DEFAULTS
+from speech_to_speech.vad import BACKENDS
+
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "MODES", "build_parser", "defaults"]
+
+MODES = ("realtime", "local", "socket", "websocket")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful and friendly AI assistant. You are polite, respectful, "
+    "and aim to provide concise responses of less than 20 words."
+)
+
+_SESSION: dict[str, Any] = DEFAULTS["session"]
+_VAD: dict[str, Any] = _SESSION["audio"]["input"]["turn_detection"]
+_KNOBS: dict[str, Any] = _SESSION["speech_to_speech"]
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show every default and keep the description's line breaks."""
+
+
+def add(group: argparse._ArgumentGroup, name: str, *aliases: str, **kwargs: Any) -> None:
+    """Add `--name` (and `--name-with-dashes`, and any `aliases`) storing to `name`."""
+    flags = [f"--{name}"]
+    if "_" in name:
+        flags.append(f"--{name.replace('_', '-')}")
+    for alias in aliases:
+        flags += [f"--{alias}", f"--{alias.replace('_', '-')}"] if "_" in alias else [alias]
+    group.add_argument(*flags, dest=name, **kwargs)
+
+
+def switch(group: argparse._ArgumentGroup, name: str, help_text: str, default: bool) -> None:
+    """An `on`/`off` flag."""
+    add(group, name, choices=("on", "off"), default="on" if default else "off", help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `speech-to-speech` command."""
+    parser = argparse.ArgumentParser(
+        prog="speech-to-speech",
+        description=(
+            "A voice-agent server: VAD -> STT -> LLM -> TTS, streamed end to end.\n"
+            "Default: an OpenAI Realtime-compatible WebSocket server at "
+            "ws://HOST:PORT/v1/realtime on the bundled local models."
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _run_flags(parser.add_argument_group("run mode"))
+    _vad_flags(parser.add_argument_group("voice activity detection (Silero)"))
+    _model_flags(parser)
+    _engine_flags(parser.add_argument_group("engine"))
+    _device_flags(parser.add_argument_group("audio devices (local mode)"))
+    return parser
+
+
+def defaults() -> argparse.Namespace:
+    """Every flag's default (what the in-process API starts from)."""
+    return build_parser().parse_args([])
+
+
+def _device_flags(g: argparse._ArgumentGroup) -> None:
+    add(
+        g,
+        "list_devices",
+        action="store_true",
+        help="print the audio devices (index, name, input/output, description) and exit",
+    )
+
+
+def _run_flags(run: argparse._ArgumentGroup) -> None:
+    add(
+        run,
+        "mode",
+        choices=MODES,
+        default="realtime",
+        help="realtime: OpenAI Realtime WebSocket server; local: microphone and speaker; "
+        "socket: TCP raw PCM (with listen_and_play); websocket: plain WebSocket of raw "
+        "16 kHz int16 mono PCM",
+    )
+    add(run, "host", default=DEFAULTS["host"], help="address the server listens on")
+    add(run, "port", type=int, default=DEFAULTS["port"], help="port the server listens on")
+    add(
+        run,
+        "api_key",
+        default=None,
+        help="require this key (Authorization: Bearer KEY); default: env "
+        "SPEECH_TO_SPEECH_API_KEY, else no auth (only sensible on 127.0.0.1)",
+    )
+    add(
+        run,
+        "max_message_bytes",
+        type=int,
+        default=DEFAULTS["max_message_bytes"],
+        help="largest client message answered normally",
+    )
+    add(
+        run,
+        "compat",
+        choices=("openai", "original"),
+        default="openai",
+        help="client defaults of the realtime server: openai (OpenAI's: 24 kHz input, "
+        "transcription events only when configured); original (clients written for the "
+        "original Python project: --input_audio_rate 16000 and --always_transcribe)",
+    )
+    add(
+        run,
+        "input_audio_rate",
+        type=int,
+        default=None,
+        help="PCM16 rate of a realtime client that declares no input format "
+        "(default: 24000 as OpenAI's, 16000 with --compat original)",
+    )
+    add(
+        run,
+        "always_transcribe",
+        action="store_true",
+        help="send conversation.item.input_audio_transcription.completed for every user "
+        "turn even when the client configured no transcription (on with --compat original)",
+    )
+    add(
+        run,
+        "log_level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="Python log level (the Rust core follows S2S_LOG)",
+    )
+
+
+def _vad_flags(vad: argparse._ArgumentGroup) -> None:
+    add(
+        vad,
+        "vad_model_path",
+        default=None,
+        help="Silero ONNX model file; None = the one installed by silero-vad",
+    )
+    add(
+        vad,
+        "vad_backend",
+        "vad_engine",
+        choices=BACKENDS,
+        default="auto",
+        help="native: the network in Rust, weights read from the model file (no ONNX "
+        "Runtime needed); onnxruntime: the file run by ONNX Runtime; auto: native when "
+        "it recognises the file, else onnxruntime",
+    )
+    add(vad, "thresh", type=float, default=_VAD["threshold"], help="speech probability")
+    add(
+        vad,
+        "min_speech_ms",
+        type=int,
+        default=int(_KNOBS["min_speech_ms"]),
+        help="shorter blips are not speech",
+    )
+    add(
+        vad,
+        "min_silence_ms",
+        type=int,
+        default=_VAD["silence_duration_ms"],
+        help="silence that ends a turn",
+    )
+    add(
+        vad,
+        "speech_pad_ms",
+        type=int,
+        default=_VAD["prefix_padding_ms"],
+        help="audio kept before the speech start",
+    )
+    add(
+        vad,
+        "max_speech_ms",
+        type=float,
+        default=float("inf"),
+        help="longest turn before it is cut",
+    )
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("models")
+    add(g, "stt", default="faster-whisper", help="speech-to-text backend")
+    add(g, "llm", default="llama-cpp", help="language-model backend")
+    add(g, "tts", default="piper", help="text-to-speech backend")
+
+    s = parser.add_argument_group("speech to text")
+    add(s, "stt_model", default=None, help="STT model: a directory or a model name; None = bundled")
+    add(s, "stt_device", default="cpu", help="STT device (cpu, cuda, auto, mps)")
+    add(s, "stt_compute_type", default="int8", help="STT compute type (int8, float16, float32...)")
+    add(s, "stt_cpu_threads", type=int, default=0, help="STT CPU threads; 0 = library default")
+    add(
+        s,
+        "stt_window_s",
+        type=float,
+        default=10.0,
+        help="faster-whisper: smallest mel window in seconds for an utterance; 30 = always "
+        "Whisper's full window (slower, same accuracy here)",
+    )
+    add(s, "language", default="en", help="spoken language code, or 'auto' to detect")
+    add(s, "beam_size", type=int, default=1, help="STT beam size (1 = greedy, fastest)")
+
+    m = parser.add_argument_group("language model")
+    add(
+        m,
+        "llm_model",
+        default=None,
+        help="GGUF path for llama-cpp, or the model name for an API backend; "
+        "None = the bundled SmolLM2 / the server's default",
+    )
+    add(m, "llm_n_ctx", type=int, default=2048, help="llama-cpp context length in tokens")
+    add(
+        m,
+        "llm_threads",
+        type=int,
+        default=None,
+        help="llama-cpp CPU threads (prompt and generation); None = half the cores",
+    )
+    add(m, "temperature", type=float, default=0.7, help="sampling temperature")
+    add(m, "max_new_tokens", type=int, default=256, help="maximum tokens per reply")
+    add(
+        m,
+        "llm_base_url",
+        default=None,
+        help="base URL of an OpenAI-compatible API; None = $OPENAI_BASE_URL or api.openai.com",
+    )
+    add(m, "llm_api_key", default=None, help="API key; None = $OPENAI_API_KEY")
+    add(m, "llm_timeout", type=float, default=30.0, help="API request timeout in seconds")
+    add(m, "init_chat_prompt", default=DEFAULT_SYSTEM_PROMPT, help="system prompt")
+    add(
+        m,
+        "chat_size",
+        type=int,
+        default=_KNOBS["chat_size"],
+        help="number of past turns sent to the model",
+    )
+
+    t = parser.add_argument_group("text to speech")
+    add(
+        t,
+        "tts_voice",
+        default=None,
+        help="TTS voice: a Piper .onnx voice file, or a speaker name for other "
+        "backends; None = the bundled en_US-joe-medium",
+    )
+    add(t, "tts_speed", type=float, default=1.0, help="speech rate (> 1 is faster)")
+
+
+def _engine_flags(g: argparse._ArgumentGroup) -> None:
+    for stage in ("stt", "llm", "tts"):
+        add(
+            g,
+            f"{stage}_workers",
+            type=int,
+            default=DEFAULTS[f"{stage}_workers"],
+            help=f"{stage.upper()} worker threads (each runs one model call at a time)",
+        )
+    switch(
+        g,
+        "speculation",
+        "start STT and the LLM at the VAD's soft end, before the turn is committed "
+        "(nothing is sent until it is; resumed speech discards the work)",
+        _KNOBS["speculation"],
+    )
+    switch(
+        g,
+        "llm_prefill",
+        "when the user starts speaking, let the LLM read the conversation so far "
+        "(llama-cpp caches it, so the answer only reads the new words)",
+        _KNOBS["prefill"],
+    )
+    add(
+        g,
+        "soft_end_ms",
+        type=float,
+        default=_KNOBS["soft_end_ms"],
+        help="silence after which speculative work starts",
+    )
+    add(
+        g,
+        "enable_live_transcription",
+        action="store_true",
+        help="transcribe while the user speaks and send partial transcripts",
+    )
+    add(
+        g,
+        "max_sessions",
+        type=int,
+        default=DEFAULTS["max_sessions"],
+        help="most sessions served at once",
+    )
+    switch(
+        g,
+        "first_audio_priority",
+        "pause a response's LLM while its first clause is synthesised, so that TTS has "
+        "the CPU (the LLM runs far ahead of speech anyway); off for a remote or GPU LLM",
+        DEFAULTS["first_audio_priority"],
+    )

@@ -1,0 +1,200 @@
+//! The stage jobs of a session: transcribe, prefill, generate, speak.
+//!
+//! A job carries its session and generation; a stale one is skipped before
+//! it runs, and a running one stops at the next output. Its results go back
+//! to the session through `Shared`'s `on_*` methods.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::state::{Shared, SttPurpose};
+use crate::engine::backend::{
+    Cancel, Gate, LlmOutput, LlmRequest, StageError, SttOptions, SttOutput, TtsChunk, TtsRequest,
+};
+use crate::engine::stages::{Job, PanicReport};
+
+/// How long after another session's LLM job a prefill is not worth it.
+pub(super) const PREFILL_QUIET: Duration = Duration::from_secs(3);
+
+pub(super) struct SttJob {
+    pub(super) session: Arc<Shared>,
+    pub(super) audio: Vec<f32>,
+    pub(super) options: SttOptions,
+    pub(super) purpose: SttPurpose,
+    pub(super) cancel: Cancel,
+}
+
+impl Job for SttJob {
+    fn is_stale(&self) -> bool {
+        self.cancel.is_cancelled() || self.session.out.is_closed()
+    }
+
+    fn on_panic(&self) -> Option<PanicReport> {
+        let session = Arc::clone(&self.session);
+        let purpose = self.purpose.clone();
+        let generation = self.cancel.generation();
+        Some(Box::new(move |message| {
+            let e = StageError::Panicked {
+                stage: "stt",
+                message,
+            };
+            session.on_stt(&purpose, generation, Err(e.to_string()));
+        }))
+    }
+
+    fn run(self: Box<Self>) {
+        let backend = Arc::clone(self.session.engine.stt());
+        let mut text = None;
+        let mut emit = |o: SttOutput| {
+            if let SttOutput::Final { text: t, .. } = o {
+                text = Some(t);
+            }
+        };
+        let result = backend.transcribe(&self.audio, &self.options, &self.cancel, &mut emit);
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let out = match result {
+            Ok(()) => Ok(text.unwrap_or_default().trim().to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.session
+            .on_stt(&self.purpose, self.cancel.generation(), out);
+    }
+}
+
+pub(super) struct LlmJob {
+    pub(super) session: Arc<Shared>,
+    pub(super) request: LlmRequest,
+    pub(super) response_id: String,
+    pub(super) cancel: Cancel,
+}
+
+impl Job for LlmJob {
+    fn is_stale(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn on_panic(&self) -> Option<PanicReport> {
+        let session = Arc::clone(&self.session);
+        let response_id = self.response_id.clone();
+        Some(Box::new(move |message| {
+            let e = StageError::Panicked {
+                stage: "llm",
+                message,
+            };
+            session.on_llm_done(&response_id, Err(e));
+        }))
+    }
+
+    fn run(self: Box<Self>) {
+        self.session.engine.note_llm_use(self.session.key());
+        let backend = Arc::clone(self.session.engine.llm());
+        let session = Arc::clone(&self.session);
+        let rid = self.response_id.clone();
+        let cancel = self.cancel.clone();
+        let mut emit = |o: LlmOutput| {
+            if !cancel.is_cancelled() {
+                session.on_llm_output(&rid, o);
+            }
+        };
+        let result = backend.generate(&self.request, &self.cancel, &mut emit);
+        self.session.engine.note_llm_use(self.session.key());
+        if !self.cancel.is_cancelled() {
+            self.session.on_llm_done(&self.response_id, result);
+        }
+    }
+}
+
+pub(super) struct PrefillJob {
+    pub(super) session: Arc<Shared>,
+    pub(super) request: LlmRequest,
+    pub(super) cancel: Cancel,
+}
+
+impl Job for PrefillJob {
+    fn is_stale(&self) -> bool {
+        self.cancel.is_cancelled() || self.session.out.is_closed()
+    }
+
+    fn run(self: Box<Self>) {
+        self.session.engine.note_llm_use(self.session.key());
+        let started = std::time::Instant::now();
+        match self
+            .session
+            .engine
+            .llm()
+            .prefill(&self.request, &self.cancel)
+        {
+            Ok(()) => tracing::debug!(
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                messages = self.request.messages.len(),
+                "LLM prefill"
+            ),
+            // The response that follows calls the model again and reports
+            // any real failure to the client.
+            Err(e) => tracing::warn!(error = %e, "LLM prefill failed"),
+        }
+    }
+}
+
+pub(super) struct TtsJob {
+    pub(super) session: Arc<Shared>,
+    pub(super) response_id: String,
+    pub(super) index: usize,
+    pub(super) request: TtsRequest,
+    pub(super) cancel: Cancel,
+    /// The response's LLM gate, closed until this clause's first chunk
+    /// exists (the first clause only).
+    pub(super) gate: Option<Arc<Gate>>,
+}
+
+impl Job for TtsJob {
+    fn is_stale(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn on_panic(&self) -> Option<PanicReport> {
+        let session = Arc::clone(&self.session);
+        let response_id = self.response_id.clone();
+        let gate = self.gate.clone();
+        Some(Box::new(move |message| {
+            if let Some(g) = &gate {
+                g.open();
+            }
+            let e = StageError::Panicked {
+                stage: "tts",
+                message,
+            };
+            session.fail_response(&response_id, &e);
+        }))
+    }
+
+    fn run(self: Box<Self>) {
+        let backend = Arc::clone(self.session.engine.tts());
+        let session = Arc::clone(&self.session);
+        let rid = self.response_id.clone();
+        let cancel = self.cancel.clone();
+        let index = self.index;
+        let gate = self.gate.clone();
+        if let Some(g) = &gate {
+            g.close();
+        }
+        let mut emit = |c: TtsChunk| {
+            if let Some(g) = &gate {
+                g.open();
+            }
+            if !cancel.is_cancelled() {
+                session.on_tts(&rid, index, Some(c), None);
+            }
+        };
+        let result = backend.synthesize(&self.request, &self.cancel, &mut emit);
+        if let Some(g) = &self.gate {
+            g.open();
+        }
+        if !self.cancel.is_cancelled() {
+            self.session
+                .on_tts(&self.response_id, self.index, None, Some(result));
+        }
+    }
+}
