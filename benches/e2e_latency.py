@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 import speech_to_speech as s2s
-from speech_to_speech.handlers.registry import DEFAULT_SYSTEM_PROMPT
+from speech_to_speech.flags import DEFAULT_SYSTEM_PROMPT
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 UTTERANCES = ["q_capital_france.wav", "q_ocean_fact.wav", "q_book.wav", "interrupt_wait.wav"]

@@ -8,10 +8,12 @@ use speech_to_speech::audio::device::{CaptureCallback, PlaybackCallback};
 use speech_to_speech::audio::ns::{NoiseSuppressor, NsPreset};
 use speech_to_speech::queue::{Overflow, spsc};
 
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
+#[global_allocator]
+static GLOBAL: common::Counting = common::Counting;
 
-use counting_alloc::allocations;
+mod common;
+
+use common::allocations;
 
 fn signal(n: usize) -> Vec<f32> {
     (0..n)

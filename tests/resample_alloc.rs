@@ -1,12 +1,13 @@
 //! The resampler's per-call methods never allocate: counted with a global
 //! allocator that tallies this thread's allocations.
 
+mod common;
+
+use common::allocations;
 use speech_to_speech::audio::resample::{Resampler, SUPPORTED_RATES};
 
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
-
-use counting_alloc::allocations;
+#[global_allocator]
+static GLOBAL: common::Counting = common::Counting;
 
 #[test]
 fn process_flush_and_reset_do_not_allocate() {

@@ -5,8 +5,12 @@
 //! `ORT_DYLIB_PATH`, else the `onnxruntime` wheel in `.venv`. Without them the
 //! tests fail and say what to install: a test that needs the model runs it.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use common::{env_or_venv, onnxruntime_library, shared_audio};
 
 use speech_to_speech::vad::{
     SampleRate, SileroState, SileroVad, SileroVadOptions, TurnConfig, VadBackend, VadError,
@@ -18,42 +22,27 @@ const ENGINES: [VadBackend; 2] = [VadBackend::Native, VadBackend::OnnxRuntime];
 static NATIVE: Mutex<Option<SileroVad>> = Mutex::new(None);
 static ORT: Mutex<Option<SileroVad>> = Mutex::new(None);
 
-/// `var`, else the newest file in `site-packages/<dir>` of `.venv` whose name
-/// passes `wanted` (the longest name: the versioned library is the real file).
-fn env_or_venv(var: &str, dir: &str, wanted: impl Fn(&str) -> bool) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(var) {
-        return Some(path.into());
-    }
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
-    let found = std::fs::read_dir(lib)
-        .ok()?
-        .flatten()
-        .filter_map(|python| std::fs::read_dir(python.path().join("site-packages").join(dir)).ok())
-        .flat_map(|entries| entries.flatten().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&wanted))
-        .max_by_key(|p| p.as_os_str().len());
-    assert!(
-        found.is_some(),
-        "no {dir} file: run `bash .ci/setup --test` (it installs silero-vad and onnxruntime \
-         into .venv) or set {var}"
-    );
-    found
-}
-
 fn model_path() -> Option<PathBuf> {
-    env_or_venv("S2S_VAD_MODEL", "silero_vad/data", |n| {
+    let path = env_or_venv("S2S_VAD_MODEL", "silero_vad/data", |n| {
         n == "silero_vad.onnx"
-    })
+    });
+    assert!(
+        path.is_some(),
+        "no silero_vad.onnx: run `bash .ci/setup --test` (it installs silero-vad into .venv) \
+         or set S2S_VAD_MODEL"
+    );
+    path
 }
 
-/// ONNX Runtime loaded, or None (with a note) when it cannot be found.
+/// ONNX Runtime loaded (a missing library fails the test, saying what to install).
 fn onnxruntime() -> Option<()> {
-    let lib = env_or_venv("ORT_DYLIB_PATH", "onnxruntime/capi", |n| {
-        n.starts_with("libonnxruntime.so")
-            || n.starts_with("libonnxruntime.")
-                && Path::new(n).extension().is_some_and(|e| e == "dylib")
-    })?;
-    init_onnxruntime(&lib).unwrap();
+    let lib = onnxruntime_library();
+    assert!(
+        lib.is_some(),
+        "no libonnxruntime: run `bash .ci/setup --test` (it installs onnxruntime into .venv) \
+         or set ORT_DYLIB_PATH"
+    );
+    init_onnxruntime(&lib?).unwrap();
     Some(())
 }
 
@@ -80,32 +69,6 @@ fn model(engine: VadBackend) -> Option<MutexGuard<'static, Option<SileroVad>>> {
         *guard = Some(vad);
     }
     Some(guard)
-}
-
-/// 16-bit mono WAV data as f32 (only what the shared test files need).
-fn read_wav(path: &str) -> Option<Vec<f32>> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut i = 12;
-    while i + 8 <= bytes.len() {
-        let size = u32::from_le_bytes(bytes[i + 4..i + 8].try_into().ok()?) as usize;
-        if &bytes[i..i + 4] == b"data" {
-            let data = &bytes[i + 8..(i + 8 + size).min(bytes.len())];
-            return Some(
-                data.chunks_exact(2)
-                    .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
-                    .collect(),
-            );
-        }
-        i += 8 + size + (size & 1);
-    }
-    None
-}
-
-fn shared_audio(name: &str) -> Option<Vec<f32>> {
-    read_wav(&format!(
-        "{}/../shared/audio/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
 }
 
 fn jfk() -> Vec<f32> {

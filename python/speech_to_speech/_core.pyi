@@ -19,6 +19,7 @@ __all__ = [
     "BufferTooSmallError",
     "CancelToken",
     "EchoCanceller",
+    "EndOfTurnPolicy",
     "Engine",
     "EngineError",
     "ModelError",
@@ -44,8 +45,10 @@ __all__ = [
     "SessionError",
     "SessionLimitError",
     "SileroVad",
+    "SmartTurn",
     "SpeechToSpeechError",
     "StageFailedError",
+    "TurnVerdict",
     "UnsupportedDeviceRateError",
     "UnsupportedSampleRateError",
     "VadConfigError",
@@ -63,6 +66,7 @@ __all__ = [
     "init_onnxruntime",
     "int16_to_pcm16",
     "list_audio_devices",
+    "log_mel_features",
     "mulaw_decode",
     "mulaw_encode",
     "onnxruntime_initialised",
@@ -314,6 +318,77 @@ class VadStream:
 def feed_streams(
     streams: Sequence[VadStream], chunks: Sequence[npt.NDArray[np.float32]]
 ) -> list[list[VadEvent]]: ...
+
+# --- end of turn (Smart Turn v3) ---
+def log_mel_features(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+
+@final
+class TurnVerdict:
+    @property
+    def probability(self) -> float: ...
+    @property
+    def complete(self) -> bool: ...
+
+@final
+class SmartTurn:
+    def __new__(
+        cls,
+        model_path: str | os.PathLike[str],
+        *,
+        intra_op_threads: int = 1,
+        threshold: float = 0.5,
+        allow_spinning: bool = False,
+    ) -> SmartTurn: ...
+    @property
+    def model_path(self) -> str: ...
+    @property
+    def intra_op_threads(self) -> int: ...
+    @property
+    def threshold(self) -> float: ...
+    def predict(self, samples: npt.NDArray[np.float32]) -> TurnVerdict: ...
+    def predict_features(self, features: npt.NDArray[np.float32]) -> TurnVerdict: ...
+
+@final
+class EndOfTurnPolicy:
+    def __new__(
+        cls,
+        *,
+        model: bool = True,
+        eagerness: Literal["low", "medium", "high", "auto"] = "auto",
+        complete_silence_ms: int = 200,
+        silence_ms: int = 500,
+        max_wait_ms: int | None = None,
+        recheck_ms: int | None = 600,
+        complete_threshold: float = 0.5,
+        hold_threshold: float = 0.1,
+    ) -> EndOfTurnPolicy: ...
+    def speech(self) -> bool: ...
+    def pause(self, silence_start_ms: int, now_ms: int) -> Literal["wait", "decide", "commit"]: ...
+    def verdict(
+        self, decision: int, probability: float | None, now_ms: int
+    ) -> Literal["wait", "decide", "commit"]: ...
+    def tick(self, now_ms: int) -> Literal["wait", "decide", "commit"]: ...
+    def reset(self) -> None: ...
+    @property
+    def decision(self) -> int: ...
+    @property
+    def reason(self) -> Literal["complete", "silence_rule", "max_wait"] | None: ...
+    @property
+    def in_turn(self) -> bool: ...
+    @property
+    def model(self) -> bool: ...
+    @property
+    def complete_silence_ms(self) -> int: ...
+    @property
+    def silence_ms(self) -> int: ...
+    @property
+    def max_wait_ms(self) -> int: ...
+    @property
+    def recheck_ms(self) -> int | None: ...
+    @property
+    def complete_threshold(self) -> float: ...
+    @property
+    def hold_threshold(self) -> float: ...
 
 # --- resampling ---
 class UnsupportedSampleRateError(AudioFormatError): ...

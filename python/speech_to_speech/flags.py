@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _run_flags(parser.add_argument_group("run mode"))
     _vad_flags(parser.add_argument_group("voice activity detection (Silero)"))
+    turn = parser.add_argument_group("end of turn (Smart Turn v3)")
+    add(
+        turn,
+        "turn_model_path",
+        default=None,
+        help="Smart Turn v3 ONNX model file; None = smart-turn-v3.2-cpu.onnx from the "
+        "installed pipecat-ai package (pip install --no-deps pipecat-ai)",
+    )
     _model_flags(parser)
     _engine_flags(parser.add_argument_group("engine"))
     _device_flags(parser.add_argument_group("audio devices (local mode)"))

@@ -16,8 +16,13 @@ which runs the file itself and is the reference the native backend is tested
 against. ``auto`` (the default) takes ``native`` when the core recognises the
 file and loads ONNX Runtime otherwise.
 
-Neither package is imported: ``silero_vad``'s ``__init__`` imports torch, and
-the core loads ``libonnxruntime`` itself, so both are found with
+The learned end-of-turn model, Smart Turn v3.2, ships in the ``pipecat-ai``
+wheel; :func:`load_smart_turn` finds it (``--turn_model_path`` overrides) and
+runs it on ONNX Runtime with the log-mel front end in the core.
+
+No package is imported: ``silero_vad``'s ``__init__`` imports torch,
+``pipecat``'s pulls in its whole framework, and the core loads
+``libonnxruntime`` itself, so all three are found with
 ``importlib.util.find_spec``.
 """
 
@@ -34,6 +39,7 @@ from speech_to_speech._core import (
     ModelNotFoundError,
     OnnxRuntimeNotFoundError,
     SileroVad,
+    SmartTurn,
     VadConfigError,
     onnxruntime_initialised,
 )
@@ -45,9 +51,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BACKENDS",
+    "TURN_MODEL_INSTALL_HINT",
     "default_model_path",
+    "default_turn_model_path",
     "init_onnxruntime",
     "load_silero_vad",
+    "load_smart_turn",
     "onnxruntime_library_path",
 ]
 
@@ -58,6 +67,9 @@ BACKENDS: tuple[Backend, ...] = ("auto", "native", "onnxruntime")
 ORT_INSTALL_HINT = "pip install onnxruntime (or onnxruntime-gpu)"
 # silero-vad declares a dependency on torch that the ONNX model does not need.
 MODEL_INSTALL_HINT = 'pip install --no-deps "silero-vad>=6"'
+# pipecat-ai's dependencies are its whole framework; the model file needs none of them.
+TURN_MODEL_INSTALL_HINT = 'pip install --no-deps "pipecat-ai>=1.14,<2"'
+TURN_MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
 
 
 def _package_dir(name: str) -> Path | None:
@@ -152,3 +164,33 @@ def load_silero_vad(
             raise
         raise OnnxRuntimeNotFoundError(f"{native_error}; and ONNX Runtime: {e}") from e
     return SileroVad(path, intra_op_threads=intra_op_threads, backend="onnxruntime")
+
+
+def default_turn_model_path() -> str:
+    """Path of ``smart-turn-v3.2-cpu.onnx`` inside the installed ``pipecat-ai`` package."""
+    package = _package_dir("pipecat")
+    if package is None:
+        raise ModelNotFoundError(
+            f"the Smart Turn model is not installed (it ships in pipecat-ai): "
+            f"{TURN_MODEL_INSTALL_HINT}, or pass --turn_model_path"
+        )
+    model = package / "audio" / "turn" / "smart_turn" / "data" / TURN_MODEL_FILE
+    if not model.is_file():
+        raise ModelNotFoundError(
+            f"{model} is missing: install a pipecat-ai that ships it "
+            f"({TURN_MODEL_INSTALL_HINT}), or pass --turn_model_path"
+        )
+    return str(model)
+
+
+def load_smart_turn(
+    model_path: str | None = None, *, intra_op_threads: int = 1, threshold: float = 0.5
+) -> SmartTurn:
+    """Load Smart Turn v3 (``--turn_model_path`` overrides) on ONNX Runtime.
+
+    The model needs ONNX Runtime, which is loaded first. A missing file raises
+    :class:`ModelNotFoundError` naming the install line.
+    """
+    path = model_path or default_turn_model_path()
+    init_onnxruntime()
+    return SmartTurn(path, intra_op_threads=intra_op_threads, threshold=threshold)

@@ -286,7 +286,9 @@ impl From<crate::vad::VadError> for PyErr {
         match e {
             E::OnnxRuntimeNotFound { .. } => OnnxRuntimeNotFoundError::new_err(msg),
             E::OnnxRuntimeNotInitialised => OnnxRuntimeNotInitialisedError::new_err(msg),
-            E::ModelNotFound { .. } => ModelNotFoundError::new_err(msg),
+            E::ModelNotFound { .. } | E::TurnModelNotFound { .. } => {
+                ModelNotFoundError::new_err(msg)
+            }
             E::UnsupportedSampleRate { .. } => UnsupportedSampleRateError::new_err(msg),
             E::Model(_) => ModelError::new_err(msg),
             E::InvalidConfig(_) => VadConfigError::new_err(msg),

@@ -10,6 +10,7 @@ mod logging;
 mod queue;
 mod realtime;
 mod resample;
+mod smart_turn;
 mod vad;
 
 use pyo3::prelude::*;
@@ -37,6 +38,8 @@ mod core_module {
     use super::realtime::PyRealtimeServer;
     #[pymodule_export]
     use super::resample::{PyResampler, resample};
+    #[pymodule_export]
+    use super::smart_turn::{PyEndOfTurnPolicy, PySmartTurn, PyTurnVerdict, log_mel_features};
     #[pymodule_export]
     use super::vad::{
         PySileroVad, PyVadEvent, PyVadState, PyVadStream, feed_streams, init_onnxruntime,

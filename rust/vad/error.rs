@@ -39,6 +39,16 @@ pub enum VadError {
         /// The path that was given.
         path: PathBuf,
     },
+    /// The Smart Turn model file does not exist. The caller should install
+    /// the package that ships it or pass the right path.
+    #[error(
+        "Smart Turn model not found at {path:?}. Install it with \
+         `pip install --no-deps \"pipecat-ai>=1.14,<2\"` or pass --turn_model_path"
+    )]
+    TurnModelNotFound {
+        /// The path that was given.
+        path: PathBuf,
+    },
     /// The Silero model runs only at 8 kHz and 16 kHz. The caller should
     /// resample the input (see [`FrameResampler`]).
     #[error(

@@ -62,6 +62,47 @@ pub fn onnxruntime_initialised() -> bool {
     ENVIRONMENT.get().is_some()
 }
 
+/// The runtime loaded by [`init_onnxruntime`], for the other models run on it.
+pub(crate) fn environment() -> Option<&'static Environment> {
+    ENVIRONMENT.get()
+}
+
+/// A session for the model at `model_path` as every model here runs:
+/// `threads` intra-op threads, one inter-op thread, sequential execution,
+/// every graph optimisation, and spinning only when `allow_spinning`.
+pub(crate) fn open_session(
+    env: &Environment,
+    model_path: &Path,
+    threads: usize,
+    allow_spinning: bool,
+) -> Result<Session, VadError> {
+    let builder_err =
+        |e: ort::Error<ort::session::builder::SessionBuilder>| VadError::Model(e.to_string());
+    let spin = if allow_spinning { "1" } else { "0" };
+    let mut builder = Session::builder(env)?
+        .with_intra_threads(threads)
+        .map_err(builder_err)?
+        .with_inter_threads(1)
+        .map_err(builder_err)?
+        .with_parallel_execution(false)
+        .map_err(builder_err)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(builder_err)?
+        .with_config_entry("session.intra_op.allow_spinning", spin)
+        .map_err(builder_err)?
+        .with_config_entry("session.inter_op.allow_spinning", spin)
+        .map_err(builder_err)?;
+    Ok(builder.commit_from_file(model_path)?)
+}
+
+/// The names of a session's inputs and outputs, in the model's order.
+pub(crate) fn outlet_names(session: &Session) -> (Vec<&str>, Vec<&str>) {
+    fn names(outlets: &[ort::value::Outlet]) -> Vec<&str> {
+        outlets.iter().map(ort::value::Outlet::name).collect()
+    }
+    (names(session.inputs()), names(session.outputs()))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Input,
@@ -118,31 +159,13 @@ impl OrtSilero {
                 "intra_op_threads must be at least 1".to_owned(),
             ));
         }
-        let builder_err =
-            |e: ort::Error<ort::session::builder::SessionBuilder>| VadError::Model(e.to_string());
-        let spin = if options.allow_spinning { "1" } else { "0" };
-        let mut builder = Session::builder(env)?
-            .with_intra_threads(options.intra_op_threads)
-            .map_err(builder_err)?
-            .with_inter_threads(1)
-            .map_err(builder_err)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(builder_err)?
-            .with_config_entry("session.intra_op.allow_spinning", spin)
-            .map_err(builder_err)?
-            .with_config_entry("session.inter_op.allow_spinning", spin)
-            .map_err(builder_err)?;
-        let session = builder.commit_from_file(model_path)?;
-        let inputs: Vec<&str> = session
-            .inputs()
-            .iter()
-            .map(ort::value::Outlet::name)
-            .collect();
-        let outputs: Vec<&str> = session
-            .outputs()
-            .iter()
-            .map(ort::value::Outlet::name)
-            .collect();
+        let session = open_session(
+            env,
+            model_path,
+            options.intra_op_threads,
+            options.allow_spinning,
+        )?;
+        let (inputs, outputs) = outlet_names(&session);
         let find = |names: &[&str], name: &str| names.iter().position(|n| *n == name);
         let slots = inputs
             .iter()
