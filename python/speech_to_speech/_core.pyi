@@ -9,15 +9,23 @@ import numpy.typing as npt
 
 __all__ = [
     "DEFAULTS",
+    "AudioDeviceError",
+    "AudioDeviceNotFoundError",
     "AudioFormatError",
+    "AudioInput",
+    "AudioOutput",
     "AudioQueue",
+    "AudioStreamError",
     "BufferTooSmallError",
     "CancelToken",
+    "EchoCanceller",
     "EndOfTurnPolicy",
     "Engine",
     "EngineError",
     "ModelError",
     "ModelNotFoundError",
+    "NoiseReductionError",
+    "NoiseSuppressor",
     "OddByteCountError",
     "OnnxRuntimeNotFoundError",
     "OnnxRuntimeNotInitialisedError",
@@ -41,6 +49,7 @@ __all__ = [
     "SpeechToSpeechError",
     "StageFailedError",
     "TurnVerdict",
+    "UnsupportedDeviceRateError",
     "UnsupportedSampleRateError",
     "VadConfigError",
     "VadError",
@@ -56,6 +65,7 @@ __all__ = [
     "init_logging",
     "init_onnxruntime",
     "int16_to_pcm16",
+    "list_audio_devices",
     "log_mel_features",
     "mulaw_decode",
     "mulaw_encode",
@@ -418,6 +428,121 @@ def resample(
     samples: npt.NDArray[np.float32], *, input_rate: int, output_rate: int
 ) -> npt.NDArray[np.float32]:
     """Resample a whole signal: ceil(len(samples) * output_rate / input_rate) samples."""
+
+# --- audio front end: echo cancellation, noise suppression, devices ---
+class NoiseReductionError(SpeechToSpeechError): ...
+class AudioDeviceError(SpeechToSpeechError): ...
+class AudioDeviceNotFoundError(AudioDeviceError): ...
+class UnsupportedDeviceRateError(AudioDeviceError): ...
+class AudioStreamError(AudioDeviceError): ...
+
+@final
+class EchoCanceller:
+    """Acoustic echo canceller (WebRTC AEC3) for one mono float32 stream.
+
+    Rates: 16000, 32000 or 48000 Hz. Feed what the speaker played with
+    push_far_end (any length) and run whole 10 ms frames of microphone
+    capture through process; the output lags the capture by `latency`.
+    """
+
+    def __new__(cls, *, sample_rate: int = 16000) -> EchoCanceller: ...
+    def push_far_end(self, samples: npt.NDArray[np.float32]) -> None:
+        """Feed far-end (speaker) samples, any length."""
+    def process(self, mic: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Remove the echo from whole 10 ms frames of microphone capture."""
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def frame_len(self) -> int: ...
+    @property
+    def latency(self) -> int: ...
+    def metrics(self) -> dict[str, float]:
+        """AEC3's own estimates: echo_return_loss_db, erle_db, delay_ms."""
+
+@final
+class NoiseSuppressor:
+    """RNNoise noise suppressor for one mono float32 stream at any supported rate.
+
+    process returns as many samples as it is given: the denoised input,
+    `latency` samples late (plus RNNoise's own 10 ms).
+    """
+
+    def __new__(
+        cls,
+        *,
+        sample_rate: int = 16000,
+        type: Literal["near_field", "far_field"] | str = "near_field",
+    ) -> NoiseSuppressor: ...
+    def process(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Denoise the next chunk (any length)."""
+    def reset(self) -> None: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def latency(self) -> int: ...
+    @property
+    def speech_probability(self) -> float: ...
+
+def list_audio_devices() -> list[dict[str, Any]]:
+    """Every audio device the host lists: index, name, description, is_input,
+    is_output, default_input, default_output."""
+
+@final
+class AudioInput:
+    """A microphone stream: mono float32 at sample_rate; capture runs in Rust."""
+
+    def __new__(
+        cls,
+        *,
+        device: str | None = None,
+        sample_rate: int = 16000,
+        device_rate: int | None = None,
+        buffer_ms: int = 1000,
+    ) -> AudioInput: ...
+    def read(self, n: int, timeout: float | None = None) -> npt.NDArray[np.float32]:
+        """Read n samples, waiting up to timeout seconds; fewer only on timeout."""
+    @property
+    def info(self) -> dict[str, Any]: ...
+    @property
+    def overruns(self) -> int: ...
+    def close(self) -> None: ...
+
+@final
+class AudioOutput:
+    """A speaker stream: write mono float32 at sample_rate; playback runs in Rust."""
+
+    def __new__(
+        cls,
+        *,
+        device: str | None = None,
+        sample_rate: int = 16000,
+        device_rate: int | None = None,
+        buffer_ms: int = 1000,
+        reference_rate: int | None = None,
+    ) -> AudioOutput: ...
+    def write(self, samples: npt.NDArray[np.float32], timeout: float | None = None) -> int:
+        """Queue samples for playback; returns how many were taken."""
+    def finish(self, timeout: float | None = None) -> None:
+        """End the utterance (queue the resampler's tail)."""
+    def clear(self) -> None:
+        """Drop everything queued, now (barge-in)."""
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until everything queued has played; returns whether it did."""
+    def feed_reference(self, aec: EchoCanceller) -> int:
+        """Move what was played since the last call into aec's far end."""
+    @property
+    def played_samples(self) -> int: ...
+    @property
+    def played_ms(self) -> int: ...
+    @property
+    def underruns(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def info(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
 
 @final
 class AudioQueue:

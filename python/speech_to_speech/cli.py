@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from speech_to_speech import SpeechToSpeechError, init_logging
+from speech_to_speech import SpeechToSpeechError, init_logging, list_audio_devices
 from speech_to_speech.flags import MODES, build_parser
 from speech_to_speech.handlers.registry import build_handlers
 from speech_to_speech.pipeline import Handlers, engine_from_args
@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The Rust core logs turns (one line each, with its stage timings) too.
     init_logging(os.environ.get("S2S_LOG") or args.log_level)
     try:
+        if args.list_devices:
+            print(format_devices(list_audio_devices()))
+            return 0
         # Refuse a backend whose extra is missing before anything loads.
         check_preset(args)
         handlers = build_handlers(args)
@@ -52,6 +55,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def format_devices(devices: Sequence[dict[str, object]]) -> str:
+    """The --list_devices table: index, name, in/out, defaults (*), description."""
+    if not devices:
+        return "no audio devices"
+    width = max(len(str(d["name"])) for d in devices)
+    lines = []
+    for d in devices:
+        kinds = "/".join(k for k, flag in (("in", d["is_input"]), ("out", d["is_output"])) if flag)
+        defaults = ", ".join(
+            k
+            for k, flag in (
+                ("default input", d["default_input"]),
+                ("default output", d["default_output"]),
+            )
+            if flag
+        )
+        mark = "*" if defaults else " "
+        note = f" ({defaults})" if defaults else ""
+        name = str(d["name"])
+        lines.append(
+            f"{mark}{d['index']:3d}  {name:{width}s}  {kinds:6s}  {d['description']}{note}"
+        )
+    return "\n".join(lines)
 
 
 def _run_mode(args: argparse.Namespace, handlers: Handlers) -> int:

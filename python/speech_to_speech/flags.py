@@ -85,12 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_flags(parser)
     _engine_flags(parser.add_argument_group("engine"))
+    _device_flags(parser.add_argument_group("audio devices (local mode)"))
     return parser
 
 
 def defaults() -> argparse.Namespace:
     """Every flag's default (what the in-process API starts from)."""
     return build_parser().parse_args([])
+
+
+def _device_flags(g: argparse._ArgumentGroup) -> None:
+    add(
+        g,
+        "list_devices",
+        action="store_true",
+        help="print the audio devices (index, name, input/output, description) and exit",
+    )
 
 
 def _run_flags(run: argparse._ArgumentGroup) -> None:

@@ -41,6 +41,36 @@ create_exception!(
 
 create_exception!(
     speech_to_speech,
+    AudioDeviceError,
+    SpeechToSpeechError,
+    "Base class of the audio device errors (microphone and speaker)."
+);
+create_exception!(
+    speech_to_speech,
+    AudioDeviceNotFoundError,
+    AudioDeviceError,
+    "No device matches the name or index (or a name matches several): see list_audio_devices()."
+);
+create_exception!(
+    speech_to_speech,
+    UnsupportedDeviceRateError,
+    AudioDeviceError,
+    "The device cannot run at the sample rate asked for; the message lists what it supports."
+);
+create_exception!(
+    speech_to_speech,
+    AudioStreamError,
+    AudioDeviceError,
+    "The audio backend refused the stream, or a running stream failed or was closed."
+);
+create_exception!(
+    speech_to_speech,
+    NoiseReductionError,
+    SpeechToSpeechError,
+    "An unknown noise reduction type: use near_field or far_field."
+);
+create_exception!(
+    speech_to_speech,
     EngineError,
     SpeechToSpeechError,
     "The engine could not be built or refused a session; `.code` says which case."
@@ -169,6 +199,17 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AudioFormatError", py.get_type::<AudioFormatError>())?;
     m.add("OddByteCountError", py.get_type::<OddByteCountError>())?;
     m.add("BufferTooSmallError", py.get_type::<BufferTooSmallError>())?;
+    m.add("AudioDeviceError", py.get_type::<AudioDeviceError>())?;
+    m.add(
+        "AudioDeviceNotFoundError",
+        py.get_type::<AudioDeviceNotFoundError>(),
+    )?;
+    m.add(
+        "UnsupportedDeviceRateError",
+        py.get_type::<UnsupportedDeviceRateError>(),
+    )?;
+    m.add("AudioStreamError", py.get_type::<AudioStreamError>())?;
+    m.add("NoiseReductionError", py.get_type::<NoiseReductionError>())?;
     m.add("EngineError", py.get_type::<EngineError>())?;
     m.add("SessionLimitError", py.get_type::<SessionLimitError>())?;
     m.add("SessionError", py.get_type::<SessionError>())?;
@@ -283,6 +324,44 @@ impl From<crate::engine::SessionError> for PyErr {
         match e {
             E::Stage(_) => with_code::<StageFailedError>(e.to_string(), e.code()),
             _ => with_code::<SessionError>(e.to_string(), e.code()),
+        }
+    }
+}
+
+impl From<crate::audio::aec::AecError> for PyErr {
+    fn from(e: crate::audio::aec::AecError) -> Self {
+        use crate::audio::aec::AecError as E;
+        let msg = e.to_string();
+        match e {
+            E::UnsupportedRate { .. } => UnsupportedSampleRateError::new_err(msg),
+            E::FrameLength { .. } | E::OutputLength { .. } => AudioFormatError::new_err(msg),
+        }
+    }
+}
+
+impl From<crate::audio::ns::NsError> for PyErr {
+    fn from(e: crate::audio::ns::NsError) -> Self {
+        use crate::audio::ns::NsError as E;
+        match e {
+            E::Rate(e) => e.into(),
+            E::UnknownPreset(_) => NoiseReductionError::new_err(e.to_string()),
+            E::OutputLength { .. } => AudioFormatError::new_err(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::audio::device::DeviceError> for PyErr {
+    fn from(e: crate::audio::device::DeviceError) -> Self {
+        use crate::audio::device::DeviceError as E;
+        let msg = e.to_string();
+        match e {
+            E::NotFound { .. } | E::Ambiguous { .. } => AudioDeviceNotFoundError::new_err(msg),
+            E::UnsupportedRate { .. } => UnsupportedDeviceRateError::new_err(msg),
+            E::Rate(e) => e.into(),
+            E::Buffer(e) => e.into(),
+            E::Backend { .. } | E::StreamFailed { .. } | E::Closed { .. } | E::NoReference => {
+                AudioStreamError::new_err(msg)
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 mod audio;
 mod engine;
 pub(crate) mod errors;
+mod frontend;
 mod logging;
 mod queue;
 mod realtime;
@@ -25,6 +26,10 @@ mod core_module {
     };
     #[pymodule_export]
     use super::engine::{PyCancelToken, PyEngine, PySession, shutdown_workers};
+    #[pymodule_export]
+    use super::frontend::{
+        PyAudioInput, PyAudioOutput, PyEchoCanceller, PyNoiseSuppressor, list_audio_devices,
+    };
     #[pymodule_export]
     use super::logging::init_logging;
     #[pymodule_export]
