@@ -114,8 +114,8 @@ impl Outgoing {
             frame: vec![0.0; FRAME_SAMPLES],
             resampler: None,
             scratch: Vec::new(),
-            // A few seconds up front; a long answer grows it once.
-            queue: VecDeque::with_capacity(max_queue.min(10 * SAMPLE_RATE as usize)),
+            // A second up front (192 kB); a long answer grows it.
+            queue: VecDeque::with_capacity(max_queue.min(SAMPLE_RATE as usize)),
             max_queue,
             marks: VecDeque::new(),
             queued: 0,
