@@ -6,13 +6,17 @@ An aiortc client (a WebRTC stack written by others) sends a spoken question
 as its microphone track, in real time, to the core's echo server
 (`_core.WebRtcEchoServer`: the real UDP endpoint, HTTP handler and call
 tasks). For every frame the server reports the time from the arrival of its
-packet to the departure of its echo: SRTP, Opus decoding, the hand-off to
-the application and back, resampling, the outgoing queue and pacer, Opus
-encoding, SRTP. In the same run the client measures the whole round trip
-(its own encoding, jitter buffer and decoding included), the reference the
-server's share is a ratio of. Echo rate 48000 hands the decoded frames back
-as they are; 24000 goes down to 24 kHz and back up, as a session's audio
-does.
+packet to the departure of the first of its samples in an echoed frame:
+SRTP, Opus decoding, the hand-off to the application and back, resampling,
+the outgoing queue and pacer, Opus encoding, SRTP. In the same run the
+client measures the whole round trip (its own encoding, jitter buffer and
+decoding included), the reference the server's share is a ratio of. Echo
+rate 48000 hands the decoded frames back as they are; 24000 goes down to
+24 kHz and back up, as a session's audio does: the resamplers' look-ahead
+holds the last few samples of each frame back until the next one comes, so
+the rest of a frame leaves one frame (20 ms) later, which the client's round
+trip shows. aiortc's own audio jitter buffer waits for 4 frames (80 ms)
+before it plays anything, most of its round trip.
 """
 
 from __future__ import annotations

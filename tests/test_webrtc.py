@@ -265,7 +265,7 @@ async def test_spoken_question_comes_back_as_the_same_speech(echo_rate: int) -> 
     assert len(latencies) >= len(speech) // FRAME
     p50, p99 = np.percentile(latencies, [50, 99])
     print(f"echo_rate={echo_rate}: server in->out p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    assert p50 < 10.0, f"server path p50 {p50:.1f} ms"
+    assert p50 < 5.0, f"server path p50 {p50:.1f} ms"
 
 
 async def test_events_ride_oai_events_both_ways(server: WebRtcEchoServer) -> None:

@@ -22,6 +22,10 @@ const SLACK: Duration = Duration::from_millis(40);
 /// that comes within this continues the burst with contiguous timestamps,
 /// so a receiver hears no gap for a late chunk.
 const GRACE: Duration = Duration::from_millis(60);
+/// How far behind its slots a burst may fall and still catch up by sending
+/// the overdue frames at once. A burst held up longer (a stalled task)
+/// starts its slots afresh: its listener has given those frames up.
+const MAX_BEHIND: Duration = Duration::from_millis(200);
 /// Largest Opus packet we produce; libopus needs at most 1275 bytes a frame.
 const MAX_PACKET: usize = 1500;
 /// Longest decode (120 ms at 48 kHz), the most one Opus packet holds.
@@ -42,9 +46,11 @@ fn early(slot: Instant) -> Instant {
 enum Pace {
     /// No audio to send; the next audio starts a burst at once.
     Idle,
-    /// In a burst: `slot` is when the next frame would play in real time.
-    /// It goes out from `slot - SLACK` once a whole frame is queued; a
-    /// frame sent late moves the following slots later with it.
+    /// In a burst: `slot` is when the next frame would play in real time
+    /// (the burst's start plus the audio sent since). It goes out from
+    /// `slot - SLACK` once a whole frame is queued. Frames that are late
+    /// (a burst of input after a delay, a busy task) go out at once until
+    /// the burst is back on its slots: late input adds no lasting latency.
     Sending { slot: Instant },
 }
 
@@ -98,6 +104,10 @@ pub(crate) struct Outgoing {
     /// The next frame starts a burst: its media time moves up to the wall
     /// clock, so that silence between bursts shows as a timestamp gap.
     burst_start: bool,
+    /// When audio was last queued: a burst ends [`GRACE`] after its slot
+    /// or after its last audio, whichever is later (a burst running behind
+    /// its slots is not over because its queue is empty for a moment).
+    last_push: Option<Instant>,
     /// Wall-clock zero of the media time, set by the first frame.
     epoch: Option<Instant>,
     next_media_time: u64,
@@ -122,6 +132,7 @@ impl Outgoing {
             taken: 0,
             pace: Pace::Idle,
             burst_start: false,
+            last_push: None,
             epoch: None,
             next_media_time: 0,
             dropped: 0,
@@ -150,6 +161,7 @@ impl Outgoing {
         if let Some(at) = mark {
             self.marks.push_back((self.queued, at));
         }
+        self.last_push = Some(now);
         if let Some(resampler) = &mut self.resampler {
             let need = resampler.output_len(samples.len());
             if self.scratch.len() < need {
@@ -193,8 +205,13 @@ impl Outgoing {
         match self.pace {
             Pace::Idle => None,
             Pace::Sending { slot } if self.queue.len() >= FRAME_SAMPLES => Some(early(slot)),
-            Pace::Sending { slot } => Some(slot + GRACE),
+            Pace::Sending { slot } => Some(self.stop_after(slot)),
         }
+    }
+
+    /// When a burst whose next slot is `slot` is over if no whole frame comes.
+    fn stop_after(&self, slot: Instant) -> Instant {
+        self.last_push.map_or(slot, |p| p.max(slot)) + GRACE
     }
 
     /// Send the frame that is due, or end a burst whose audio ran out.
@@ -203,7 +220,7 @@ impl Outgoing {
             return Ok(Tick::Wait);
         };
         let whole = self.queue.len() >= FRAME_SAMPLES;
-        if whole && now < early(slot) || !whole && now < slot + GRACE {
+        if whole && now < early(slot) || !whole && now < self.stop_after(slot) {
             return Ok(Tick::Wait);
         }
         if !whole {
@@ -214,8 +231,9 @@ impl Outgoing {
                 return Ok(Tick::Stopped);
             }
         }
+        let behind = now.saturating_duration_since(slot);
         self.pace = Pace::Sending {
-            slot: slot.max(now) + FRAME,
+            slot: if behind > MAX_BEHIND { now } else { slot } + FRAME,
         };
         let start = std::mem::take(&mut self.burst_start);
         self.encode_frame(now, start).map(Tick::Send)
@@ -444,6 +462,29 @@ mod tests {
     }
 
     #[test]
+    fn a_late_burst_of_input_adds_no_lasting_latency() {
+        let mut out = Outgoing::new(60.0).unwrap();
+        let t0 = Instant::now();
+        // Real-time input, then 100 ms of nothing, then the five frames
+        // held up all at once, then real time again (a client that stalled).
+        let mut arrivals: Vec<Instant> = (0..40u32).map(|k| t0 + FRAME * k).collect();
+        for at in &mut arrivals[10..15] {
+            *at = t0 + FRAME * 14;
+        }
+        let mut waits = Vec::new();
+        for at in arrivals {
+            out.push(&vec![0.1; 960], 48_000, Some(at), at).unwrap();
+            while out.deadline().is_some_and(|d| d <= at) {
+                if let Tick::Send(f) = out.poll(at).unwrap() {
+                    waits.push(at.duration_since(f.mark.unwrap()));
+                }
+            }
+        }
+        assert_eq!(waits.len(), 40, "every frame left on arrival: {waits:?}");
+        assert!(waits.iter().all(Duration::is_zero), "{waits:?}");
+    }
+
+    #[test]
     fn late_audio_within_the_grace_continues_the_burst() {
         let mut out = Outgoing::new(60.0).unwrap();
         let t0 = Instant::now();
@@ -464,8 +505,9 @@ mod tests {
         };
         assert!(!f.start);
         assert_eq!(f.media_time, 960);
-        // The slots follow the late frame.
-        assert_eq!(out.deadline(), Some(late + FRAME + GRACE));
+        // The slots stay where real time puts them; the burst ends a grace
+        // after its last audio.
+        assert_eq!(out.deadline(), Some(late + GRACE));
     }
 
     #[test]
