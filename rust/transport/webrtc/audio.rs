@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use opus::{Application, Channels};
 
-use super::{FRAME_SAMPLES, SAMPLE_RATE};
+use super::config::{FRAME_SAMPLES, SAMPLE_RATE};
 use crate::audio::resample::{ResampleError, Resampler};
 
 /// One outgoing frame's duration.

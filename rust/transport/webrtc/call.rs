@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audio::{Incoming, Outgoing, Tick};
+use super::config::{CallId, EVENTS_CHANNEL, WebRtcConfig};
 use super::mux::{self, Datagram};
-use super::{CallId, EVENTS_CHANNEL, WebRtcConfig};
 use crate::audio::resample::SUPPORTED_RATES;
 
 /// Decoded incoming audio: 48 kHz mono.

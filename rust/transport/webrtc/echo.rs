@@ -27,8 +27,10 @@ use serde_json::{Value, json};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use super::call::{Call, CallEvent, CallHandle};
+use super::config::{SAMPLE_RATE, WebRtcConfig, WebRtcError};
+use super::endpoint::WebRtcEndpoint;
 use super::http::{CALLS_PATH, post_call};
-use super::{Call, CallEvent, CallHandle, SAMPLE_RATE, WebRtcConfig, WebRtcEndpoint, WebRtcError};
 use crate::audio::resample::{ResampleError, Resampler};
 use crate::protocol::{Dialect, parse_client_event};
 

@@ -13,7 +13,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Call, CallId, OfferError, WebRtcEndpoint};
+use super::call::Call;
+use super::config::CallId;
+use super::endpoint::WebRtcEndpoint;
+use super::sdp::OfferError;
 
 /// Largest request body read: an SDP offer is a few kilobytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::WebRtcError;
+use super::config::WebRtcError;
 
 /// Datagrams that may wait for one call task; more are dropped (UDP would
 /// have lost them anyway, and the call task is not keeping up).
