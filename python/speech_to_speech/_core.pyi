@@ -57,6 +57,7 @@ __all__ = [
     "VadInputError",
     "VadState",
     "VadStream",
+    "WebRtcEchoServer",
     "__version__",
     "alaw_decode",
     "alaw_encode",
@@ -607,3 +608,35 @@ class RealtimeServer:
     def requires_api_key(self) -> bool: ...
     @property
     def url(self) -> str | None: ...
+
+@final
+class WebRtcEchoServer:
+    """For tests: a WebRTC echo server on ``POST /v1/realtime/calls``."""
+
+    def __new__(
+        cls,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        webrtc_host: str = "127.0.0.1",
+        webrtc_port: int = 0,
+        public_ip: str | None = None,
+        echo_rate: int = 48000,
+        max_calls: int = 64,
+        connect_timeout: float = 30.0,
+        disconnect_timeout: float = 10.0,
+    ) -> WebRtcEchoServer: ...
+    def stop(self) -> None: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def webrtc_port(self) -> int: ...
+    @property
+    def candidates(self) -> list[str]: ...
+    @property
+    def calls(self) -> int: ...
+    def latencies_ms(self) -> list[float]: ...
+    def closed_calls(self) -> list[tuple[str, str]]: ...
+    def wait_closed(self, call_id: str, timeout: float = 10.0) -> str | None: ...
+    def __enter__(self) -> WebRtcEchoServer: ...
+    def __exit__(self, *args: object) -> None: ...

@@ -12,6 +12,7 @@ mod realtime;
 mod resample;
 mod smart_turn;
 mod vad;
+mod webrtc;
 
 use pyo3::prelude::*;
 
@@ -45,6 +46,8 @@ mod core_module {
         PySileroVad, PyVadEvent, PyVadState, PyVadStream, feed_streams, init_onnxruntime,
         onnxruntime_initialised, speech_probabilities,
     };
+    #[pymodule_export]
+    use super::webrtc::PyWebRtcEchoServer;
 
     use pyo3::prelude::*;
 

@@ -1,6 +1,7 @@
 //! Transports: how audio and events reach a session from outside the process.
 
 pub mod realtime;
+pub mod webrtc;
 
 pub use realtime::{
     DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, RealtimeServer, ServerConfig,
