@@ -209,13 +209,63 @@ def test_llama_cpp_prefill_reads_the_history_ahead(llm: LLMHandler) -> None:
     # Nothing new to read: the cache is kept as it is.
     llm.prefill(history)
     assert list(model._input_ids[:read]) == ahead
-    # With tools the prompt starts elsewhere, and a cancelled prefill reads nothing.
+    # A cancelled prefill reads nothing.
     model.reset()
-    llm.prefill(history, tools=[WEATHER_TOOL])
     cancelled = threading.Event()
     cancelled.set()
     llm.prefill(history, cancel=cancelled)
     assert model.n_tokens == 0
+
+
+def test_llama_cpp_tool_turns_reuse_the_cached_prompt(llm: LLMHandler) -> None:
+    # With tools declared, each turn (the pick, then the message or the call) extends one
+    # prompt that the next turn starts with: only the new messages are read.
+    model: Any = getattr(llm, "_llm")  # noqa: B009 - the llama_cpp.Llama inside
+    history: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+        {"role": "user", "content": "What's the weather like in Paris?"},
+    ]
+    model.reset()
+    llm.prefill(history[:1], tools=[WEATHER_TOOL])
+    ahead = list(model._input_ids)
+    assert len(ahead) > 60  # the function list is in the system message
+    read: list[int] = []
+    real_eval = model.eval
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model, "eval", lambda tokens: (read.append(len(tokens)), real_eval(tokens)))
+        for turn in range(3):
+            read.clear()
+            events = list(llm.generate(history, tools=[WEATHER_TOOL], max_tokens=24))
+            assert list(model._input_ids[: len(ahead)]) == ahead
+            assert isinstance(events[-1], Usage)
+            # The whole prompt is over 100 tokens by now; a turn reads the new ones only.
+            assert events[-1].input_tokens > 100
+            assert sum(read[:1]) < 60, (turn, read)
+            calls = [e for e in events if isinstance(e, ToolCall)]
+            text = "".join(e.text for e in events if isinstance(e, TextDelta))
+            if calls:
+                history.append(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": calls[0].call_id,
+                                "type": "function",
+                                "function": {
+                                    "name": calls[0].name,
+                                    "arguments": calls[0].arguments,
+                                },
+                            }
+                        ],
+                    }
+                )
+                history.append(
+                    {"role": "tool", "tool_call_id": calls[0].call_id, "content": "Sunny, 21 C"}
+                )
+            else:
+                history.append({"role": "assistant", "content": text})
+                history.append({"role": "user", "content": "And in Berlin?"})
 
 
 def test_llama_cpp_forced_tool_call(llm: LLMHandler) -> None:
