@@ -89,6 +89,7 @@ def test_engine_flags_reach_the_engine() -> None:
     args = _args(
         "--stt_workers", "2", "--llm_workers", "3", "--tts_workers", "2",
         "--max_sessions", "7", "--first_audio_priority", "off",
+        "--turn_detector", "silence",
     )  # fmt: skip
     handlers = (
         create_handler("stt", "fake"),
@@ -102,6 +103,7 @@ def test_engine_flags_reach_the_engine() -> None:
         "tts_workers": 2,
         "max_sessions": 7,
         "first_audio_priority": False,
+        "turn_model": False,
     }
     assert backends == {"stt": "faster-whisper", "llm": "llama-cpp", "tts": "piper"}
 
