@@ -1,6 +1,7 @@
 """Voice-to-voice latency through the real Realtime protocol, against the model floor.
 
     python benches/e2e_latency.py [--server-cmd CMD] [--turns N] [--concurrency K]
+                                  [--turn-detector both|smart_turn|silence] [--tools-turns N]
                                   [--json PATH] [--plot PNG]
 
 It starts the server (by default the README's realtime command on the bundled
@@ -18,6 +19,18 @@ same utterances through the same STT, the LLM up to its first clause and TTS up
 to its first chunk, called directly one after another, plus the configured
 silence. `overhead` is voice-to-voice minus that floor: what the pipeline adds
 (negative when speculation hides model time inside the silence).
+
+With `--turn-detector both` (the default) it does all that twice in one run:
+with Smart Turn deciding the end of turn (`--turn_detector smart_turn`; its
+floor counts the 200 ms of silence a "complete" verdict waits) and with the
+silence rule alone (`--turn_detector silence`, 500 ms). The top-level keys are
+Smart Turn's; `silence_*` keys and `by_turn_detector` hold the rest.
+
+`--tools-turns N` adds a conversation that declares one function tool, as the
+`openai-agents` Realtime runner always does, answering each function call
+with a result like an agent would; `tools_first_token_p50_ms` (commit to the
+LLM's first token, on the server's clock, first response of each turn) stands
+beside `first_token_p50_ms` from the plain conversations of the same server.
 """
 
 from __future__ import annotations
@@ -92,8 +105,9 @@ def first_clause_done(text: str) -> bool:
 
 
 def measure_floor(
-    utterances: list[tuple[str, Any]], silence_ms: float, args: argparse.Namespace
-) -> list[dict[str, float]]:
+    utterances: list[tuple[str, Any]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The models alone, one after another, per utterance (no silence counted yet)."""
     from speech_to_speech.handlers.registry import create_handler
 
     stt = create_handler("stt", args.stt)
@@ -125,7 +139,7 @@ def measure_floor(
                 "stt_ms": (t1 - t0) * 1000,
                 "llm_first_clause_ms": (t2 - t1) * 1000,
                 "tts_first_chunk_ms": (t3 - t2) * 1000,
-                "floor_ms": silence_ms + (t3 - t0) * 1000,
+                "models_ms": (t3 - t0) * 1000,
             }
         )
     return rows
@@ -147,9 +161,27 @@ class Turn:
     status: str | None = None
     transcript: str = ""
     server: dict[str, Any] = field(default_factory=dict)
+    tool_calls: int = 0
 
     def ms(self, t: float | None) -> float | None:
         return None if t is None else (t - self.speech_end) * 1000
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Get the current weather for a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string", "description": "The city"}},
+        "required": ["location"],
+    },
+}
+
+
+def function_output(call_id: str) -> dict[str, Any]:
+    item = {"type": "function_call_output", "call_id": call_id, "output": "Sunny, 21 C"}
+    return {"type": "conversation.item.create", "item": item}
 
 
 def _pcm(samples: np.ndarray[Any, np.dtype[np.float32]]) -> str:
@@ -164,6 +196,7 @@ async def conversation(
     turns: int,
     silence_ms: float,
     start_delay: float,
+    tools: bool = False,
 ) -> list[Turn]:
     import websockets
 
@@ -188,6 +221,7 @@ async def conversation(
                                 },
                             }
                         },
+                        **({"tools": [WEATHER_TOOL], "tool_choice": "auto"} if tools else {}),
                     },
                 }
             )
@@ -213,8 +247,17 @@ async def conversation(
                 elif kind == "response.output_audio.delta" and turn.first_audio is None:
                     turn.first_audio = now
                 elif kind == "speech_to_speech.turn.timings":
-                    turn.server = ev.get("timings", {})
+                    # The first response of the turn is the one the user waits for.
+                    turn.server = turn.server or ev.get("timings", {})
                 elif kind == "response.done":
+                    calls = [o for o in ev["response"]["output"] if o["type"] == "function_call"]
+                    if calls and turn.tool_calls < 2:
+                        # Answer like an agent: the function's result, then a new response.
+                        turn.tool_calls += 1
+                        for call in calls:
+                            await ws.send(json.dumps(function_output(call["call_id"])))
+                        await ws.send(json.dumps({"type": "response.create"}))
+                        continue
                     turn.done = now
                     turn.status = ev["response"]["status"]
                     finished.set()
@@ -272,11 +315,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(cmd: str | None, port: int, silence_ms: float) -> subprocess.Popen[bytes]:
+def start_server(cmd: str | None, port: int, turn_detector: str) -> subprocess.Popen[bytes]:
     if cmd is None:
-        argv = [sys.executable, "-m", "speech_to_speech", "--mode", "realtime", "--port", str(port)]
+        argv = [sys.executable, "-m", "speech_to_speech", "--mode", "realtime"]
+        argv += ["--port", str(port), "--turn_detector", turn_detector]
     else:
-        argv = shlex.split(cmd.replace("{port}", str(port)))
+        argv = shlex.split(
+            cmd.replace("{port}", str(port)).replace("{turn_detector}", turn_detector)
+        )
     proc = subprocess.Popen(argv, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -309,65 +355,119 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def plot(turns: list[Turn], floor_p50: float, path: str) -> None:
+# Silence the end of a turn waits for, by turn detector: Smart Turn's "complete" verdict
+# ends a turn after 200 ms; the silence rule after the session's silence_duration_ms.
+COMPLETE_SILENCE_MS = 200.0
+
+
+def plot(runs: dict[str, dict[str, Any]], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [t for t in turns if t.first_audio is not None]
-    x = np.arange(len(done))
-    stops = np.array([t.ms(t.speech_stopped) or 0 for t in done])
-    trans = np.array([(t.ms(t.transcribed) or 0) for t in done])
-    first = np.array([t.ms(t.first_audio) or 0 for t in done])
-    fig, ax = plt.subplots(figsize=(max(6, len(done) * 0.35), 4))
-    ax.bar(x, stops, label="speech end -> speech_stopped (VAD silence)")
-    ax.bar(x, np.maximum(trans - stops, 0), bottom=stops, label="-> transcript")
-    ax.bar(
-        x,
-        np.maximum(first - np.maximum(trans, stops), 0),
-        bottom=np.maximum(trans, stops),
-        label="-> first audio",
+    fig, axes = plt.subplots(
+        1, len(runs), figsize=(max(6, 5.5 * len(runs)), 4), sharey=True, squeeze=False
     )
-    ax.axhline(
-        floor_p50,
-        color="k",
-        linestyle="--",
-        label=f"sequential model floor p50 ({floor_p50:.0f} ms)",
-    )
-    ax.set_xlabel("turn")
-    ax.set_ylabel("ms after the end of the user's speech")
-    ax.set_title("voice-to-voice latency per turn")
-    ax.legend(fontsize=7, loc="upper right")
+    for ax, (detector, run) in zip(axes[0], runs.items(), strict=True):
+        done = [t for t in run["turns"] if t.first_audio is not None]
+        x = np.arange(len(done))
+        stops = np.array([t.ms(t.speech_stopped) or 0 for t in done])
+        trans = np.array([(t.ms(t.transcribed) or 0) for t in done])
+        first = np.array([t.ms(t.first_audio) or 0 for t in done])
+        ax.bar(x, stops, label="speech end -> speech_stopped (end of turn)")
+        ax.bar(x, np.maximum(trans - stops, 0), bottom=stops, label="-> transcript")
+        ax.bar(
+            x,
+            np.maximum(first - np.maximum(trans, stops), 0),
+            bottom=np.maximum(trans, stops),
+            label="-> first audio",
+        )
+        p50 = run["result"]["voice_to_voice_p50_ms"]
+        ax.axhline(p50, color="C3", linestyle="-", label=f"voice-to-voice p50 ({p50:.0f} ms)")
+        floor = run["result"]["floor_p50_ms"]
+        if not np.isnan(floor):
+            ax.axhline(
+                floor,
+                color="k",
+                linestyle="--",
+                label=f"sequential model floor p50 ({floor:.0f} ms)",
+            )
+        ax.set_xlabel("turn")
+        ax.set_title(f"end of turn: {detector}")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel("ms after the end of the user's speech")
+    fig.suptitle("voice-to-voice latency per turn (bundled models, 2-core CPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--server-cmd", default=None, help="command that starts the server; {port} is replaced"
-    )
-    p.add_argument("--turns", type=int, default=20)
-    p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--silence-ms", type=float, default=500)
-    p.add_argument("--json", default=None)
-    p.add_argument("--plot", default=None)
-    p.add_argument("--no-floor", action="store_true", help="skip the in-process floor")
-    p.add_argument("--stt", default="faster-whisper")
-    p.add_argument("--llm", default="llama-cpp")
-    p.add_argument("--tts", default="piper")
-    p.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT, help="as the server's default")
-    args = p.parse_args()
+def _server_ms(t: Turn, start: str, end: str) -> float | None:
+    a, b = t.server.get(start), t.server.get(end)
+    return None if a is None or b is None else float(b) - float(a)
 
-    utterances = load_utterances()
-    floor_rows: list[dict[str, float]] = []
-    if not args.no_floor:
-        floor_rows = measure_floor(utterances, args.silence_ms, args)
+
+def summarize(
+    turns: list[Turn], floor_rows: list[dict[str, Any]], silence_ms: float
+) -> dict[str, Any]:
+    """The figures of one server configuration."""
+    floor_by_utt = {r["utterance"]: r["models_ms"] + silence_ms for r in floor_rows}
+    v2v = [t.ms(t.first_audio) for t in turns if t.first_audio is not None]
+    overhead = [
+        t.ms(t.first_audio) - floor_by_utt[t.utterance]
+        for t in turns
+        if t.first_audio is not None and t.utterance in floor_by_utt
+    ]
+
+    def p50(values: list[float | None]) -> float:
+        return pct([v for v in values if v is not None], 50)
+
+    return {
+        "turns": len(turns),
+        "turns_completed": sum(t.status == "completed" for t in turns),
+        "voice_to_voice_p50_ms": pct(v2v, 50),  # type: ignore[arg-type]
+        "voice_to_voice_p95_ms": pct(v2v, 95),  # type: ignore[arg-type]
+        "floor_p50_ms": pct(list(floor_by_utt.values()), 50),
+        "floor_silence_ms": silence_ms,
+        "overhead_p50_ms": pct(overhead, 50),
+        "overhead_p95_ms": pct(overhead, 95),
+        "speech_stopped_p50_ms": p50([t.ms(t.speech_stopped) for t in turns]),
+        "transcript_p50_ms": p50([t.ms(t.transcribed) for t in turns]),
+        "response_created_p50_ms": p50([t.ms(t.response_created) for t in turns]),
+        # Where the time goes after the end of the turn, on the server's clock.
+        "stages_p50_ms": {
+            "commit_to_stt_done": p50([_server_ms(t, "commit_ms", "stt_done_ms") for t in turns]),
+            "commit_to_llm_first_token": p50(
+                [_server_ms(t, "commit_ms", "llm_first_token_ms") for t in turns]
+            ),
+            "commit_to_first_clause": p50(
+                [_server_ms(t, "commit_ms", "first_clause_ms") for t in turns]
+            ),
+            "first_clause_to_tts_first_chunk": p50(
+                [_server_ms(t, "first_clause_ms", "tts_first_chunk_ms") for t in turns]
+            ),
+            "tts_first_chunk_to_audio_out": p50(
+                [_server_ms(t, "tts_first_chunk_ms", "first_audio_out_ms") for t in turns]
+            ),
+            "commit_to_audio_out": p50(
+                [_server_ms(t, "commit_ms", "first_audio_out_ms") for t in turns]
+            ),
+        },
+        "speculative_turns": sum(bool(t.server.get("speculative")) for t in turns),
+        "first_token_p50_ms": p50(
+            [_server_ms(t, "commit_ms", "llm_first_token_ms") for t in turns]
+        ),
+    }
+
+
+def run_server(
+    args: argparse.Namespace,
+    detector: str,
+    utterances: list[tuple[str, Any]],
+) -> tuple[list[Turn], list[Turn]]:
+    """The plain conversations, then the tool-bearing one, against one server."""
     port = free_port()
-    proc = start_server(args.server_cmd, port, args.silence_ms)
+    proc = start_server(args.server_cmd, port, detector)
     try:
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=s2s&timings=1"
         per_conv = max(1, args.turns // args.concurrency)
@@ -388,41 +488,27 @@ def main() -> int:
             )
 
         turns = [t for conv in asyncio.run(run_all()) for t in conv]
+        tool_turns: list[Turn] = []
+        if args.tools_turns:
+            tool_turns = asyncio.run(
+                conversation(
+                    index=0,
+                    url=url,
+                    utterances=utterances,
+                    turns=args.tools_turns,
+                    silence_ms=args.silence_ms,
+                    start_delay=0,
+                    tools=True,
+                )
+            )
     finally:
         stop_server(proc)
+    return turns, tool_turns
 
-    floor_by_utt = {r["utterance"]: r["floor_ms"] for r in floor_rows}
-    v2v = [t.ms(t.first_audio) for t in turns if t.first_audio is not None]
-    overhead = [
-        t.ms(t.first_audio) - floor_by_utt[t.utterance]  # type: ignore[operator]
-        for t in turns
-        if t.first_audio is not None and t.utterance in floor_by_utt
-    ]
-    floors = [r["floor_ms"] for r in floor_rows]
-    result = {
-        "turns": len(turns),
-        "turns_completed": sum(t.status == "completed" for t in turns),
-        "concurrency": args.concurrency,
-        "silence_ms": args.silence_ms,
-        "voice_to_voice_p50_ms": pct(v2v, 50),
-        "voice_to_voice_p95_ms": pct(v2v, 95),
-        "floor_p50_ms": pct(floors, 50),
-        "overhead_p50_ms": pct(overhead, 50),
-        "overhead_p95_ms": pct(overhead, 95),
-        "speech_stopped_p50_ms": pct(
-            [t.ms(t.speech_stopped) for t in turns if t.speech_stopped], 50
-        ),
-        "transcript_p50_ms": pct([t.ms(t.transcribed) for t in turns if t.transcribed], 50),
-        "response_created_p50_ms": pct(
-            [t.ms(t.response_created) for t in turns if t.response_created], 50
-        ),
-        "floor": floor_rows,
-        "per_turn": [{**asdict(t), "voice_to_voice_ms": t.ms(t.first_audio)} for t in turns],
-    }
-    print(
-        f"{'turn':>4} {'utterance':22} {'stopped':>8} {'transcr':>8} "
-        f"{'created':>8} {'audio':>8} {'floor':>8}"
-    )
+
+def print_turns(detector: str, turns: list[Turn], result: dict[str, Any]) -> None:
+    print(f"== end of turn: {detector}")
+    print(f"{'turn':>4} {'utterance':22} {'stopped':>8} {'transcr':>8} {'created':>8} {'audio':>8}")
     for i, t in enumerate(turns):
         cells = [
             t.ms(t.speech_stopped),
@@ -431,7 +517,7 @@ def main() -> int:
             t.ms(t.first_audio),
         ]
         fmt = " ".join(f"{c:8.0f}" if c is not None else f"{'-':>8}" for c in cells)
-        print(f"{i:4d} {t.utterance:22} {fmt} {floor_by_utt.get(t.utterance, float('nan')):8.0f}")
+        print(f"{i:4d} {t.utterance:22} {fmt}")
     for key in (
         "voice_to_voice_p50_ms",
         "voice_to_voice_p95_ms",
@@ -439,11 +525,90 @@ def main() -> int:
         "overhead_p50_ms",
     ):
         print(f"{key:24} {result[key]:8.1f}")
+    print(f"{'stages_p50_ms':24} {json.dumps(result['stages_p50_ms'])}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--server-cmd",
+        default=None,
+        help="command that starts the server; {port} and {turn_detector} are replaced",
+    )
+    p.add_argument("--turns", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--silence-ms", type=float, default=500)
+    p.add_argument(
+        "--turn-detector",
+        choices=("both", "smart_turn", "silence"),
+        default="both",
+        help="the server's --turn_detector; both: Smart Turn, then the silence rule, same run",
+    )
+    p.add_argument(
+        "--tools-turns",
+        type=int,
+        default=6,
+        help="turns of a conversation that declares a function tool (0: none)",
+    )
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None, help="write a PNG chart (needs matplotlib)")
+    p.add_argument("--no-floor", action="store_true", help="skip the in-process floor")
+    p.add_argument("--stt", default="faster-whisper")
+    p.add_argument("--llm", default="llama-cpp")
+    p.add_argument("--tts", default="piper")
+    p.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT, help="as the server's default")
+    args = p.parse_args()
+
+    utterances = load_utterances()
+    floor_rows: list[dict[str, Any]] = []
+    if not args.no_floor:
+        floor_rows = measure_floor(utterances, args)
+    detectors = ["smart_turn", "silence"] if args.turn_detector == "both" else [args.turn_detector]
+    runs: dict[str, dict[str, Any]] = {}
+    for detector in detectors:
+        turns, tool_turns = run_server(args, detector, utterances)
+        silence = COMPLETE_SILENCE_MS if detector == "smart_turn" else args.silence_ms
+        result = summarize(turns, floor_rows, silence)
+        if tool_turns:
+            result["tools_turns"] = len(tool_turns)
+            result["tools_first_token_p50_ms"] = pct(
+                [
+                    v
+                    for t in tool_turns
+                    if (v := _server_ms(t, "commit_ms", "llm_first_token_ms")) is not None
+                ],
+                50,
+            )
+            result["tools_per_turn"] = [asdict(t) for t in tool_turns]
+        result["per_turn"] = [
+            {**asdict(t), "voice_to_voice_ms": t.ms(t.first_audio)} for t in turns
+        ]
+        runs[detector] = {"turns": turns, "result": result}
+        print_turns(detector, turns, result)
+
+    first = detectors[0]
+    out: dict[str, Any] = {
+        "turn_detector": first,
+        "concurrency": args.concurrency,
+        "silence_ms": args.silence_ms,
+        **{k: v for k, v in runs[first]["result"].items() if k != "per_turn"},
+    }
+    for detector in detectors[1:]:
+        for key in ("voice_to_voice_p50_ms", "voice_to_voice_p95_ms", "overhead_p50_ms"):
+            out[f"{detector}_{key}"] = runs[detector]["result"][key]
+    out["floor"] = floor_rows
+    out["by_turn_detector"] = {d: r["result"] for d, r in runs.items()}
+    for key, value in out.items():
+        if key.endswith("_ms") and isinstance(value, float):
+            print(f"{key:36} {value:8.1f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(out, indent=2))
     if args.plot:
-        plot(turns, result["floor_p50_ms"], args.plot)
-    return 0 if result["turns_completed"] == len(turns) else 1
+        plot(runs, args.plot)
+    complete = all(r["result"]["turns_completed"] == r["result"]["turns"] for r in runs.values())
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":
