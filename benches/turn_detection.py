@@ -44,6 +44,11 @@ count under ``threads``):
     silence_rule_mean_end_of_turn_ms      the same under the silence rule
     end_of_turn_saving_ms        the silence rule's mean minus the model's
     feature_max_diff             largest |Rust - reference| feature over the decisions
+    hint_premature_commit_rate   premature_commit_rate when the transcript (``--hints``
+                                 STT) may hold a turn the model ended, as sessions with
+                                 speculation do; also by kind (_cut, _filler)
+    hint_complete_holds          complete utterances the transcript held anyway
+    hint_mean_end_of_turn_ms     mean_end_of_turn_ms with those holds
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ SR = 16_000
 CHUNK = 512
 LEAD_MS = 500
 PRE_SPEECH_MS = 500
+#: How long a transcript that sounds unfinished holds a turn the model ended,
+#: from the end of speech (the core's ``HINT_HOLD_MS``, rust/engine/input.rs).
+HINT_HOLD_MS = 1500
 NOISE_DBFS = -60.0
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 
@@ -228,6 +236,8 @@ class Outcome:
     commit_ms: float | None = None
     reason: str | None = None
     premature: bool = False
+    transcript: str | None = None
+    hint_hold: bool = False
     # (time, complete, probability, wall ms) of every decision
     verdicts: list[tuple[int, bool, float, float]] = field(default_factory=list)
     final_first_verdict: bool | None = None
@@ -512,6 +522,9 @@ def evaluate(
             return None
         return o.commit_ms - u.speech_end_ms
 
+    if args.hints:
+        _hint(rows, args.hints)
+
     complete = [r for r in rows if r.u.kind == "complete"]
     paused = [r for r in rows if r.u.kind != "complete"]
     smart_eot = [e for r in complete if (e := eot(r.smart, r.u)) is not None]
@@ -548,6 +561,31 @@ def evaluate(
         result[f"premature_commit_rate_{family}"] = _mean(
             [float(r.smart.premature) for r in of_voice]
         )
+    if args.hints:
+        held = [r for r in rows if r.smart.hint_hold]
+        result["hint_stt"] = args.hints
+        result["hint_hold_ms"] = HINT_HOLD_MS
+        # A hint holds the turn HINT_HOLD_MS from the end of speech; every pause
+        # in the set is shorter, so a held premature commit becomes speech resumed.
+        result["hint_premature_commit_rate"] = _mean(
+            [float(r.smart.premature and not r.smart.hint_hold) for r in paused]
+        )
+        for kind in ("cut", "filler"):
+            result[f"hint_premature_commit_rate_{kind}"] = _mean(
+                [
+                    float(r.smart.premature and not r.smart.hint_hold)
+                    for r in paused
+                    if r.u.kind == kind
+                ]
+            )
+        result["hint_complete_holds"] = sum(r.u.kind == "complete" for r in held)
+        result["hint_mean_end_of_turn_ms"] = _mean(
+            [
+                HINT_HOLD_MS if r.smart.hint_hold else e
+                for r in complete
+                if (e := eot(r.smart, r.u)) is not None
+            ]
+        )
     result["end_of_turn_saving_ms"] = (
         result["silence_rule_mean_end_of_turn_ms"] - result["mean_end_of_turn_ms"]
     )
@@ -564,10 +602,30 @@ def evaluate(
             "probabilities": [(t, round(p, 3)) for t, _, p, _ in r.smart.verdicts],
             "rule_commit_ms": r.rule.commit_ms,
             "rule_premature": r.rule.premature,
+            "transcript": r.smart.transcript,
+            "hint_hold": r.smart.hint_hold,
         }
         for r in rows
     ]
     return result, decisions, details
+
+
+def _hint(rows: Sequence[Row], backend: str) -> None:
+    """Mark the turns the model ended that the transcript holds: the words up to
+    the commit, transcribed by `backend`, sound unfinished (as in a session with
+    speculation, whose STT has the words at the soft end)."""
+    from speech_to_speech.handlers.registry import create_handler
+
+    stt = create_handler("stt", backend)
+    stt.setup()
+    for r in rows:
+        o = r.smart
+        if o.commit_ms is None or o.reason == "max_wait":
+            continue
+        audio = r.u.audio[: o.commit_ms * SR // 1000]
+        text = next((t.text for t in stt.transcribe(audio) if t.final), "")
+        o.transcript = text
+        o.hint_hold = s2s.sounds_unfinished(text)
 
 
 # --- cost per decision ---
@@ -658,6 +716,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=0.1,
         help="at or below: hold the turn; up to 0.5: the silence rule",
+    )
+    parser.add_argument(
+        "--hints",
+        default="faster-whisper",
+        help="STT backend whose transcript may hold a turn the model ended ('': no hints)",
     )
     parser.add_argument("--eagerness", default="auto", choices=("low", "medium", "high", "auto"))
     parser.add_argument("--rounds", type=int, default=1, help="timing rounds over the decisions")

@@ -51,12 +51,22 @@ fn vad() -> Arc<Mutex<SileroVad>> {
 }
 
 fn session(answer: Option<f32>) -> (Session, Arc<ScriptedTurnModel>) {
+    session_hearing(answer, None)
+}
+
+/// A session whose STT hears `transcript` (with speculation, so the words
+/// are known at the soft end); `None`: no speculation, the audio level.
+fn session_hearing(
+    answer: Option<f32>,
+    transcript: Option<&str>,
+) -> (Session, Arc<ScriptedTurnModel>) {
+    let script = transcript.map(|t| vec![t.to_owned()]).unwrap_or_default();
     let model = Arc::new(ScriptedTurnModel {
         answer: Mutex::new(answer),
         calls: Mutex::new(Vec::new()),
     });
     let engine = Engine::new(
-        Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO)),
+        Arc::new(ScriptedStt::new(script, Duration::ZERO)),
         Arc::new(ScriptedLlm::default()),
         Arc::new(ScriptedTts::default()),
         EngineConfig::default(),
@@ -69,7 +79,7 @@ fn session(answer: Option<f32>) -> (Session, Arc<ScriptedTurnModel>) {
         .create_session(SessionConfig {
             input_rate: 16_000,
             end_of_turn: Some(EndOfTurnConfig::default()),
-            speculation: false,
+            speculation: transcript.is_some(),
             ..SessionConfig::default()
         })
         .unwrap();
@@ -202,4 +212,30 @@ fn an_unsure_verdict_leaves_the_silence_rule() {
 #[test]
 fn a_failed_model_leaves_the_silence_rule() {
     ends_by_the_silence_rule(None);
+}
+
+#[test]
+fn words_that_stop_mid_phrase_hold_a_turn_the_model_ended() {
+    // The model calls the pause complete, but the words end on "the": the
+    // turn waits (1.5 s from the end of speech), then ends on its own.
+    let (s, _) = session_hearing(Some(0.9), Some("I want to go to the."));
+    silence(&s, 300);
+    s.feed_audio(&speech("jfk.wav")).unwrap();
+    silence(&s, 700);
+    let ev = events(&s, Duration::from_millis(300));
+    assert!(
+        stopped(&ev).is_empty(),
+        "{:?}",
+        ev.iter().map(EngineEvent::name).collect::<Vec<_>>()
+    );
+    silence(&s, 1200);
+    let ev = events(&s, Duration::from_millis(500));
+    assert_eq!(stopped(&ev).len(), 1);
+
+    // Words that end a sentence leave the model's verdict alone.
+    let (s, _) = session_hearing(Some(0.9), Some("ask what you can do for your country."));
+    silence(&s, 300);
+    s.feed_audio(&speech("jfk.wav")).unwrap();
+    silence(&s, 300);
+    assert_eq!(stopped(&events(&s, Duration::from_millis(500))).len(), 1);
 }

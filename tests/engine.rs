@@ -72,6 +72,7 @@ fn spoken_turn(s: &Session, level: f32) {
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 1000,
         audio: speech(level),
+        hold_until_ms: None,
     });
 }
 
@@ -394,6 +395,7 @@ fn barge_in_cancels_and_the_next_turn_works() {
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 3000,
         audio: speech(0.2),
+        hold_until_ms: None,
     });
     let ev = until_done(&s);
     assert_eq!(done_status(&ev).0, ResponseStatus::Completed);
@@ -436,6 +438,7 @@ fn speculation_is_held_until_commit_and_dropped_on_resumed_speech() {
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 1800,
         audio: speech(0.6),
+        hold_until_ms: None,
     });
     let ev = until_done(&s);
     let n = names(&ev);
@@ -511,6 +514,7 @@ fn a_failing_model_fails_the_response_and_the_session_goes_on() {
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 1000,
         audio: speech(0.1),
+        hold_until_ms: None,
     });
     let ev = until_done(&s);
     let err = ev.iter().find_map(|e| match e {
@@ -529,6 +533,7 @@ fn a_failing_model_fails_the_response_and_the_session_goes_on() {
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 1000,
         audio: vec![f32::NAN; 16_000],
+        hold_until_ms: None,
     });
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut saw_error = false;
@@ -986,6 +991,7 @@ fn a_discarded_speculation_leaves_no_trace() {
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 2000,
         audio: speech(0.6),
+        hold_until_ms: None,
     });
     let ev = until_done(&s);
     let items = conversation(&s);
@@ -1043,6 +1049,7 @@ fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 1200,
         audio: speech(0.4),
+        hold_until_ms: None,
     });
     let ev = until_done(&s);
     assert_eq!(
@@ -1088,6 +1095,7 @@ fn a_speculative_answer_finished_before_the_commit_is_sent_after_the_question() 
     s.turn_event(TurnInput::SpeechStopped {
         audio_end_ms: 1200,
         audio: speech(0.2),
+        hold_until_ms: None,
     });
     let ev = until_done(&s);
     let n = names(&ev);
@@ -1127,6 +1135,7 @@ fn three_spoken_turns_in_a_row_keep_the_conversation_in_order() {
         s.turn_event(TurnInput::SpeechStopped {
             audio_end_ms: 1200,
             audio: speech(level),
+            hold_until_ms: None,
         });
         all.extend(until_done(&s));
         assert_client_view_matches(&s, &all);

@@ -70,6 +70,7 @@ from speech_to_speech._core import (
     pcm16_to_float32,
     pcm16_to_int16,
     resample,
+    sounds_unfinished,
     speech_probabilities,
 )
 
@@ -139,5 +140,6 @@ __all__ = [
     "pcm16_to_float32",
     "pcm16_to_int16",
     "resample",
+    "sounds_unfinished",
     "speech_probabilities",
 ]

@@ -75,6 +75,7 @@ __all__ = [
     "pcm16_to_int16",
     "resample",
     "shutdown_workers",
+    "sounds_unfinished",
     "speech_probabilities",
 ]
 
@@ -325,6 +326,7 @@ def feed_streams(
 
 # --- end of turn (Smart Turn v3) ---
 def log_mel_features(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+def sounds_unfinished(text: str) -> bool: ...
 
 @final
 class TurnVerdict:

@@ -13,8 +13,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::audio::resample::Resampler;
 use crate::vad::{
-    Action, EndOfTurnConfig, EndOfTurnPolicy, SileroVad, TurnConfig, VadError, VadEvent, VadStream,
+    Action, CommitReason, EndOfTurnConfig, EndOfTurnPolicy, SileroVad, TurnConfig, VadError,
+    VadEvent, VadStream,
 };
+
+/// The longest a transcript that sounds unfinished holds a turn the learned
+/// model ended, from the end of its speech (ms). The hint is weaker than the
+/// model's own "unfinished" (which may hold to the eagerness ceiling): a
+/// speaker who stops on "... to the" and then says nothing is answered 1.5 s
+/// after, not 4 s.
+pub const HINT_HOLD_MS: u64 = 1_500;
 
 /// Input audio rate of the STT stage and the VAD.
 pub const STT_RATE: u32 = 16_000;
@@ -48,6 +56,10 @@ pub enum TurnInput {
         audio_end_ms: u64,
         /// The utterance with its padding, 16 kHz.
         audio: Vec<f32>,
+        /// Set when the learned end of turn ended it (not at its ceiling):
+        /// a transcript that sounds unfinished may still hold the turn for
+        /// more speech until this input position, ms.
+        hold_until_ms: Option<f64>,
     },
     /// The end-of-turn model should judge the turn so far; its answer goes
     /// back through [`Session`](super::Session)'s verdict path with `decision`.
@@ -74,6 +86,11 @@ pub(crate) struct AudioInput {
     position_ms: f64,
     /// The learned end of turn, when the session uses it.
     policy: Option<EndOfTurnPolicy>,
+    /// How long a turn the policy ended may still be held, from the end of
+    /// its speech (ms), while the turn ends.
+    hold_for: Option<u64>,
+    /// The hold deadline of the turn that just stopped.
+    pending_hold: Option<f64>,
 }
 
 impl AudioInput {
@@ -130,6 +147,8 @@ impl AudioInput {
             pending_stop: None,
             position_ms: 0.0,
             policy,
+            hold_for: None,
+            pending_hold: None,
         })
     }
 
@@ -195,18 +214,24 @@ impl AudioInput {
                     action = Action::Wait;
                     out.push(TurnInput::SpeechResumed { audio_ms });
                 }
-                VadEvent::SpeechStopped { audio_end_ms, .. } => {
+                VadEvent::SpeechStopped {
+                    audio_end_ms,
+                    speech_end_ms,
+                    ..
+                } => {
                     if let Some(p) = self.policy.as_mut() {
                         p.reset();
                     }
                     action = Action::Wait;
                     self.pending_stop = Some(audio_end_ms);
+                    self.pending_hold = self.hold_for.take().map(|ms| (speech_end_ms + ms) as f64);
                 }
                 VadEvent::Utterance { audio, .. } => {
                     let audio_end_ms = self.pending_stop.take().unwrap_or_default();
                     out.push(TurnInput::SpeechStopped {
                         audio_end_ms,
                         audio,
+                        hold_until_ms: self.pending_hold.take(),
                     });
                 }
             }
@@ -228,6 +253,12 @@ impl AudioInput {
             }),
             Action::Commit(reason) => {
                 tracing::debug!(reason = reason.as_str(), "end of turn");
+                // Ended before its ceiling: the transcript may still hold it.
+                self.hold_for = self
+                    .policy
+                    .as_ref()
+                    .filter(|_| reason != CommitReason::MaxWait)
+                    .map(|p| p.config().max_wait_ms.min(HINT_HOLD_MS));
                 stream.end_turn(&mut self.events);
                 self.turn_events(out);
             }
@@ -307,5 +338,7 @@ impl AudioInput {
             p.reset();
         }
         self.pending_stop = None;
+        self.hold_for = None;
+        self.pending_hold = None;
     }
 }

@@ -40,7 +40,9 @@ mod core_module {
     #[pymodule_export]
     use super::resample::{PyResampler, resample};
     #[pymodule_export]
-    use super::smart_turn::{PyEndOfTurnPolicy, PySmartTurn, PyTurnVerdict, log_mel_features};
+    use super::smart_turn::{
+        PyEndOfTurnPolicy, PySmartTurn, PyTurnVerdict, log_mel_features, sounds_unfinished,
+    };
     #[pymodule_export]
     use super::vad::{
         PySileroVad, PyVadEvent, PyVadState, PyVadStream, feed_streams, init_onnxruntime,

@@ -23,6 +23,14 @@ fn stage(samples: &PyReadonlyArray1<'_, f32>, buffer: &mut Vec<f32>) {
     buffer.extend(view.iter().skip(view.len().saturating_sub(WINDOW_SAMPLES)));
 }
 
+/// Whether a transcript sounds like the speaker will go on (a last word such
+/// as "the" or "and", a trailing comma): the hint that holds a turn.
+#[pyfunction]
+#[must_use]
+pub fn sounds_unfinished(text: &str) -> bool {
+    crate::engine::session::sounds_unfinished(text)
+}
+
 /// Whisper log-mel features of the last 8 s of 16 kHz `samples`: float32 `[80, 800]`.
 #[pyfunction]
 pub fn log_mel_features<'py>(

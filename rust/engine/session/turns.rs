@@ -16,29 +16,46 @@ use crate::engine::events::{EngineEvent, StopReason, TurnTimings};
 use crate::engine::input::{STT_RATE, TurnInput};
 use crate::engine::models::Stage;
 
-/// Whether a transcript sounds like the speaker will go on: it ends in a
-/// comma or dash, or in a word that does not end an English sentence.
-/// Sentence punctuation or any other last word counts as finished.
+/// Whether a transcript sounds like the speaker will go on.
+///
+/// STT writes a period after almost anything, so the final punctuation only
+/// half counts: an article, a possessive, a conjunction or a filler never
+/// ends an English sentence (`"I want to go to the."`); a preposition or an
+/// auxiliary ends one only as a question (`"Where are you from?"`); other
+/// function words count only without final punctuation. A trailing comma,
+/// dash, colon or ellipsis is unfinished; any other last word is finished.
 pub fn sounds_unfinished(text: &str) -> bool {
-    const GO_ON: &[&str] = &[
-        "and", "or", "but", "so", "because", "then", "if", "that", "which", "um", "uh", "er",
-        "erm", "the", "a", "an", "to", "of", "with", "for", "in", "on", "at", "from", "my", "your",
-        "our", "their", "is", "are", "was", "were", "i", "like", "about", "than",
+    /// Unfinished whatever punctuation follows.
+    const NEVER_LAST: &[&str] = &[
+        "the", "a", "an", "my", "your", "our", "their", "his", "its", "and", "or", "but",
+        "because", "um", "uh", "er", "erm", "uhm",
     ];
+    /// Unfinished unless a question or exclamation.
+    const LAST_ONLY_IN_QUESTIONS: &[&str] = &[
+        "to", "of", "with", "for", "in", "on", "at", "from", "about", "than", "if", "i", "is",
+        "are", "was", "were",
+    ];
+    /// Unfinished only without final punctuation.
+    const RARELY_LAST: &[&str] = &["so", "then", "that", "which", "like"];
     let t = text.trim_end();
-    if t.is_empty() || t.ends_with(['.', '?', '!']) {
+    if t.is_empty() {
         return false;
     }
-    if t.ends_with([',', '-', ';', ':']) || t.ends_with('\u{2026}') {
+    if t.ends_with([',', '-', ';', ':', '\u{2026}']) || t.ends_with("..") {
         return true;
     }
+    let question = t.ends_with(['?', '!']);
+    let stop = question || t.ends_with('.');
     let last = t
         .rsplit(char::is_whitespace)
         .next()
         .unwrap_or_default()
         .trim_matches(|c: char| !c.is_alphanumeric())
         .to_lowercase();
-    GO_ON.contains(&last.as_str())
+    let last = last.as_str();
+    NEVER_LAST.contains(&last)
+        || (!question && LAST_ONLY_IN_QUESTIONS.contains(&last))
+        || (!stop && RARELY_LAST.contains(&last))
 }
 
 impl Session {
@@ -125,6 +142,7 @@ impl Shared {
             TurnInput::SpeechStopped {
                 audio_end_ms,
                 audio,
+                hold_until_ms,
             } => {
                 let audio = if st.carry.is_empty() {
                     audio
@@ -139,24 +157,33 @@ impl Shared {
                     .spec
                     .as_ref()
                     .is_some_and(|s| s.transcript.as_deref().is_none_or(sounds_unfinished));
-                // With a learned end of turn the model has decided already;
-                // the transcript hint is for sessions without one.
+                // With a learned end of turn the model has decided already:
+                // the transcript may still hold a turn it ended early (its
+                // verdict misses a cut after "to the" about half the time),
+                // but only up to `hold_until_ms`, a shorter wait.
                 let learned = st.config.end_of_turn.is_some() && sh.engine.has_turn_model();
-                if let Some(max_wait) = st.config.semantic_max_wait_ms
+                let until = if learned {
+                    hold_until_ms
+                } else {
+                    let silence = st.config.vad.min_silence_ms;
+                    st.config
+                        .semantic_max_wait_ms
+                        .map(|w| audio_end_ms as f64 + (w - silence).max(0.0))
+                };
+                if let Some(until_ms) = until
                     && hold
-                    && !learned
+                    && until_ms > audio_end_ms as f64
                 {
                     let item_id = st
                         .speech_item
                         .clone()
                         .unwrap_or_else(|| sh.engine.new_id("item"));
                     st.speech_item = Some(item_id.clone());
-                    let silence = st.config.vad.min_silence_ms;
                     st.held_turn = Some(HeldTurn {
                         item_id,
                         audio,
                         audio_end_ms,
-                        until_ms: audio_end_ms as f64 + (max_wait - silence).max(0.0),
+                        until_ms,
                     });
                     return;
                 }
@@ -362,6 +389,11 @@ mod semantic_tests {
             "Well, um",
             "first,",
             "the weather in",
+            "I want to go to the.",
+            "Book a table for.",
+            "I was thinking...",
+            "coffee and tea and.",
+            "Well, um.",
         ] {
             assert!(sounds_unfinished(t), "{t}");
         }
@@ -371,6 +403,11 @@ mod semantic_tests {
             "level 42",
             "",
             "Paris",
+            "I think so.",
+            "Where are you from?",
+            "What are you looking at?",
+            "I like that.",
+            "Is it?",
         ] {
             assert!(!sounds_unfinished(t), "{t}");
         }
