@@ -24,7 +24,8 @@ Figures (``--json`` prints them as one JSON object on stdout):
   server after a warm-up round, against the idle server after the run;
 * ``sessions_leaked``: sessions the server still holds once every client is gone;
 * ``errors_unexpected``: error events nobody provoked, responses that failed or
-  never ended, timeouts, dropped connections.
+  never ended, timeouts, dropped connections;
+* ``latency_observations``: what ``/metrics`` counted per latency stage.
 
 Targets (``--check`` exits 1 when missed): RSS growth <= 5 %, the rest 0.
 
@@ -337,6 +338,22 @@ def _proc(pid: int) -> dict[str, int]:
     }
 
 
+def _latency_counts(port: int) -> dict[str, float]:
+    """Observations per stage of ``s2s_stage_latency_seconds`` in ``/metrics``, as the
+    reference OpenMetrics parser reads them."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        s.labels["stage"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "s2s_stage_latency_seconds"
+        for s in f.samples
+        if s.name.endswith("_count")
+    }
+
+
 def _health(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
         body: dict[str, Any] = json.loads(r.read())
@@ -385,6 +402,7 @@ async def _soak(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]
     last = samples[-1]
     after = await _idle(port, pid)
     leaked = _health(port)["sessions"]
+    latency_counts = _latency_counts(port)
     return {
         "minutes": args.minutes,
         "sessions": args.sessions,
@@ -405,6 +423,7 @@ async def _soak(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]
         "errors_expected": tally.errors_expected,
         "actions": tally.actions,
         "problems": tally.problems,
+        "latency_observations": latency_counts,
     }
 
 

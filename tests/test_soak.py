@@ -34,3 +34,7 @@ def test_two_minute_soak_meets_the_targets() -> None:
     assert r["sessions_leaked"] == 0
     assert r["fd_growth"] == 0 and r["thread_growth"] == 0, (r["idle_before"], r["idle_after"])
     assert r["rss_growth_percent"] <= 5.0, r["rss_kib"]
+    # /metrics saw the traffic: every latency histogram has observations.
+    stages = ("vad_decision", "stt", "llm_first_token", "tts_first_chunk", "voice_to_voice")
+    assert all(r["latency_observations"].get(s, 0) > 0 for s in stages), r["latency_observations"]
+    assert r["latency_observations"]["stt"] >= r["actions"]["turn"]
