@@ -50,7 +50,8 @@ SILENCE_MS = 500
 CHUNK_MS = 20
 
 
-def _serve(max_sessions: int) -> None:
+def _serve(max_sessions: int, pace_ms: float = 0.0) -> None:
+    """The server on scripted models (``pace_ms`` per LLM token and TTS word) and the real VAD."""
     from speech_to_speech import Engine, RealtimeServer
     from speech_to_speech.vad import load_silero_vad
 
@@ -60,6 +61,7 @@ def _serve(max_sessions: int) -> None:
         tts="scripted",
         vad=load_silero_vad(),
         max_sessions=max_sessions,
+        scripted_pace_ms=pace_ms,
     )
     server = RealtimeServer(engine, port=0)
     server.start()

@@ -1,11 +1,14 @@
 //! The realtime server end to end over a real socket, without Python: fake
 //! backends, no VAD (push-to-talk), a raw WebSocket client.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures_util::{SinkExt, StreamExt};
+use common::ws::{Ws, recv};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use speech_to_speech::engine::scripted::{ScriptedLlm, ScriptedStt, ScriptedTts};
 use speech_to_speech::engine::{Engine, EngineConfig};
@@ -38,9 +41,6 @@ fn server(max_sessions: usize, api_key: Option<&str>) -> RealtimeServer {
     s
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(port: u16, beta: bool) -> Ws {
     let mut req = format!("ws://127.0.0.1:{port}/v1/realtime?model=m")
         .into_client_request()
@@ -50,20 +50,6 @@ async fn connect(port: u16, beta: bool) -> Ws {
             .insert("OpenAI-Beta", "realtime=v1".parse().unwrap());
     }
     tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
-async fn recv(ws: &mut Ws) -> Option<Value> {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .ok()??
-            .ok()?;
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).ok(),
-            Message::Close(_) => return None,
-            _ => {}
-        }
-    }
 }
 
 async fn until(ws: &mut Ws, kind: &str) -> Value {

@@ -5,32 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+from handler_fakes import Chunk, Text, Transcript, until_done
 
 import speech_to_speech as s2s
-
-
-@dataclass
-class _Transcript:
-    text: str
-    final: bool
-    language: str | None = None
-
-
-@dataclass
-class _Text:
-    text: str
-
-
-@dataclass
-class _Chunk:
-    samples: np.ndarray[Any, np.dtype[np.float32]]
-    sample_rate: int
-    words: list[tuple[str, float, float]] | None = None
 
 
 class EchoStt:
@@ -39,10 +20,10 @@ class EchoStt:
     def __init__(self) -> None:
         self.threads: set[int] = set()
 
-    def transcribe(self, audio: Any, **kw: Any) -> Iterator[_Transcript]:
+    def transcribe(self, audio: Any, **kw: Any) -> Iterator[Transcript]:
         self.threads.add(threading.get_ident())
         assert audio.dtype == np.float32 and kw["cancel"].is_set() is False
-        yield _Transcript(f"level {round(float(np.abs(audio).max()) * 100)}", final=True)
+        yield Transcript(f"level {round(float(np.abs(audio).max()) * 100)}", final=True)
 
 
 class WordsLlm:
@@ -51,7 +32,7 @@ class WordsLlm:
         self.delay = delay
         self.seen: list[list[dict[str, Any]]] = []
 
-    def generate(self, messages: list[dict[str, Any]], **kw: Any) -> Iterator[_Text]:
+    def generate(self, messages: list[dict[str, Any]], **kw: Any) -> Iterator[Text]:
         self.seen.append(messages)
         if self.fail:
             raise RuntimeError("the model is on fire")
@@ -59,26 +40,13 @@ class WordsLlm:
             if kw["cancel"].is_set():
                 return
             time.sleep(self.delay)
-            yield _Text(w if i == 0 else " " + w)
+            yield Text(w if i == 0 else " " + w)
 
 
 class ToneTts:
-    def synthesize(self, text: str, **kw: Any) -> Iterator[_Chunk]:
+    def synthesize(self, text: str, **kw: Any) -> Iterator[Chunk]:
         for _ in text.split():
-            yield _Chunk(np.full(1600, 0.1, dtype=np.float32), 16000)
-
-
-def _until_done(session: s2s.Session, timeout: float = 10.0) -> list[dict[str, Any]]:
-    events = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ev = session.next_event(timeout=0.2)
-        if ev is None:
-            continue
-        events.append(ev)
-        if ev["type"] == "response_done":
-            return events
-    raise AssertionError(f"no response_done: {[e['type'] for e in events]}")
+            yield Chunk(np.full(1600, 0.1, dtype=np.float32), 16000)
 
 
 def _level_audio(level: float) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -91,7 +59,7 @@ def test_python_handlers_answer_a_committed_turn() -> None:
     session = engine.session(instructions="Be brief.", output_rate=24000, transcription=True)
     session.commit_audio(_level_audio(0.25))
     session.create_response()
-    events = _until_done(session)
+    events = until_done(session)
     types = [e["type"] for e in events]
     assert types.index("input_transcript_completed") < types.index("response_created")
     done = events[-1]
@@ -110,12 +78,12 @@ def test_a_raising_handler_fails_the_response_not_the_session() -> None:
     session = engine.session()
     session.add_text("hello")
     session.create_response()
-    done = _until_done(session)[-1]
+    done = until_done(session)[-1]
     assert done["status"] == "failed"
     assert "RuntimeError: the model is on fire" in done["error"]
     session.add_text("again")
     session.create_response()
-    assert _until_done(session)[-1]["status"] == "failed"
+    assert until_done(session)[-1]["status"] == "failed"
 
 
 def test_cancel_stops_a_running_response() -> None:
@@ -132,7 +100,7 @@ def test_cancel_stops_a_running_response() -> None:
         pass
     assert ev is not None
     assert session.cancel_response()
-    done = _until_done(session)[-1]
+    done = until_done(session)[-1]
     assert (done["status"], done["reason"]) == ("cancelled", "client_cancelled")
 
 
@@ -146,7 +114,7 @@ def test_sessions_share_models_without_cross_talk() -> None:
         s.commit_audio(_level_audio((i + 1) / 100))
         s.create_response()
     for i, s in enumerate(sessions):
-        assert _until_done(s)[-1]["output"][0]["text"] == f"You said level {i + 1}. Goodbye now."
+        assert until_done(s)[-1]["output"][0]["text"] == f"You said level {i + 1}. Goodbye now."
     for s in sessions:
         s.close()
     assert engine.sessions == 0

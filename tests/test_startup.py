@@ -90,6 +90,7 @@ def test_engine_flags_reach_the_engine() -> None:
         "--stt_workers", "2", "--llm_workers", "3", "--tts_workers", "2",
         "--max_sessions", "7", "--first_audio_priority", "off",
         "--turn_detector", "silence",
+        "--stt_timeout_s", "5", "--llm_timeout_s", "12.5", "--tts_timeout_s", "8",
     )  # fmt: skip
     handlers = (
         create_handler("stt", "fake"),
@@ -104,13 +105,20 @@ def test_engine_flags_reach_the_engine() -> None:
         "max_sessions": 7,
         "first_audio_priority": False,
         "turn_model": False,
+        "stt_timeout_s": 5.0,
+        "llm_timeout_s": 12.5,
+        "tts_timeout_s": 8.0,
     }
     assert backends == {"stt": "faster-whisper", "llm": "llama-cpp", "tts": "piper"}
 
 
 def test_bad_session_settings_are_refused_with_the_parameter_named() -> None:
     engine = Engine(stt="scripted", llm="scripted", tts="scripted")
-    bad = session_defaults(_args("--thresh", "2"))
+    # The command line refuses --thresh 2 (tests/test_flags.py); the core checks
+    # the settings it is given on its own.
+    args = _args()
+    args.thresh = 2.0
+    bad = session_defaults(args)
     from speech_to_speech import ServerConfigError
 
     with pytest.raises(ServerConfigError, match=r"turn_detection\.threshold"):

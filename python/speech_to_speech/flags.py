@@ -9,10 +9,11 @@ message limit, session limit, the session settings) are read from
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NoReturn
 
 from speech_to_speech import __version__
 from speech_to_speech._core import DEFAULTS
+from speech_to_speech.bounds import number
 from speech_to_speech.handlers.registry import backend_flags
 from speech_to_speech.presets import PRESETS
 from speech_to_speech.vad import BACKENDS
@@ -35,6 +36,16 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Show every default and keep the description's line breaks."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad command line in one line (what was wrong, and where to look)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+_SECONDS = number(float, 0, 86_400, low_open=True)
+
+
 def add(group: argparse._ArgumentGroup, name: str, *aliases: str, **kwargs: Any) -> None:
     """Add `--name` (and `--name-with-dashes`, and any `aliases`) storing to `name`."""
     flags = [f"--{name}"]
@@ -52,7 +63,7 @@ def switch(group: argparse._ArgumentGroup, name: str, help_text: str, default: b
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `speech-to-speech` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="speech-to-speech",
         description=(
             "A voice-agent server: VAD -> STT -> LLM -> TTS, streamed end to end.\n"
@@ -114,7 +125,13 @@ def _run_flags(run: argparse._ArgumentGroup) -> None:
         "16 kHz int16 mono PCM",
     )
     add(run, "host", default=DEFAULTS["host"], help="address the server listens on")
-    add(run, "port", type=int, default=DEFAULTS["port"], help="port the server listens on")
+    add(
+        run,
+        "port",
+        type=number(int, 0, 65535),
+        default=DEFAULTS["port"],
+        help="port the server listens on (0: any free port)",
+    )
     add(
         run,
         "api_key",
@@ -125,7 +142,7 @@ def _run_flags(run: argparse._ArgumentGroup) -> None:
     add(
         run,
         "max_message_bytes",
-        type=int,
+        type=number(int, 1024, 2**31 - 1),
         default=DEFAULTS["max_message_bytes"],
         help="largest client message answered normally",
     )
@@ -141,7 +158,7 @@ def _run_flags(run: argparse._ArgumentGroup) -> None:
     add(
         run,
         "input_audio_rate",
-        type=int,
+        type=number(int, 8000, 192_000),
         default=None,
         help="PCM16 rate of a realtime client that declares no input format "
         "(default: 24000 as OpenAI's, 16000 with --compat original)",
@@ -179,32 +196,38 @@ def _vad_flags(vad: argparse._ArgumentGroup) -> None:
         "Runtime needed); onnxruntime: the file run by ONNX Runtime; auto: native when "
         "it recognises the file, else onnxruntime",
     )
-    add(vad, "thresh", type=float, default=_VAD["threshold"], help="speech probability")
+    add(
+        vad,
+        "thresh",
+        type=number(float, 0, 1, low_open=True, high_open=True),
+        default=_VAD["threshold"],
+        help="speech probability above which audio is speech",
+    )
     add(
         vad,
         "min_speech_ms",
-        type=int,
+        type=number(int, 0, 10_000),
         default=int(_KNOBS["min_speech_ms"]),
         help="shorter blips are not speech",
     )
     add(
         vad,
         "min_silence_ms",
-        type=int,
+        type=number(int, 0, 10_000),
         default=_VAD["silence_duration_ms"],
         help="silence that ends a turn",
     )
     add(
         vad,
         "speech_pad_ms",
-        type=int,
+        type=number(int, 0, 10_000),
         default=_VAD["prefix_padding_ms"],
         help="audio kept before the speech start",
     )
     add(
         vad,
         "max_speech_ms",
-        type=float,
+        type=number(float, 0, 3_600_000, low_open=True, infinite=True),
         default=float("inf"),
         help="longest turn before it is cut",
     )
@@ -236,7 +259,13 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     add(s, "stt_model", default=None, help="STT model: a directory or a model name; None = bundled")
     add(s, "stt_device", default="cpu", help="STT device (cpu, cuda, auto, mps)")
     add(s, "stt_compute_type", default="int8", help="STT compute type (int8, float16, float32...)")
-    add(s, "stt_cpu_threads", type=int, default=0, help="STT CPU threads; 0 = library default")
+    add(
+        s,
+        "stt_cpu_threads",
+        type=number(int, 0, 1024),
+        default=0,
+        help="STT CPU threads; 0 = library default",
+    )
     add(s, "language", default="en", help="spoken language code, or 'auto' to detect")
     add(
         s,
@@ -246,7 +275,13 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "None = $OPENAI_BASE_URL or api.openai.com",
     )
     add(s, "stt_api_key", default=None, help="--stt openai: API key; None = $OPENAI_API_KEY")
-    add(s, "beam_size", type=int, default=1, help="STT beam size (1 = greedy, fastest)")
+    add(
+        s,
+        "beam_size",
+        type=number(int, 1, 64),
+        default=1,
+        help="STT beam size (1 = greedy, fastest)",
+    )
 
     m = parser.add_argument_group("language model")
     add(
@@ -256,16 +291,28 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         help="GGUF path for llama-cpp, or the model name for an API backend; "
         "None = the bundled SmolLM2 / the server's default",
     )
-    add(m, "llm_n_ctx", type=int, default=2048, help="llama-cpp context length in tokens")
+    add(
+        m,
+        "llm_n_ctx",
+        type=number(int, 64, 1 << 22),
+        default=2048,
+        help="llama-cpp context length in tokens",
+    )
     add(
         m,
         "llm_threads",
-        type=int,
+        type=number(int, 1, 1024),
         default=None,
         help="llama-cpp CPU threads (prompt and generation); None = half the cores",
     )
-    add(m, "temperature", type=float, default=0.7, help="sampling temperature")
-    add(m, "max_new_tokens", type=int, default=256, help="maximum tokens per reply")
+    add(m, "temperature", type=number(float, 0, 2), default=0.7, help="sampling temperature")
+    add(
+        m,
+        "max_new_tokens",
+        type=number(int, 1, 1 << 20),
+        default=256,
+        help="maximum tokens per reply",
+    )
     add(
         m,
         "llm_base_url",
@@ -273,12 +320,12 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         help="base URL of an OpenAI-compatible API; None = $OPENAI_BASE_URL or api.openai.com",
     )
     add(m, "llm_api_key", default=None, help="API key; None = $OPENAI_API_KEY")
-    add(m, "llm_timeout", type=float, default=30.0, help="API request timeout in seconds")
+    add(m, "llm_timeout", type=_SECONDS, default=30.0, help="API request timeout in seconds")
     add(m, "init_chat_prompt", default=DEFAULT_SYSTEM_PROMPT, help="system prompt")
     add(
         m,
         "chat_size",
-        type=int,
+        type=number(int, 0, 1 << 20),
         default=_KNOBS["chat_size"],
         help="number of past turns sent to the model",
     )
@@ -292,7 +339,13 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         help="TTS voice: a Piper .onnx voice file, or a speaker name for other "
         "backends; None = the bundled en_US-joe-medium",
     )
-    add(t, "tts_speed", type=float, default=1.0, help="speech rate (> 1 is faster)")
+    add(
+        t,
+        "tts_speed",
+        type=number(float, 0.25, 4.0),
+        default=1.0,
+        help="speech rate (> 1 is faster)",
+    )
     add(t, "tts_model", default=None, help="TTS model name or folder; None = the backend's default")
     add(t, "tts_device", default=None, help="TTS device (cpu, cuda, auto); None = backend default")
     add(
@@ -320,7 +373,7 @@ def _engine_flags(g: argparse._ArgumentGroup) -> None:
         add(
             g,
             f"{stage}_workers",
-            type=int,
+            type=number(int, 1, 256),
             default=DEFAULTS[f"{stage}_workers"],
             help=f"{stage.upper()} worker threads (each runs one model call at a time)",
         )
@@ -341,7 +394,7 @@ def _engine_flags(g: argparse._ArgumentGroup) -> None:
     add(
         g,
         "soft_end_ms",
-        type=float,
+        type=number(float, 0, 10_000),
         default=_KNOBS["soft_end_ms"],
         help="silence after which speculative work starts",
     )
@@ -354,9 +407,53 @@ def _engine_flags(g: argparse._ArgumentGroup) -> None:
     add(
         g,
         "max_sessions",
-        type=int,
+        type=number(int, 1, 1_000_000),
         default=DEFAULTS["max_sessions"],
         help="most sessions served at once",
+    )
+    add(
+        g,
+        "max_connections",
+        type=number(int, 0, 10_000_000),
+        default=0,
+        help="most TCP connections open at once (sessions, health checks, refused clients); "
+        f"one more is closed when accepted; 0 = max_sessions + {DEFAULTS['max_connections_extra']}",
+    )
+    for stage, what in (
+        ("stt", "a transcription with no output"),
+        ("llm", "an LLM call with no token (first or next)"),
+        ("tts", "a TTS call with no audio (first chunk or next)"),
+    ):
+        add(
+            g,
+            f"{stage}_timeout_s",
+            type=_SECONDS,
+            default=DEFAULTS["stage_timeout_s"],
+            help=f"{what} for this long fails its response; the call is abandoned and its "
+            "worker replaced, so the stage keeps its capacity",
+        )
+    add(
+        g,
+        "send_timeout_s",
+        type=number(float, 0, 3600, low_open=True),
+        default=DEFAULTS["send_timeout_s"],
+        help="a client that takes longer than this to take an event stopped reading: "
+        "its session is closed",
+    )
+    add(
+        g,
+        "header_timeout_s",
+        type=number(float, 0, 3600, low_open=True),
+        default=DEFAULTS["header_timeout_s"],
+        help="longest a client may take to send its HTTP request (slowloris)",
+    )
+    add(
+        g,
+        "drain_s",
+        type=number(float, 0, 86_400),
+        default=30.0,
+        help="on SIGTERM: refuse new sessions (/health answers 503 draining), let running "
+        "responses finish for up to this long, close sessions with 1001, exit 0",
     )
     switch(
         g,

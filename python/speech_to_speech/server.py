@@ -6,6 +6,8 @@ import argparse
 import logging
 import math
 import os
+import signal
+from types import FrameType
 from typing import Any
 
 from speech_to_speech._core import Engine, RealtimeServer
@@ -75,18 +77,43 @@ def build_server(
         max_message_bytes=args.max_message_bytes,
         backends=backends,
         defaults=session_defaults(args),
+        max_connections=args.max_connections,
+        send_timeout_s=args.send_timeout_s,
+        header_timeout_s=args.header_timeout_s,
     )
 
 
+class _Terminate(Exception):
+    """SIGTERM arrived: drain, then exit 0."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminate
+
+
 def run_realtime(args: argparse.Namespace, engine: Engine, backends: dict[str, Any]) -> int:
-    """Serve ``ws://HOST:PORT/v1/realtime`` on ``engine`` until Ctrl-C; returns the exit status."""
+    """Serve ``ws://HOST:PORT/v1/realtime`` on ``engine`` until Ctrl-C or SIGTERM.
+
+    Ctrl-C stops at once. SIGTERM (what a process manager or an orchestrator
+    sends) drains: no new sessions, ``/health`` answers 503 ``draining`` so a
+    load balancer stops sending, running responses finish for up to
+    ``--drain_s``, every session closes with 1001 (going away); then exit 0.
+    """
     server = build_server(args, engine, backends)
     server.start()
     logger.info("OpenAI Realtime API at %s (backends: %s)", server.url, backends)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         logger.info("stopping")
+    except _Terminate:
+        logger.info("SIGTERM: draining for up to %.1f s", args.drain_s)
+        # A second SIGTERM during the drain is ignored: the drain is bounded.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cut = server.drain(args.drain_s)
+        logger.info("drained (%d session(s) still answering were closed)", cut)
     finally:
         server.stop()
+        signal.signal(signal.SIGTERM, previous)
     return 0

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// A failed model call.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum StageError {
     /// The backend raised or returned an error. The message says what; the
@@ -32,6 +32,23 @@ pub enum StageError {
         /// The panic message.
         message: String,
     },
+    /// The call made no progress (no output) for the stage's timeout: the
+    /// response fails, the call is abandoned (its cancel token is set) and its
+    /// worker replaced. Raise the stage's timeout if the model is that slow.
+    #[error("the {stage} stage timed out: no output for {seconds} s (the call was abandoned)")]
+    TimedOut {
+        /// `stt`, `llm` or `tts`.
+        stage: &'static str,
+        /// The timeout.
+        seconds: f64,
+    },
+    /// Every worker of the stage is stuck in a call that timed out, and the
+    /// pool may start no more threads: the backend hangs on every call. Fix
+    /// or restart the backend; the workers come back as the calls return.
+    #[error(
+        "the {0} stage has no free worker: its calls hang (every worker is stuck in a call that timed out)"
+    )]
+    NoWorkers(&'static str),
     /// The engine shut down before the job ran.
     #[error("the {0} stage is shut down")]
     ShutDown(&'static str),
@@ -114,6 +131,8 @@ impl Cancel {
         let deadline = Instant::now() + MAX_HOLD;
         let mut closed = gate.closed.lock().unwrap_or_else(PoisonError::into_inner);
         while *closed && !self.is_cancelled() {
+            // Held back is not hung: the stage's timeout does not run meanwhile.
+            super::progress::beat();
             let now = Instant::now();
             if now >= deadline {
                 return;
@@ -133,9 +152,11 @@ impl Cancel {
         Self::new(Arc::new(AtomicU64::new(0)), 0)
     }
 
-    /// Whether the job should stop.
+    /// Whether the job should stop: its generation is over, or the stage's
+    /// watchdog gave up on it (it timed out).
     pub fn is_cancelled(&self) -> bool {
         self.current.load(Ordering::Acquire) != self.generation
+            || super::progress::current_job_expired()
     }
 
     /// The generation the job belongs to.

@@ -9,7 +9,9 @@ pub mod backend;
 pub mod conversation;
 pub mod events;
 mod input;
+pub mod metrics;
 mod models;
+mod progress;
 pub mod scripted;
 pub mod segmenter;
 pub mod session;
@@ -18,5 +20,7 @@ pub mod stages;
 pub use backend::{LlmBackend, SttBackend, TtsBackend};
 pub use events::EngineEvent;
 pub use input::{STT_RATE, TurnInput};
-pub use models::{DEFAULT_MAX_SESSIONS, Engine, EngineConfig, EngineError, Stage};
+pub use models::{
+    DEFAULT_MAX_SESSIONS, DEFAULT_STAGE_TIMEOUT, Engine, EngineConfig, EngineError, Stage,
+};
 pub use session::{ResponseOptions, Session, SessionConfig, SessionError};

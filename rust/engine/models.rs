@@ -3,12 +3,13 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use super::backend::{LlmBackend, StageError, SttBackend, TtsBackend, TurnModel};
-use super::stages::{Job, StagePool};
+use super::metrics::Metrics;
+use super::stages::{Job, PoolConfig, StagePool};
 use crate::vad::SileroVad;
 
 /// A model stage, for [`Engine::submit`].
@@ -22,6 +23,21 @@ pub enum Stage {
     Tts,
     /// The end-of-turn model.
     Turn,
+}
+
+impl Stage {
+    /// Every model stage of the cascade, in pipeline order.
+    pub const ALL: [Stage; 3] = [Stage::Stt, Stage::Llm, Stage::Tts];
+
+    /// `stt`, `llm`, `tts` or `turn`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Stt => "stt",
+            Stage::Llm => "llm",
+            Stage::Tts => "tts",
+            Stage::Turn => "turn",
+        }
+    }
 }
 
 /// Errors from building the engine or opening a session.
@@ -77,7 +93,20 @@ pub struct EngineConfig {
     /// Hold a response's LLM between tokens while its first clause is
     /// synthesised (see [`backend::Gate`]).
     pub first_audio_priority: bool,
+    /// A transcription with no output for this long fails (`None`: never).
+    pub stt_timeout: Option<Duration>,
+    /// An LLM call with no output (first token, or the next) for this long
+    /// fails the response.
+    pub llm_timeout: Option<Duration>,
+    /// A TTS call with no audio (first chunk, or the next) for this long
+    /// fails the response.
+    pub tts_timeout: Option<Duration>,
 }
+
+/// How long a stage call may go without output unless told otherwise: far
+/// beyond any model's first output on a small CPU, short enough that a hung
+/// backend frees its worker while the user still waits.
+pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -92,6 +121,9 @@ impl Default for EngineConfig {
             session_event_capacity: 1024,
             max_sessions: DEFAULT_MAX_SESSIONS,
             first_audio_priority: true,
+            stt_timeout: Some(DEFAULT_STAGE_TIMEOUT),
+            llm_timeout: Some(DEFAULT_STAGE_TIMEOUT),
+            tts_timeout: Some(DEFAULT_STAGE_TIMEOUT),
         }
     }
 }
@@ -112,6 +144,10 @@ pub struct Engine {
     epoch: Instant,
     next_id: AtomicU64,
     sessions: AtomicUsize,
+    /// Session objects not yet dropped (a closed session lives on until its
+    /// last job ends); a count that stays above `sessions` is a leak.
+    session_objects: AtomicUsize,
+    metrics: Arc<Metrics>,
     /// Which session (its address) last ran an LLM job, and when it ended.
     llm_last_use: Mutex<Option<(usize, Instant)>>,
 }
@@ -138,14 +174,29 @@ impl Engine {
                 "queue_capacity must be >= 1 and session_event_capacity >= 16".into(),
             ));
         }
-        let pool = |stage: &'static str, n: usize| {
-            StagePool::new(stage, n, config.queue_capacity)
+        if [config.stt_timeout, config.llm_timeout, config.tts_timeout]
+            .iter()
+            .flatten()
+            .any(Duration::is_zero)
+        {
+            return Err(EngineError::InvalidConfig(
+                "a stage timeout must be positive (None: no timeout)".into(),
+            ));
+        }
+        let metrics = Arc::new(Metrics::default());
+        let pool = |stage: &'static str, workers: usize, timeout: Option<Duration>| {
+            let pool_config = PoolConfig {
+                workers,
+                capacity: config.queue_capacity,
+                timeout,
+            };
+            StagePool::new(stage, &pool_config, Arc::clone(&metrics))
                 .map_err(|source| EngineError::Worker { stage, source })
         };
         Ok(Arc::new(Self {
-            stt_pool: pool("stt", config.stt_workers)?,
-            llm_pool: pool("llm", config.llm_workers)?,
-            tts_pool: pool("tts", config.tts_workers)?,
+            stt_pool: pool("stt", config.stt_workers, config.stt_timeout)?,
+            llm_pool: pool("llm", config.llm_workers, config.llm_timeout)?,
+            tts_pool: pool("tts", config.tts_workers, config.tts_timeout)?,
             stt,
             llm,
             tts,
@@ -155,6 +206,8 @@ impl Engine {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
+            session_objects: AtomicUsize::new(0),
+            metrics,
             llm_last_use: Mutex::new(None),
         }))
     }
@@ -177,12 +230,21 @@ impl Engine {
         self: Arc<Self>,
         model: Arc<dyn TurnModel>,
     ) -> Result<Arc<Self>, EngineError> {
-        let pool = StagePool::new("turn", 1, self.config.queue_capacity).map_err(|source| {
-            EngineError::Worker {
-                stage: "turn",
-                source,
-            }
-        })?;
+        // A verdict is only useful within the turn's silence: a decision
+        // that hangs is abandoned like a hung STT call (the silence rule
+        // ends the turn meanwhile).
+        let pool_config = PoolConfig {
+            workers: 1,
+            capacity: self.config.queue_capacity,
+            timeout: self.config.stt_timeout,
+        };
+        let pool =
+            StagePool::new("turn", &pool_config, Arc::clone(&self.metrics)).map_err(|source| {
+                EngineError::Worker {
+                    stage: "turn",
+                    source,
+                }
+            })?;
         Ok(match Arc::try_unwrap(self) {
             Ok(mut engine) => {
                 engine.turn = Some((model, pool));
@@ -211,25 +273,67 @@ impl Engine {
     /// (`Engine::create_session`, in the session module, opens it).
     pub(crate) fn admit_session(&self) -> bool {
         let max = self.config.max_sessions;
-        self.sessions
+        let admitted = self
+            .sessions
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .is_ok()
+            .is_ok();
+        if admitted {
+            self.metrics.sessions_opened.inc();
+        } else {
+            self.metrics.sessions_refused.inc();
+        }
+        admitted
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Jobs waiting in a stage's queue.
+    pub fn queue_depth(&self, stage: Stage) -> usize {
+        self.pool(stage).map_or(0, StagePool::pending)
+    }
+
+    /// A stage's worker threads: (serving its queue, alive including those
+    /// abandoned to a hung call).
+    pub fn workers(&self, stage: Stage) -> (usize, usize) {
+        self.pool(stage)
+            .map_or((0, 0), |p| (p.serving(), p.threads()))
+    }
+
+    /// A stage's pool (`None`: the engine has no end-of-turn model).
+    fn pool(&self, stage: Stage) -> Option<&StagePool> {
+        match stage {
+            Stage::Stt => Some(&self.stt_pool),
+            Stage::Llm => Some(&self.llm_pool),
+            Stage::Tts => Some(&self.tts_pool),
+            Stage::Turn => self.turn.as_ref().map(|(_, pool)| pool),
+        }
+    }
+
+    /// Session objects not yet dropped, closed ones included (see
+    /// [`session_count`](Self::session_count) for the open ones).
+    pub fn session_objects(&self) -> usize {
+        self.session_objects.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn session_object_created(&self) {
+        self.session_objects.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn session_object_dropped(&self) {
+        self.session_objects.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Queue a job on a stage's workers; fails when its queue is full or
     /// shut down. The sessions' only way into the worker pools.
     pub(crate) fn submit(&self, stage: Stage, job: Box<dyn Job>) -> Result<(), StageError> {
-        match stage {
-            Stage::Stt => self.stt_pool.submit(job),
-            Stage::Llm => self.llm_pool.submit(job),
-            Stage::Tts => self.tts_pool.submit(job),
-            Stage::Turn => match &self.turn {
-                Some((_, pool)) => pool.submit(job),
-                None => Err(StageError::ShutDown("turn")),
-            },
-        }
+        self.pool(stage)
+            .ok_or(StageError::ShutDown("turn"))?
+            .submit(job)
     }
 
     /// The speech-to-text model.

@@ -120,6 +120,7 @@ impl RealtimeSession {
 
     /// An `error` event the transport sends on its own account.
     pub fn error_event(&mut self, kind: &str, code: &str, message: &str) -> Value {
+        self.session.metrics().error(kind, code);
         self.enc.error_code(kind, code, message, None)
     }
 
@@ -149,6 +150,18 @@ impl RealtimeSession {
             n += 1;
             self.observe(&ev);
             self.enc.engine_event(ev, out);
+        }
+        let metrics = self.session.metrics();
+        for reply in &self.replies {
+            // Engine errors were counted as the engine sent them; these are
+            // the protocol's own answers.
+            if reply["type"] == "error" {
+                let e = &reply["error"];
+                metrics.error(
+                    e["type"].as_str().unwrap_or_default(),
+                    e["code"].as_str().unwrap_or_default(),
+                );
+            }
         }
         out.append(&mut self.replies);
         n == max

@@ -336,6 +336,24 @@ impl PyEngine {
     }
 }
 
+/// A stage call's default timeout, seconds.
+const DEFAULT_TIMEOUT_S: f64 = crate::engine::DEFAULT_STAGE_TIMEOUT.as_secs_f64();
+
+/// A stage timeout in seconds (`None`: never), checked.
+fn timeout(name: &str, seconds: Option<f64>) -> PyResult<Option<Duration>> {
+    seconds
+        .map(|s| {
+            if s.is_finite() && s > 0.0 && s <= 86_400.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(PyValueError::new_err(format!(
+                    "{name} must be between 0 and 86400 seconds (None: no timeout), not {s}"
+                )))
+            }
+        })
+        .transpose()
+}
+
 /// A stage given as a string: `"scripted"` selects the core's scripted test
 /// backend; any other string is refused (handlers are objects: create them
 /// with `speech_to_speech.handlers.create_handler`, which also has Python
@@ -360,7 +378,7 @@ impl PyEngine {
     /// scripted test backends) in worker pools.
     #[new]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
-    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=DEFAULT_MAX_SESSIONS, first_audio_priority=true, turn_model=None))]
+    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=DEFAULT_MAX_SESSIONS, first_audio_priority=true, turn_model=None, stt_timeout_s=Some(DEFAULT_TIMEOUT_S), llm_timeout_s=Some(DEFAULT_TIMEOUT_S), tts_timeout_s=Some(DEFAULT_TIMEOUT_S), scripted_pace_ms=0.0))]
     fn new(
         stt: &Bound<'_, PyAny>,
         llm: &Bound<'_, PyAny>,
@@ -372,19 +390,36 @@ impl PyEngine {
         max_sessions: usize,
         first_audio_priority: bool,
         turn_model: Option<PyRef<'_, PySmartTurn>>,
+        stt_timeout_s: Option<f64>,
+        llm_timeout_s: Option<f64>,
+        tts_timeout_s: Option<f64>,
+        scripted_pace_ms: f64,
     ) -> PyResult<Self> {
+        if !(0.0..=10_000.0).contains(&scripted_pace_ms) {
+            return Err(PyValueError::new_err(
+                "scripted_pace_ms must be between 0 and 10000",
+            ));
+        }
+        // The scripted backends' pace: per LLM token and per TTS word.
+        let pace = Duration::from_secs_f64(scripted_pace_ms / 1000.0);
         let stt: Arc<dyn SttBackend> = if scripted("stt", stt)?.is_some() {
             Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO))
         } else {
             Arc::new(PyStt(stt.clone().unbind()))
         };
         let llm: Arc<dyn LlmBackend> = if scripted("llm", llm)?.is_some() {
-            Arc::new(ScriptedLlm::default())
+            Arc::new(ScriptedLlm {
+                per_token: pace,
+                ..ScriptedLlm::default()
+            })
         } else {
             Arc::new(PyLlm(llm.clone().unbind()))
         };
         let tts: Arc<dyn TtsBackend> = if scripted("tts", tts)?.is_some() {
-            Arc::new(ScriptedTts::default())
+            Arc::new(ScriptedTts {
+                per_word: pace,
+                ..ScriptedTts::default()
+            })
         } else {
             Arc::new(PyTts(tts.clone().unbind()))
         };
@@ -394,6 +429,9 @@ impl PyEngine {
             tts_workers,
             max_sessions,
             first_audio_priority,
+            stt_timeout: timeout("stt_timeout_s", stt_timeout_s)?,
+            llm_timeout: timeout("llm_timeout_s", llm_timeout_s)?,
+            tts_timeout: timeout("tts_timeout_s", tts_timeout_s)?,
             ..EngineConfig::default()
         };
         let engine = Engine::new(stt, llm, tts, config)?;
@@ -481,6 +519,41 @@ impl PyEngine {
         d.set_item("max_sessions", c.max_sessions)?;
         d.set_item("first_audio_priority", c.first_audio_priority)?;
         d.set_item("turn_model", self.0.has_turn_model())?;
+        for (name, t) in [
+            ("stt_timeout_s", c.stt_timeout),
+            ("llm_timeout_s", c.llm_timeout),
+            ("tts_timeout_s", c.tts_timeout),
+        ] {
+            d.set_item(name, t.map(|t| t.as_secs_f64()))?;
+        }
+        Ok(d)
+    }
+
+    /// Session objects not yet freed, closed ones whose last job still
+    /// runs included (a number that stays above `sessions` is a leak).
+    #[getter]
+    fn session_objects(&self) -> usize {
+        self.0.session_objects()
+    }
+
+    /// A stage's worker threads: `{"serving": n, "abandoned": m}` (abandoned
+    /// ones are left in a call that timed out, and end when it returns).
+    fn workers<'py>(&self, py: Python<'py>, stage: &str) -> PyResult<Bound<'py, PyDict>> {
+        let stage = match stage {
+            "stt" => crate::engine::Stage::Stt,
+            "llm" => crate::engine::Stage::Llm,
+            "tts" => crate::engine::Stage::Tts,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "stage must be 'stt', 'llm' or 'tts', not {other:?}"
+                )));
+            }
+        };
+        let (serving, alive) = self.0.workers(stage);
+        let d = PyDict::new(py);
+        d.set_item("serving", serving)?;
+        d.set_item("abandoned", alive.saturating_sub(serving))?;
+        d.set_item("queued", self.0.queue_depth(stage))?;
         Ok(d)
     }
 }

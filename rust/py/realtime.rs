@@ -10,8 +10,8 @@ use super::engine::PyEngine;
 use super::errors::{ServerAddressError, ServerConfigError, ServerError};
 use crate::protocol::SessionDefaults;
 use crate::transport::{
-    DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, RealtimeServer, ServerConfig,
-    TransportError,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT,
+    DEFAULT_SEND_TIMEOUT, RealtimeServer, ServerConfig, TransportError,
 };
 
 impl From<TransportError> for PyErr {
@@ -68,7 +68,7 @@ impl PyRealtimeServer {
     /// A stopped server; `start()` binds and serves in the background.
     #[new]
     #[pyo3(
-        signature = (engine, *, host=DEFAULT_HOST.to_owned(), port=DEFAULT_PORT, api_key=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, backends=None, defaults=None)
+        signature = (engine, *, host=DEFAULT_HOST.to_owned(), port=DEFAULT_PORT, api_key=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, backends=None, defaults=None, max_connections=0, send_timeout_s=DEFAULT_SEND_TIMEOUT.as_secs_f64(), header_timeout_s=DEFAULT_HEADER_TIMEOUT.as_secs_f64())
     )]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
     fn new(
@@ -80,7 +80,21 @@ impl PyRealtimeServer {
         max_message_bytes: usize,
         backends: Option<Bound<'_, PyDict>>,
         defaults: Option<Bound<'_, PyDict>>,
+        max_connections: usize,
+        send_timeout_s: f64,
+        header_timeout_s: f64,
     ) -> PyResult<Self> {
+        let seconds = |name: &str, s: f64| {
+            if s.is_finite() && s > 0.0 && s <= 3600.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(ServerConfigError::new_err(format!(
+                    "{name} must be between 0 and 3600 seconds, not {s}"
+                )))
+            }
+        };
+        let send_timeout = seconds("send_timeout_s", send_timeout_s)?;
+        let header_timeout = seconds("header_timeout_s", header_timeout_s)?;
         let defaults = match defaults {
             None => SessionDefaults::default(),
             Some(d) => session_defaults(py, d.as_any())?,
@@ -96,6 +110,9 @@ impl PyRealtimeServer {
             max_message_bytes,
             backends,
             defaults,
+            max_connections,
+            send_timeout,
+            header_timeout,
             ..ServerConfig::default()
         };
         let server = RealtimeServer::new(engine.engine(), config)?;
@@ -120,7 +137,12 @@ impl PyRealtimeServer {
         loop {
             py.detach(|| std::thread::sleep(Duration::from_millis(100)));
             if let Err(e) = py.check_signals() {
-                py.detach(|| self.with(RealtimeServer::stop));
+                // Ctrl-C stops at once; any other exception a signal handler
+                // raises (the command's SIGTERM asks for a drain) leaves the
+                // server to the caller.
+                if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                    py.detach(|| self.with(RealtimeServer::stop));
+                }
                 return Err(e);
             }
             if !self.with(|s| s.is_running()) {
@@ -132,6 +154,27 @@ impl PyRealtimeServer {
     /// Close every connection and stop serving. Safe to call twice.
     fn stop(&self, py: Python<'_>) {
         py.detach(|| self.with(RealtimeServer::stop));
+    }
+
+    /// Stop gracefully: refuse new sessions (`/health` answers 503 with
+    /// `"status": "draining"`), let running responses finish for up to
+    /// `timeout_s`, closing each session with 1001 once it has none, then
+    /// stop. Returns the sessions still open at the deadline (closed with
+    /// 1001 too). Releases the GIL while it waits.
+    fn drain(&self, py: Python<'_>, timeout_s: f64) -> PyResult<usize> {
+        if !(timeout_s.is_finite() && timeout_s >= 0.0) {
+            return Err(ServerConfigError::new_err(format!(
+                "timeout_s must be a number of seconds >= 0, not {timeout_s}"
+            )));
+        }
+        let timeout = Duration::from_secs_f64(timeout_s);
+        Ok(py.detach(|| self.with(|s| s.drain(timeout))))
+    }
+
+    /// Whether `drain()` has begun.
+    #[getter]
+    fn draining(&self) -> bool {
+        self.with(|s| s.is_draining())
     }
 
     /// The bound port (useful with `port=0`); `None` while stopped.
@@ -204,6 +247,10 @@ pub(crate) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         "host": DEFAULT_HOST,
         "port": DEFAULT_PORT,
         "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES,
+        "max_connections_extra": crate::transport::DEFAULT_EXTRA_CONNECTIONS,
+        "send_timeout_s": DEFAULT_SEND_TIMEOUT.as_secs_f64(),
+        "header_timeout_s": DEFAULT_HEADER_TIMEOUT.as_secs_f64(),
+        "stage_timeout_s": crate::engine::DEFAULT_STAGE_TIMEOUT.as_secs_f64(),
         "max_sessions": engine.max_sessions,
         "stt_workers": engine.stt_workers,
         "llm_workers": engine.llm_workers,

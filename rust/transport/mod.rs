@@ -4,6 +4,6 @@ pub mod realtime;
 pub mod webrtc;
 
 pub use realtime::{
-    DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, RealtimeServer, ServerConfig,
-    TransportError,
+    DEFAULT_EXTRA_CONNECTIONS, DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_PORT, DEFAULT_SEND_TIMEOUT, RealtimeServer, ServerConfig, TransportError,
 };

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,7 +19,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
@@ -27,7 +34,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, Session};
+use crate::engine::metrics::ReasonLabel;
+use crate::engine::{Engine, Session, Stage};
 use crate::protocol::{Dialect, OpenOptions, OpenRefusal, RealtimeSession, SessionDefaults};
 
 /// Errors from starting or stopping the server.
@@ -61,6 +69,15 @@ pub const DEFAULT_PORT: u16 = 8765;
 /// The largest client message answered normally unless told otherwise
 /// (`OpenAI` accepts up to 15 MiB of audio in one append).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// How long a client may take to send its HTTP request head unless told
+/// otherwise (a slowloris client is cut off after this).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A send to a client that takes longer than this means it stopped reading.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP connections beyond the session limit that the server keeps open
+/// (health checks, scrapes, clients being told the limit is reached) unless
+/// told otherwise; more are closed as soon as they are accepted.
+pub const DEFAULT_EXTRA_CONNECTIONS: usize = 128;
 
 /// Server settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +98,13 @@ pub struct ServerConfig {
     /// A send that takes longer than this means the client stopped reading:
     /// the connection is closed.
     pub send_timeout: Duration,
+    /// Longest a client may take to send an HTTP request head.
+    pub header_timeout: Duration,
+    /// Most TCP connections open at once (WebSocket sessions and plain
+    /// HTTP requests together); one more is closed as soon as it is
+    /// accepted. 0: the engine's session limit plus
+    /// [`DEFAULT_EXTRA_CONNECTIONS`].
+    pub max_connections: usize,
     /// What a new session starts with (the command line's flags).
     pub defaults: SessionDefaults,
 }
@@ -94,7 +118,9 @@ impl Default for ServerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             backends: Value::Null,
             worker_threads: 0,
-            send_timeout: Duration::from_secs(10),
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: 0,
             defaults: SessionDefaults::default(),
         }
     }
@@ -103,8 +129,108 @@ impl Default for ServerConfig {
 struct App {
     engine: Arc<Engine>,
     config: ServerConfig,
+    /// Stops everything: every connection closes with 1001.
     cancel: CancellationToken,
+    /// Draining: no new sessions, `/health` says so, and each session is
+    /// closed with 1001 once it has no response running.
+    drain: CancellationToken,
+    draining: AtomicBool,
+    /// WebSocket sessions open.
     connections: AtomicUsize,
+    /// TCP connections still speaking HTTP (not upgraded).
+    http_connections: AtomicUsize,
+    max_connections: usize,
+    metrics: TransportMetrics,
+}
+
+/// The server's own metrics, beside the engine's.
+struct TransportMetrics {
+    registry: Registry,
+    refused: Family<ReasonLabel, Counter>,
+    closed: Family<ReasonLabel, Counter>,
+    connections: Gauge,
+    http_connections: Gauge,
+    sessions: Gauge,
+    session_objects: Gauge,
+    draining: Gauge,
+    queue_depth: Family<crate::engine::metrics::StageLabel, Gauge>,
+    workers: Family<WorkerLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    stage: &'static str,
+    state: &'static str,
+}
+
+impl TransportMetrics {
+    fn new(engine: &Engine) -> Self {
+        let mut registry = Registry::with_prefix("s2s");
+        engine.metrics().register(&mut registry);
+        let m = Self {
+            registry,
+            refused: Family::default(),
+            closed: Family::default(),
+            connections: Gauge::default(),
+            http_connections: Gauge::default(),
+            sessions: Gauge::default(),
+            session_objects: Gauge::default(),
+            draining: Gauge::default(),
+            queue_depth: Family::default(),
+            workers: Family::default(),
+        };
+        let mut registry = m.registry;
+        registry.register(
+            "connections_refused",
+            "Connections refused, by reason (connection_limit, session_limit, draining, unauthorized)",
+            m.refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "WebSocket connections ended, by reason",
+            m.closed.clone(),
+        );
+        registry.register(
+            "websocket_connections",
+            "WebSocket connections open",
+            m.connections.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "TCP connections open that have not upgraded to WebSocket",
+            m.http_connections.clone(),
+        );
+        registry.register("sessions", "Sessions open", m.sessions.clone());
+        registry.register(
+            "session_objects",
+            "Session objects not yet freed (closed sessions whose last job still runs included)",
+            m.session_objects.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 while the server drains before stopping",
+            m.draining.clone(),
+        );
+        registry.register(
+            "stage_queue_depth",
+            "Jobs waiting in a stage's queue",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "stage_workers",
+            "Stage worker threads: serving the queue, or abandoned to a hung call",
+            m.workers.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    fn close(&self, reason: &'static str) {
+        self.closed.get_or_create(&ReasonLabel { reason }).inc();
+    }
 }
 
 struct Running {
@@ -179,35 +305,39 @@ impl RealtimeServer {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
         };
+        if self.config.header_timeout.is_zero() || self.config.send_timeout.is_zero() {
+            return Err(TransportError::InvalidConfig(
+                "header_timeout and send_timeout must be positive".into(),
+            ));
+        }
         let cancel = CancellationToken::new();
+        let max_connections = match self.config.max_connections {
+            0 => self
+                .engine
+                .config()
+                .max_sessions
+                .saturating_add(DEFAULT_EXTRA_CONNECTIONS),
+            n => n,
+        };
         let app = Arc::new(App {
             engine: Arc::clone(&self.engine),
             config: self.config.clone(),
             cancel: cancel.clone(),
+            drain: CancellationToken::new(),
+            draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            http_connections: AtomicUsize::new(0),
+            max_connections,
+            metrics: TransportMetrics::new(&self.engine),
         });
         let router = Router::new()
             .route("/health", get(health))
+            .route("/metrics", get(metrics))
             .route("/v1/realtime", get(realtime))
             .route("/realtime", get(realtime))
             .fallback(not_found)
             .with_state(Arc::clone(&app));
-        // Events are small frames sent as they happen: Nagle's algorithm
-        // would hold some back for up to 40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!("could not set TCP_NODELAY: {e}");
-            }
-        });
-        let stop = cancel.clone();
-        runtime.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!("realtime server stopped: {e}");
-            }
-        });
+        runtime.spawn(accept_loop(listener, router, Arc::clone(&app)));
         tracing::info!(%addr, "realtime server listening");
         self.running = Some(Running {
             runtime,
@@ -241,6 +371,43 @@ impl RealtimeServer {
         }
     }
 
+    /// Stop gracefully: refuse new sessions (`/health` answers 503
+    /// `draining`), let each session's running response finish and close
+    /// the session with 1001 (going away) once it has none, for up to
+    /// `timeout`; then [`stop`](Self::stop), which closes what is left with
+    /// 1001 too. Returns the sessions still open at the deadline. Blocks the
+    /// calling thread (not a runtime's).
+    pub fn drain(&mut self, timeout: Duration) -> usize {
+        let Some(r) = &self.running else { return 0 };
+        let app = Arc::clone(&r.app);
+        app.draining.store(true, Ordering::Release);
+        app.drain.cancel();
+        tracing::info!(
+            sessions = app.connections.load(Ordering::Acquire),
+            "draining: no new sessions; open ones close when their response ends"
+        );
+        let deadline = std::time::Instant::now() + timeout;
+        while app.connections.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let cut = app.connections.load(Ordering::Acquire);
+        if cut > 0 {
+            tracing::warn!(
+                sessions = cut,
+                "drain time is up: closing the sessions still answering"
+            );
+        }
+        self.stop();
+        cut
+    }
+
+    /// Whether [`drain`](Self::drain) has begun.
+    pub fn is_draining(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.app.draining.load(Ordering::Acquire))
+    }
+
     /// The bound address while running.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.running.as_ref().map(|r| r.addr)
@@ -271,15 +438,152 @@ impl Drop for RealtimeServer {
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
-    axum::Json(json!({
-        "status": "ok",
+    let draining = app.draining.load(Ordering::Acquire);
+    let body = axum::Json(json!({
+        "status": if draining { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "backends": app.config.backends,
         "sessions": app.engine.session_count(),
+        "session_objects": app.engine.session_objects(),
         "max_sessions": app.engine.config().max_sessions,
         "connections": app.connections.load(Ordering::Acquire),
-    }))
-    .into_response()
+    }));
+    // A load balancer stops sending new sessions to a draining server.
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, body).into_response()
+}
+
+/// `GET /metrics`: the engine's and the server's metrics, `OpenMetrics` text.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(key) = &app.config.api_key
+        && !authorized(&headers, key)
+    {
+        app.metrics.refuse("unauthorized");
+        return unauthorized();
+    }
+    let m = &app.metrics;
+    let engine = &app.engine;
+    m.connections
+        .set(i64::try_from(app.connections.load(Ordering::Acquire)).unwrap_or(i64::MAX));
+    m.http_connections
+        .set(i64::try_from(app.http_connections.load(Ordering::Acquire)).unwrap_or(i64::MAX));
+    m.sessions
+        .set(i64::try_from(engine.session_count()).unwrap_or(i64::MAX));
+    m.session_objects
+        .set(i64::try_from(engine.session_objects()).unwrap_or(i64::MAX));
+    m.draining
+        .set(i64::from(app.draining.load(Ordering::Acquire)));
+    for stage in Stage::ALL {
+        let label = crate::engine::metrics::StageLabel {
+            stage: stage.name(),
+        };
+        let depth = engine.queue_depth(stage);
+        m.queue_depth
+            .get_or_create(&label)
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        let (serving, alive) = engine.workers(stage);
+        for (state, n) in [
+            ("serving", serving),
+            ("abandoned", alive.saturating_sub(serving)),
+        ] {
+            m.workers
+                .get_or_create(&WorkerLabel {
+                    stage: stage.name(),
+                    state,
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn unauthorized() -> Response {
+    let body = json!({"error": {"type": "invalid_request_error", "code": "invalid_api_key",
+        "message": "Missing or incorrect API key: send 'Authorization: Bearer KEY' or the subprotocol 'openai-insecure-api-key.KEY'."}});
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+}
+
+/// Accept TCP connections until the server stops: past `max_connections`
+/// a connection is closed at once; the others speak HTTP/1 with a deadline
+/// on the request head (slowloris), and upgrade to WebSocket.
+async fn accept_loop(listener: tokio::net::TcpListener, router: Router, app: Arc<App>) {
+    loop {
+        let tcp = tokio::select! {
+            () = app.cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors, most likely: let some close first.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let open =
+            app.http_connections.load(Ordering::Acquire) + app.connections.load(Ordering::Acquire);
+        if open >= app.max_connections {
+            app.metrics.refuse("connection_limit");
+            drop(tcp);
+            continue;
+        }
+        // Events are small frames sent as they happen: Nagle's algorithm
+        // would hold some back for up to 40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("could not set TCP_NODELAY: {e}");
+        }
+        app.http_connections.fetch_add(1, Ordering::AcqRel);
+        let counted = HttpConnection(Arc::clone(&app));
+        let service = TowerToHyperService::new(router.clone());
+        let stop = app.cancel.clone();
+        let header_timeout = app.config.header_timeout;
+        tokio::spawn(async move {
+            let _counted = counted;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!("HTTP connection ended: {e}");
+                    }
+                }
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_WAIT, conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Counts a connection that speaks HTTP for as long as it does.
+struct HttpConnection(Arc<App>);
+
+impl Drop for HttpConnection {
+    fn drop(&mut self) {
+        self.0.http_connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn not_found() -> Response {
@@ -320,9 +624,19 @@ async fn realtime(
     if let Some(key) = &app.config.api_key
         && !authorized(&headers, key)
     {
-        let body = json!({"error": {"type": "invalid_request_error", "code": "invalid_api_key",
-            "message": "Missing or incorrect API key: send 'Authorization: Bearer KEY' or the subprotocol 'openai-insecure-api-key.KEY'."}});
-        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        app.metrics.refuse("unauthorized");
+        return unauthorized();
+    }
+    if app.draining.load(Ordering::Acquire) {
+        app.metrics.refuse("draining");
+        let body = json!({"error": {"type": "server_error", "code": "server_draining",
+            "message": "The server is shutting down: connect again (another replica takes the session)."}});
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            axum::Json(body),
+        )
+            .into_response();
     }
     let ws = match ws {
         Ok(ws) => ws,
@@ -433,7 +747,16 @@ async fn connection(
                 OpenRefusal::SessionLimit => (close_code::TRY_AGAIN_LATER, "session_limit_reached"),
                 OpenRefusal::Failed => (close_code::INTERNAL, "session_failed"),
             };
-            let _ = socket.send(Message::Text(error.to_string().into())).await;
+            app.metrics.refuse(if refusal == OpenRefusal::SessionLimit {
+                "session_limit"
+            } else {
+                "session_failed"
+            });
+            let _ = tokio::time::timeout(
+                app.config.send_timeout,
+                socket.send(Message::Text(error.to_string().into())),
+            )
+            .await;
             close_with(&mut socket, code, reason).await;
             return;
         }
@@ -447,13 +770,27 @@ async fn connection(
         .set_notify(Box::new(move || waker.notify_one()));
     let timeout = app.config.send_timeout;
     let mut ok = send(&mut socket, &created, timeout).await;
+    let mut drain_seen = false;
+    let mut reason = "client_stopped_reading";
     while ok {
+        if drain_seen && !rt.session().is_busy() {
+            // Draining, and no response to finish: what the session has
+            // queued goes out, then the client reconnects elsewhere.
+            while flush(&mut rt, &mut socket, &notify, timeout).await
+                && rt.session().has_queued_events()
+            {}
+            close_with(&mut socket, close_code::GOING_AWAY, "server shutting down").await;
+            reason = "drained";
+            break;
+        }
         let idle = rt.idle_deadline().map(Instant::from_std);
         tokio::select! {
             () = app.cancel.cancelled() => {
                 close_with(&mut socket, close_code::GOING_AWAY, "server shutting down").await;
+                reason = "server_stopped";
                 break;
             }
+            () = app.drain.cancelled(), if !drain_seen => drain_seen = true,
             msg = socket.recv() => {
                 match msg {
                     Some(Ok(Message::Text(text))) => rt.on_text(&text),
@@ -463,6 +800,7 @@ async fn connection(
                         // Past the read limit the frame cannot be read at all:
                         // say why before closing.
                         let text = e.to_string();
+                        reason = "protocol_error";
                         if text.contains("too long") || text.contains("Space limit") {
                             let ev = rt.error_event(
                                 "invalid_request_error",
@@ -472,14 +810,19 @@ async fn connection(
                             let _ = send(&mut socket, &ev, timeout).await;
                             close_with(&mut socket, close_code::TOO_BIG, "message too large")
                                 .await;
+                            reason = "message_too_large";
                         }
                         break;
                     }
                     Some(Ok(Message::Close(_))) => {
                         answer_close(&mut socket).await;
+                        reason = "client_closed";
                         break;
                     }
-                    None => break,
+                    None => {
+                        reason = "client_vanished";
+                        break;
+                    }
                 }
                 // The engine events a client event caused go out before its reply.
                 ok = flush(&mut rt, &mut socket, &notify, timeout).await;
@@ -494,6 +837,7 @@ async fn connection(
                     );
                     let _ = send(&mut socket, &ev, timeout).await;
                     close_with(&mut socket, close_code::POLICY, "event queue overflow").await;
+                    reason = "event_queue_overflow";
                     break;
                 }
             }
@@ -503,6 +847,7 @@ async fn connection(
             }
         }
     }
+    app.metrics.close(reason);
     rt.session().close();
 }
 

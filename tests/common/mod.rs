@@ -6,6 +6,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
+pub mod ws;
+
 /// `var`, else the file in `site-packages/<dir>` of `.venv` whose name passes
 /// `wanted` (the longest name: the versioned library is the real file).
 pub fn env_or_venv(var: &str, dir: &str, wanted: impl Fn(&str) -> bool) -> Option<PathBuf> {

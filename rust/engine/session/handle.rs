@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::config::SessionConfig;
 use super::error::SessionError;
@@ -11,7 +11,8 @@ use super::outbox::Outbox;
 use super::state::{LiveTranscript, Shared, State, lock};
 use crate::engine::conversation::{Conversation, ConversationError, Item};
 use crate::engine::events::{EngineEvent, TurnTimings};
-use crate::engine::input::AudioInput;
+use crate::engine::input::{AudioInput, TurnInput};
+use crate::engine::metrics::Latency;
 use crate::engine::models::{Engine, EngineError};
 
 /// A handle to one session; cheap to clone.
@@ -49,8 +50,9 @@ impl Session {
         event_capacity: usize,
     ) -> Result<Self, SessionError> {
         let id = engine.new_id("sess");
-        let out = Outbox::new(event_capacity)?;
+        let out = Outbox::new(event_capacity, Arc::clone(engine.metrics()))?;
         let input = new_input(&engine, &config)?;
+        engine.session_object_created();
         Ok(Session(Arc::new(Shared {
             input: Mutex::new(input),
             engine,
@@ -72,6 +74,7 @@ impl Session {
             out,
             resp_gen: Arc::new(AtomicU64::new(0)),
             spec_gen: Arc::new(AtomicU64::new(0)),
+            input_clock_offset_ms: AtomicU64::new(0),
         })))
     }
 
@@ -107,6 +110,7 @@ impl Session {
     /// detection the VAD runs here and turn events follow; without it the
     /// audio is buffered for [`commit_buffer`](Self::commit_buffer).
     pub fn feed_audio(&self, samples: &[f32]) -> Result<(), SessionError> {
+        let arrived = Instant::now();
         let mut turns = Vec::new();
         let position_ms = {
             let mut input = self.0.input.lock().unwrap_or_else(PoisonError::into_inner);
@@ -115,8 +119,24 @@ impl Session {
                 .map_err(|e| SessionError::Audio(e.to_string()))?;
             input.position_ms()
         };
+        let offset = self.0.engine.now_ms() - position_ms;
+        self.0
+            .input_clock_offset_ms
+            .store(offset.to_bits(), Ordering::Relaxed);
+        let decided = turns.iter().any(|t| {
+            matches!(
+                t,
+                TurnInput::SpeechStarted { .. } | TurnInput::SpeechStopped { .. }
+            )
+        });
         for t in turns {
             self.turn_event(t);
+        }
+        if decided {
+            self.0
+                .engine
+                .metrics()
+                .observe(Latency::VadDecision, arrived.elapsed());
         }
         self.maybe_live_transcribe(position_ms);
         self.release_held_turn(false);
@@ -159,6 +179,11 @@ impl Session {
         self.0.out.next(timeout)
     }
 
+    /// Whether events wait in the session's queue.
+    pub fn has_queued_events(&self) -> bool {
+        self.0.out.len() > 0
+    }
+
     /// The next event if one is queued.
     pub fn try_next_event(&self) -> Option<EngineEvent> {
         self.0.out.try_next()
@@ -190,6 +215,21 @@ impl Session {
             .response
             .as_ref()
             .is_some_and(|r| r.held.is_none())
+    }
+
+    /// Whether a response runs or is about to (a committed turn is still
+    /// being transcribed, or a `response.create` waits for it): a draining
+    /// server lets such a session finish before closing it.
+    pub fn is_busy(&self) -> bool {
+        let st = lock(&self.0.state);
+        st.response.as_ref().is_some_and(|r| r.held.is_none())
+            || st.pending_stt > 0
+            || st.deferred.is_some()
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Arc<crate::engine::metrics::Metrics> {
+        self.0.engine.metrics()
     }
 
     /// Whether a speculative answer finished before its turn committed and

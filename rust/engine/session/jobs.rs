@@ -5,13 +5,15 @@
 //! to the session through `Shared`'s `on_*` methods.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::state::{Shared, SttPurpose};
 use crate::engine::backend::{
     Cancel, Gate, LlmOutput, LlmRequest, StageError, SttOptions, SttOutput, TtsChunk, TtsRequest,
 };
-use crate::engine::stages::{Job, PanicReport};
+use crate::engine::metrics::Latency;
+use crate::engine::progress::{beat, claim_result};
+use crate::engine::stages::{FailureReport, Job};
 
 /// How long after another session's LLM job a prefill is not worth it.
 pub(super) const PREFILL_QUIET: Duration = Duration::from_secs(3);
@@ -29,15 +31,11 @@ impl Job for SttJob {
         self.cancel.is_cancelled() || self.session.out.is_closed()
     }
 
-    fn on_panic(&self) -> Option<PanicReport> {
+    fn on_failure(&self) -> Option<FailureReport> {
         let session = Arc::clone(&self.session);
         let purpose = self.purpose.clone();
         let generation = self.cancel.generation();
-        Some(Box::new(move |message| {
-            let e = StageError::Panicked {
-                stage: "stt",
-                message,
-            };
+        Some(Box::new(move |e: StageError| {
             session.on_stt(&purpose, generation, Err(e.to_string()));
         }))
     }
@@ -46,12 +44,20 @@ impl Job for SttJob {
         let backend = Arc::clone(self.session.engine.stt());
         let mut text = None;
         let mut emit = |o: SttOutput| {
+            beat();
             if let SttOutput::Final { text: t, .. } = o {
                 text = Some(t);
             }
         };
+        let started = Instant::now();
         let result = backend.transcribe(&self.audio, &self.options, &self.cancel, &mut emit);
-        if self.cancel.is_cancelled() {
+        if result.is_ok() {
+            self.session
+                .engine
+                .metrics()
+                .observe(Latency::Stt, started.elapsed());
+        }
+        if self.cancel.is_cancelled() || !claim_result() {
             return;
         }
         let out = match result {
@@ -75,14 +81,10 @@ impl Job for LlmJob {
         self.cancel.is_cancelled()
     }
 
-    fn on_panic(&self) -> Option<PanicReport> {
+    fn on_failure(&self) -> Option<FailureReport> {
         let session = Arc::clone(&self.session);
         let response_id = self.response_id.clone();
-        Some(Box::new(move |message| {
-            let e = StageError::Panicked {
-                stage: "llm",
-                message,
-            };
+        Some(Box::new(move |e: StageError| {
             session.on_llm_done(&response_id, Err(e));
         }))
     }
@@ -93,14 +95,22 @@ impl Job for LlmJob {
         let session = Arc::clone(&self.session);
         let rid = self.response_id.clone();
         let cancel = self.cancel.clone();
+        let started = Instant::now();
+        let mut first = true;
         let mut emit = |o: LlmOutput| {
+            beat();
+            if first && !matches!(o, LlmOutput::Usage { .. }) {
+                first = false;
+                let metrics = session.engine.metrics();
+                metrics.observe(Latency::LlmFirstToken, started.elapsed());
+            }
             if !cancel.is_cancelled() {
                 session.on_llm_output(&rid, o);
             }
         };
         let result = backend.generate(&self.request, &self.cancel, &mut emit);
         self.session.engine.note_llm_use(self.session.key());
-        if !self.cancel.is_cancelled() {
+        if !self.cancel.is_cancelled() && claim_result() {
             self.session.on_llm_done(&self.response_id, result);
         }
     }
@@ -154,18 +164,14 @@ impl Job for TtsJob {
         self.cancel.is_cancelled()
     }
 
-    fn on_panic(&self) -> Option<PanicReport> {
+    fn on_failure(&self) -> Option<FailureReport> {
         let session = Arc::clone(&self.session);
         let response_id = self.response_id.clone();
         let gate = self.gate.clone();
-        Some(Box::new(move |message| {
+        Some(Box::new(move |e: StageError| {
             if let Some(g) = &gate {
                 g.open();
             }
-            let e = StageError::Panicked {
-                stage: "tts",
-                message,
-            };
             session.fail_response(&response_id, &e);
         }))
     }
@@ -180,9 +186,17 @@ impl Job for TtsJob {
         if let Some(g) = &gate {
             g.close();
         }
+        let started = Instant::now();
+        let mut first = true;
         let mut emit = |c: TtsChunk| {
+            beat();
             if let Some(g) = &gate {
                 g.open();
+            }
+            if first {
+                first = false;
+                let metrics = session.engine.metrics();
+                metrics.observe(Latency::TtsFirstChunk, started.elapsed());
             }
             if !cancel.is_cancelled() {
                 session.on_tts(&rid, index, Some(c), None);
@@ -192,7 +206,7 @@ impl Job for TtsJob {
         if let Some(g) = &self.gate {
             g.open();
         }
-        if !self.cancel.is_cancelled() {
+        if !self.cancel.is_cancelled() && claim_result() {
             self.session
                 .on_tts(&self.response_id, self.index, None, Some(result));
         }
@@ -211,7 +225,7 @@ impl Job for TurnJob {
         self.session.out.is_closed()
     }
 
-    fn on_panic(&self) -> Option<PanicReport> {
+    fn on_failure(&self) -> Option<FailureReport> {
         let session = Arc::clone(&self.session);
         let decision = self.decision;
         Some(Box::new(move |_| session.on_turn_verdict(decision, None)))
@@ -223,6 +237,8 @@ impl Job for TurnJob {
                 .inspect_err(|e| tracing::warn!("end-of-turn model failed: {e}"))
                 .ok()
         });
-        self.session.on_turn_verdict(self.decision, probability);
+        if claim_result() {
+            self.session.on_turn_verdict(self.decision, probability);
+        }
     }
 }

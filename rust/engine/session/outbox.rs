@@ -1,12 +1,13 @@
 //! The events a session sends its transport: a bounded queue, a wake-up
 //! callback, and an overflow flag for a transport that stopped reading.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::error::SessionError;
 use crate::engine::events::EngineEvent;
+use crate::engine::metrics::{Metrics, StatusLabel};
 use crate::queue::{Overflow, Queue, QueueError};
 
 /// The outgoing events of one session.
@@ -16,18 +17,40 @@ pub(crate) struct Outbox {
     notify: OnceLock<Box<dyn Fn() + Send + Sync>>,
     overflowed: AtomicBool,
     closed: AtomicBool,
+    /// The engine's: what the client sees is what is counted (turns,
+    /// responses by status, errors by code, events queued).
+    metrics: Arc<Metrics>,
 }
 
 impl Outbox {
     /// Room for `capacity` events.
-    pub(crate) fn new(capacity: usize) -> Result<Self, SessionError> {
+    pub(crate) fn new(capacity: usize, metrics: Arc<Metrics>) -> Result<Self, SessionError> {
         Ok(Self {
             events: Queue::new(capacity, Overflow::Reject)
                 .map_err(|e| SessionError::Config(e.to_string()))?,
             notify: OnceLock::new(),
             overflowed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            metrics,
         })
+    }
+
+    fn count(&self, event: &EngineEvent) {
+        match event {
+            EngineEvent::Error { kind, code, .. } => self.metrics.error(kind, code),
+            EngineEvent::InputCommitted { .. } => {
+                self.metrics.turns.inc();
+            }
+            EngineEvent::ResponseDone { status, .. } => {
+                self.metrics
+                    .responses
+                    .get_or_create(&StatusLabel {
+                        status: status.as_str(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
     }
 
     /// Queue an event for the transport and wake it. A full queue means the
@@ -37,8 +60,12 @@ impl Outbox {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
+        self.count(&event);
         match self.events.try_push(event) {
-            Ok(_) => self.wake(),
+            Ok(_) => {
+                self.metrics.event_queue_depth.inc();
+                self.wake();
+            }
             Err(e) if e.kind == QueueError::Full => {
                 self.overflowed.store(true, Ordering::Release);
                 self.wake();
@@ -75,12 +102,25 @@ impl Outbox {
 
     /// The next event, waiting up to `timeout` (`None`: forever).
     pub(crate) fn next(&self, timeout: Option<Duration>) -> Option<EngineEvent> {
-        self.events.pop(timeout).ok()
+        let ev = self.events.pop(timeout).ok();
+        if ev.is_some() {
+            self.metrics.event_queue_depth.dec();
+        }
+        ev
     }
 
     /// The next event if one is queued.
     pub(crate) fn try_next(&self) -> Option<EngineEvent> {
-        self.events.try_pop().ok()
+        let ev = self.events.try_pop().ok();
+        if ev.is_some() {
+            self.metrics.event_queue_depth.dec();
+        }
+        ev
+    }
+
+    /// Events queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.events.len()
     }
 
     /// Whether events were lost to a slow reader.
@@ -100,5 +140,14 @@ impl Outbox {
     /// Whether the session was closed.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // Events nobody read leave the engine-wide depth with the session.
+        self.metrics
+            .event_queue_depth
+            .dec_by(i64::try_from(self.events.len()).unwrap_or(i64::MAX));
     }
 }

@@ -18,6 +18,7 @@ use crate::engine::conversation::{
     ChatMessage, Content, Conversation, Item, ItemKind, ItemStatus, Role,
 };
 use crate::engine::events::{EngineEvent, ResponseStatus, StopReason, TurnTimings, Usage};
+use crate::engine::metrics::Latency;
 use crate::engine::models::Stage;
 use crate::engine::segmenter::Segmenter;
 
@@ -396,9 +397,15 @@ impl Shared {
                 .then(|| Arc::clone(&resp.gate)),
         };
         if let Err(e) = self.engine.submit(Stage::Tts, Box::new(job)) {
-            // The clause is lost; mark it done so the rest still plays.
+            // The clause is lost (the transcript keeps what was spoken); mark
+            // it done so the rest still plays, and say why.
             resp.speech.clause_done(index);
             tracing::warn!(session = %self.id, "TTS job refused: {e}");
+            self.out.emit(EngineEvent::Error {
+                kind: "server_error",
+                code: "server_overloaded",
+                message: format!("A clause was not spoken: {e}."),
+            });
         }
     }
 
@@ -451,12 +458,11 @@ impl Shared {
         if let Some(r) = result {
             resp.speech.clause_done(index);
             if let Err(e) = r {
+                // Speech with a hole in it is not an answer: the response
+                // fails with an error naming the stage, as for the LLM.
                 tracing::warn!(session = %self.id, "TTS failed on a clause: {e}");
-                self.out.emit(EngineEvent::Error {
-                    kind: "server_error",
-                    code: "tts_failed",
-                    message: e.to_string(),
-                });
+                self.finish_response(st, ResponseStatus::Failed, None, Some(e.to_string()));
+                return;
             }
         }
         self.pump_audio(st);
@@ -662,6 +668,29 @@ impl Shared {
         }
     }
 
+    /// A turn that wanted a response cannot have one (its transcript
+    /// failed): a response that fails at once, with the error, so a client
+    /// waiting for `response.done` is not left waiting.
+    pub(super) fn fail_unanswered(&self, message: &str) {
+        let response_id = self.engine.new_id("resp");
+        self.out.emit(EngineEvent::ResponseCreated {
+            response_id: response_id.clone(),
+        });
+        self.out.emit(EngineEvent::Error {
+            kind: "server_error",
+            code: "response_failed",
+            message: message.to_owned(),
+        });
+        self.out.emit(EngineEvent::ResponseDone {
+            response_id,
+            status: ResponseStatus::Failed,
+            reason: None,
+            output: Vec::new(),
+            usage: Usage::default(),
+            error: Some(message.to_owned()),
+        });
+    }
+
     pub(super) fn cancel_response(self: &Arc<Self>, st: &mut State, reason: StopReason) {
         self.finish_response(st, ResponseStatus::Cancelled, Some(reason), None);
     }
@@ -700,6 +729,17 @@ impl Shared {
 
     /// One log line with the turn's stage timings, and the timings event.
     pub(super) fn log_turn(&self, response_id: &str, status: ResponseStatus, t: TurnTimings) {
+        if let (Some(speech_end), Some(audio_out)) = (t.speech_end, t.first_audio_out) {
+            // The end of the voice in wall time, for a client streaming in real time.
+            let offset = f64::from_bits(self.input_clock_offset_ms.load(Ordering::Relaxed));
+            let ms = audio_out - (speech_end + offset);
+            if ms.is_finite() && ms > 0.0 {
+                self.engine.metrics().observe(
+                    Latency::VoiceToVoice,
+                    std::time::Duration::from_secs_f64(ms / 1000.0),
+                );
+            }
+        }
         tracing::info!(
             session = %self.id,
             response = %response_id,

@@ -32,6 +32,16 @@ pub(crate) struct Shared {
     pub(super) resp_gen: Arc<AtomicU64>,
     /// Bumped to drop speculative work (resumed speech, a new turn).
     pub(super) spec_gen: Arc<AtomicU64>,
+    /// Wall clock minus input position at the last append, ms (f64 bits):
+    /// where the input's audio time falls in wall time for a client that
+    /// streams in real time (the voice-to-voice metric).
+    pub(super) input_clock_offset_ms: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.engine.session_object_dropped();
+    }
 }
 
 /// Everything behind the session's lock.

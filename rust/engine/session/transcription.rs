@@ -239,8 +239,12 @@ impl Shared {
                 self.out.emit(EngineEvent::Error {
                     kind: "server_error",
                     code: "transcription_failed",
-                    message,
+                    message: message.clone(),
                 });
+                // The turn wanted an answer: the client learns it failed, and why.
+                if respond && st.config.create_response && st.response.is_none() {
+                    self.fail_unanswered(&message);
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from speech_to_speech.bounds import number
 from speech_to_speech.handlers.base import (
     STT_SAMPLE_RATE,
     Cancellation,
@@ -39,7 +40,7 @@ _FULL_WINDOW_S = 30.0
             10.0,
             "smallest mel window in seconds for an utterance; 30 = always Whisper's full "
             "window (slower, same accuracy here)",
-            float,
+            number(float, 1.0, 30.0),
         )
     ],
 )
