@@ -177,6 +177,7 @@ class Engine:
         max_output_tokens: int | None = None,
         end_of_turn: Literal["low", "medium", "high", "auto"] | None = None,
         silence_ms: float = 500.0,
+        noise_reduction: Literal["near_field", "far_field"] | None = None,
     ) -> Session: ...
     @property
     def sessions(self) -> int: ...
