@@ -344,10 +344,10 @@ def test_echo_cancellation_keeps_the_agent_from_interrupting_itself(
 
     Off, the agent hears itself and stops (the log's barge-in lines). On, it
     holds its answers: at least two of three complete and it interrupts
-    itself at most once. Measured here (five runs): off 1 to 8
-    self-interruptions, on 0 or 1; the one seen with AEC on comes about
-    750 ms into an answer, after the ALSA PulseAudio plugin reported an
-    output I/O error, while AEC3 re-converges: "never" is not reached yet.
+    itself at most once. Measured here, five runs: off 1 to 8
+    self-interruptions; on 0 in three runs and 1 in two, about 750 ms into
+    an answer, after the ALSA PulseAudio plugin reported an output I/O
+    error, while AEC3 re-converges: "never" is not reached yet.
     """
     env = _env(pulse)
     with _echo_path(env, ECHO_DB):
