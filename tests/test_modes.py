@@ -324,3 +324,12 @@ def test_the_mode_flags_reach_the_session_defaults() -> None:
     args = build_parser().parse_args([])
     assert "noise_reduction" not in session_defaults(args)["audio"]["input"]
     assert (args.send_port, args.recv_port, args.list_play_chunk_size) == (12345, 12346, 1024)
+
+
+def test_unsupported_rates_are_refused_before_anything_opens(engine: s2s.Engine) -> None:
+    with pytest.raises(s2s.ServerError, match="12345"):
+        SocketServer(engine, send_rate=12345)
+    with pytest.raises(s2s.ServerError, match="7"):
+        SocketServer(engine, recv_rate=7)
+    with pytest.raises(s2s.SpeechToSpeechError, match="12345"):
+        s2s._core.ListenAndPlay(host="127.0.0.1", send_port=1, recv_port=2, send_rate=12345)
