@@ -357,3 +357,42 @@ def test_echo_cancellation_keeps_the_agent_from_interrupting_itself(
     assert off[1] >= 1, (tmp_path / "aec-off.log").read_text()
     assert on[1] <= 1, (tmp_path / "aec-on.log").read_text()
     assert on[0] >= 2, (tmp_path / "aec-on.log").read_text()
+
+
+def test_talk_stops_playback_and_truncates_when_the_user_barges_in(
+    pulse: str, tmp_path: Path
+) -> None:
+    env = _env(pulse)
+    port = free_port()
+    log = tmp_path / "server.log"
+    args = ["--host", "127.0.0.1", "--port", str(port)]
+    with _run(_server("realtime", args), log, env) as server:
+        _wait_for(log, "OpenAI Realtime API at", 120, server)
+        talk_log = tmp_path / "talk.log"
+        url = f"ws://127.0.0.1:{port}/v1/realtime"
+        story = "Answer with a long story of at least six sentences."
+        talk = [sys.executable, "-m", "speech_to_speech", "talk", "--url", url]
+        # No echo path here, so no echo canceller: only the barge-in is under test.
+        flags = [*DEVICES, "--aec", "off", "--instructions", story]
+        with _run([*talk, *flags], talk_log, env) as client:
+            _wait_for(talk_log, r"\[connected", 30, client)
+            wav = tmp_path / "spk.wav"
+            with _record(wav, env):
+                _speak("q_ocean_fact.wav", env)
+                deadline = time.monotonic() + 120
+                while not _voiced(_read_partial(wav)).any():
+                    assert time.monotonic() < deadline, talk_log.read_text()
+                    time.sleep(0.05)
+                time.sleep(0.5)
+                _speak("interrupt_wait.wav", env)
+                line = _wait_for(talk_log, r"\[interrupted after \d+ ms\]", 30, client)
+    played_ms = int(re.search(r"after (\d+) ms", line).group(1))  # type: ignore[union-attr]
+    # What the speaker's monitor heard of the answer: its voiced 20 ms frames
+    # (a lower bound; pauses between words are not counted) and its span from
+    # first to last voice (an upper bound; stalls while the TTS catches up count).
+    voiced = _voiced(_read(wav))
+    frames = np.flatnonzero(voiced)
+    voiced_ms, span_ms = 20 * len(frames), 20 * (int(frames[-1]) - int(frames[0]) + 1)
+    print(f"\ntalk barge-in: {line.strip()}; recorded {voiced_ms} ms voiced, {span_ms} ms span")
+    assert played_ms >= 100, line
+    assert voiced_ms - 200 <= played_ms <= span_ms + 300, (played_ms, voiced_ms, span_ms)
