@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from speech_to_speech import SpeechToSpeechError, init_logging
-from speech_to_speech._core import TalkClient
+from speech_to_speech._core import DEFAULTS, TalkClient
 from speech_to_speech.flags import add, device_flags
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = parser.add_argument_group("talk")
-    add(g, "url", default="ws://127.0.0.1:8765/v1/realtime", help="the server's Realtime URL")
+    add(
+        g,
+        "url",
+        default=f"ws://127.0.0.1:{DEFAULTS['port']}/v1/realtime",
+        help="the server's Realtime URL",
+    )
     add(g, "api_key", default=None, help=f"bearer key; default: env {API_KEY_ENV}")
     device_flags(g)
     add(
