@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -396,3 +397,34 @@ def test_talk_stops_playback_and_truncates_when_the_user_barges_in(
     print(f"\ntalk barge-in: {line.strip()}; recorded {voiced_ms} ms voiced, {span_ms} ms span")
     assert played_ms >= 100, line
     assert voiced_ms - 200 <= played_ms <= span_ms + 300, (played_ms, voiced_ms, span_ms)
+
+
+def test_local_mode_stops_with_one_line_when_its_audio_server_goes(tmp_path: Path) -> None:
+    """The devices disappear (their PulseAudio server is killed): a clear error, exit 1."""
+    from test_audio_devices import start_pulse, stop_pulse
+
+    if shutil.which("pulseaudio") is None:
+        pytest.skip("PulseAudio is not installed")
+    runtime_dir = start_pulse()
+    env = _env(runtime_dir)
+    log = tmp_path / "local.log"
+    try:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                _server("local", DEVICES), stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        try:
+            _wait_for(log, "local mode: microphone", 120, proc)
+        finally:
+            stop_pulse(runtime_dir)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text(errors="replace")
+    assert code == 1, text[-2000:]
+    last = [line for line in text.splitlines() if line.startswith("speech-to-speech: ")]
+    assert len(last) == 1 and ("microphone" in last[0] or "speaker" in last[0]), text[-2000:]
+    assert "Traceback" not in text
+    print(f"\n{last[0]}")
