@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from speech_to_speech.cli import MODES, build_parser
+from speech_to_speech.cli import build_parser
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,14 +49,12 @@ def test_unknown_vad_engine_is_refused() -> None:
     assert "invalid choice: 'tensorrt'" in out.stderr
 
 
-def test_modes_not_ready_exit_2_in_one_line() -> None:
-    for mode in MODES:
-        if mode == "realtime":
-            continue
-        out = _run("--mode", mode)
-        assert out.returncode == 2, (mode, out.stderr)
-        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-        assert "Traceback" not in out.stderr
+@pytest.mark.skipif(sys.platform == "darwin", reason="the flag is for macOS")
+def test_mac_settings_off_macos_exit_2_in_one_line() -> None:
+    out = _run("--mode", "local", "--local_mac_optimal_settings")
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "macOS" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_missing_extra_is_one_line(

@@ -18,10 +18,13 @@ __all__ = [
     "AudioStreamError",
     "BufferTooSmallError",
     "CancelToken",
+    "ConnectionFailedError",
     "EchoCanceller",
     "EndOfTurnPolicy",
     "Engine",
     "EngineError",
+    "ListenAndPlay",
+    "LocalMode",
     "ModelError",
     "ModelNotFoundError",
     "NoiseReductionError",
@@ -46,8 +49,10 @@ __all__ = [
     "SessionLimitError",
     "SileroVad",
     "SmartTurn",
+    "SocketServer",
     "SpeechToSpeechError",
     "StageFailedError",
+    "TalkClient",
     "TurnVerdict",
     "UnsupportedDeviceRateError",
     "UnsupportedSampleRateError",
@@ -58,6 +63,7 @@ __all__ = [
     "VadState",
     "VadStream",
     "WebRtcEchoServer",
+    "WebSocketServer",
     "__version__",
     "alaw_decode",
     "alaw_encode",
@@ -98,6 +104,7 @@ class StageFailedError(SessionError): ...
 class ServerError(SpeechToSpeechError): ...
 class ServerAddressError(ServerError): ...
 class ServerConfigError(ServerError): ...
+class ConnectionFailedError(SpeechToSpeechError): ...
 class VadError(SpeechToSpeechError): ...
 class OnnxRuntimeNotFoundError(VadError): ...
 class OnnxRuntimeNotInitialisedError(VadError): ...
@@ -182,6 +189,7 @@ class Engine:
         max_output_tokens: int | None = None,
         end_of_turn: Literal["low", "medium", "high", "auto"] | None = None,
         silence_ms: float = 500.0,
+        noise_reduction: Literal["near_field", "far_field"] | None = None,
     ) -> Session: ...
     @property
     def sessions(self) -> int: ...
@@ -623,6 +631,124 @@ class RealtimeServer:
     def requires_api_key(self) -> bool: ...
     @property
     def url(self) -> str | None: ...
+
+@final
+class SocketServer:
+    def __new__(
+        cls,
+        engine: Engine,
+        *,
+        host: str = ...,  # DEFAULTS["host"]
+        send_port: int = ...,  # DEFAULTS["socket"]["send_port"]
+        recv_port: int = ...,  # DEFAULTS["socket"]["recv_port"]
+        send_rate: int = ...,  # DEFAULTS["socket"]["rate"]
+        recv_rate: int = ...,  # DEFAULTS["socket"]["rate"]
+        list_play_chunk_size: int = ...,  # DEFAULTS["socket"]["chunk_samples"]
+        defaults: dict[str, Any] | None = None,
+    ) -> SocketServer: ...
+    def start(self) -> None: ...
+    def serve_forever(self) -> None: ...
+    def stop(self) -> None: ...
+    @property
+    def send_port(self) -> int | None: ...
+    @property
+    def recv_port(self) -> int | None: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def conversations(self) -> int: ...
+
+@final
+class WebSocketServer:
+    def __new__(
+        cls,
+        engine: Engine,
+        *,
+        host: str = ...,  # DEFAULTS["host"]
+        port: int = ...,  # DEFAULTS["port"]
+        output_rate: int = ...,  # DEFAULTS["websocket_output_rate"]
+        max_message_bytes: int = ...,  # DEFAULTS["max_message_bytes"]
+        defaults: dict[str, Any] | None = None,
+    ) -> WebSocketServer: ...
+    def start(self) -> None: ...
+    def serve_forever(self) -> None: ...
+    def stop(self) -> None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def connections(self) -> int: ...
+
+@final
+class LocalMode:
+    def __new__(
+        cls,
+        engine: Engine,
+        *,
+        input_device: str | None = None,
+        output_device: str | None = None,
+        aec: bool = True,
+        block_mic_during_playback: bool = False,
+        output_rate: int = 24000,
+        defaults: dict[str, Any] | None = None,
+    ) -> LocalMode: ...
+    def serve_forever(self) -> None: ...
+    def stop(self) -> None: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def failure(self) -> str | None: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def devices(self) -> dict[str, str]: ...
+
+@final
+class TalkClient:
+    def __new__(
+        cls,
+        *,
+        url: str,
+        api_key: str | None = None,
+        input_device: str | None = None,
+        output_device: str | None = None,
+        aec: bool = True,
+        block_mic_during_playback: bool = False,
+        noise_reduction: Literal["near_field", "far_field"] | None = None,
+        instructions: str | None = None,
+        voice: str | None = None,
+        transcription_model: str = ...,  # "gpt-4o-mini-transcribe"
+        connect_timeout: float = 10.0,
+    ) -> TalkClient: ...
+    def next_event(self, timeout: float = 0.1) -> dict[str, Any] | None: ...
+    @property
+    def running(self) -> bool: ...
+    def stop(self) -> None: ...
+
+@final
+class ListenAndPlay:
+    def __new__(
+        cls,
+        *,
+        host: str = ...,  # "localhost"
+        send_port: int = ...,  # DEFAULTS["socket"]["send_port"]
+        recv_port: int = ...,  # DEFAULTS["socket"]["recv_port"]
+        send_rate: int = ...,  # DEFAULTS["socket"]["rate"]
+        recv_rate: int = ...,  # DEFAULTS["socket"]["rate"]
+        input_device: str | None = None,
+        output_device: str | None = None,
+        aec: bool = True,
+        block_mic_during_playback: bool = False,
+    ) -> ListenAndPlay: ...
+    def serve_forever(self) -> None: ...
+    @property
+    def ended(self) -> str | None: ...
+    @property
+    def running(self) -> bool: ...
+    def stop(self) -> None: ...
 
 @final
 class WebRtcEchoServer:

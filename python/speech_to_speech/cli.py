@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from speech_to_speech import SpeechToSpeechError, init_logging, list_audio_devices
 from speech_to_speech.flags import MODES, build_parser
 from speech_to_speech.handlers.registry import build_handlers
+from speech_to_speech.modes import check_mode_flags, run_local, run_socket, run_websocket
 from speech_to_speech.pipeline import Handlers, engine_from_args
 from speech_to_speech.presets import check_preset, parse_with_preset
 
@@ -18,16 +19,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MODES", "build_parser", "main"]
 
-# Modes whose transport has not landed yet, with the one line that says so.
-_NOT_READY = {
-    "local": "local microphone/speaker mode is not ready yet",
-    "socket": "TCP socket mode is not ready yet",
-    "websocket": "plain WebSocket mode is not ready yet",
-}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["talk"]:
+        from speech_to_speech.talk import main as talk_main
+
+        return talk_main(argv[1:])
     parser = build_parser()
     args = parse_with_preset(parser, argv)
     logging.basicConfig(
@@ -41,12 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_devices(list_audio_devices()))
             return 0
         # Refuse a backend whose extra is missing before anything loads.
+        reason = check_mode_flags(args)
+        if reason is not None:
+            print(f"speech-to-speech: {reason}", file=sys.stderr)
+            return 2
         check_preset(args)
         handlers = build_handlers(args)
-        reason = _NOT_READY.get(args.mode)
-        if reason is not None:
-            print(f"speech-to-speech: --mode {args.mode}: {reason}", file=sys.stderr)
-            return 2
         return _run_mode(args, handlers)
     except SpeechToSpeechError as e:
         # One line that says what to do; the traceback is for --log_level debug.
@@ -85,9 +84,14 @@ def format_devices(devices: Sequence[dict[str, object]]) -> str:
 def _run_mode(args: argparse.Namespace, handlers: Handlers) -> int:
     """Build the engine once, then start the chosen mode on it and block until it stops."""
     engine, backends = engine_from_args(args, handlers)
+    if args.mode == "local":
+        return run_local(args, engine)
+    if args.mode == "socket":
+        return run_socket(args, engine)
+    if args.mode == "websocket":
+        return run_websocket(args, engine)
     from speech_to_speech.server import run_realtime
 
-    # Every other mode is refused in main() until its transport lands.
     return run_realtime(args, engine, backends)
 
 

@@ -18,7 +18,7 @@ from speech_to_speech.handlers.registry import backend_flags
 from speech_to_speech.presets import PRESETS
 from speech_to_speech.vad import BACKENDS
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "MODES", "build_parser", "defaults"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "MODES", "build_parser", "defaults", "device_flags", "port"]
 
 MODES = ("realtime", "local", "socket", "websocket")
 
@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(parser)
     _engine_flags(parser.add_argument_group("engine"))
     _device_flags(parser.add_argument_group("audio devices (local mode)"))
+    _socket_flags(parser.add_argument_group("socket mode (with listen_and_play)"))
+    add(
+        parser.add_argument_group("websocket mode"),
+        "ws_output_rate",
+        type=int,
+        default=DEFAULTS["websocket_output_rate"],
+        help="rate of the answer's PCM unless a client asks for another",
+    )
     return parser
 
 
@@ -111,6 +119,54 @@ def _device_flags(g: argparse._ArgumentGroup) -> None:
         "list_devices",
         action="store_true",
         help="print the audio devices (index, name, input/output, description) and exit",
+    )
+    device_flags(g)
+    nr = _SESSION["audio"]["input"].get("noise_reduction")
+    add(
+        g,
+        "noise_reduction",
+        choices=("off", "near_field", "far_field"),
+        default=nr["type"] if nr else "off",
+        help="RNNoise on the input before the VAD: near_field (headset), far_field "
+        "(laptop or room microphone); the default of every session, a Realtime client "
+        "may set its own",
+    )
+
+
+def device_flags(g: argparse._ArgumentGroup) -> None:
+    """The microphone and speaker flags of the local mode and the clients."""
+    add(g, "input_device", default=None, help="microphone: a name or index; None = default")
+    add(g, "output_device", default=None, help="speaker: a name or index; None = default")
+    switch(g, "aec", "echo cancellation (AEC3) of what the speaker plays", True)
+    add(
+        g,
+        "block_mic_during_playback",
+        action="store_true",
+        help="mute the microphone while the speaker plays (no barge-in; for setups "
+        "where echo cancellation is not enough)",
+    )
+
+
+def port(text: str) -> int:
+    """A TCP port number (0: any free port), for argparse."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535)")
+    return value
+
+
+def _socket_flags(s: argparse._ArgumentGroup) -> None:
+    sock: dict[str, int] = DEFAULTS["socket"]
+    add(s, "send_port", type=port, default=sock["send_port"], help="microphone port")
+    add(s, "recv_port", type=port, default=sock["recv_port"], help="speaker port")
+    add(s, "send_rate", type=int, default=sock["rate"], help="rate of the PCM clients send")
+    add(s, "recv_rate", type=int, default=sock["rate"], help="rate of the PCM clients receive")
+    add(
+        s,
+        "list_play_chunk_size",
+        type=int,
+        default=sock["chunk_samples"],
+        help="samples per chunk of the answer",
     )
 
 

@@ -42,6 +42,8 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
     }
     if rate is not None:
         audio_input["format"] = {"type": "audio/pcm", "rate": int(rate)}
+    if args.noise_reduction != "off":
+        audio_input["noise_reduction"] = {"type": args.noise_reduction}
     max_speech = args.max_speech_ms
     return {
         "instructions": args.init_chat_prompt,

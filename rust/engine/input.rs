@@ -8,9 +8,14 @@
 //! each soft end it asks for a decision ([`TurnInput::Decide`], which the
 //! session runs on the model's worker), and the turn ends as soon as the
 //! verdict and the silence allow.
+//!
+//! With noise reduction (`audio.input.noise_reduction`), RNNoise cleans the
+//! input at its own rate before anything else sees it: the VAD, the turn
+//! audio and the push-to-talk buffer all get the denoised signal.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::audio::ns::{NoiseSuppressor, NsPreset};
 use crate::audio::resample::Resampler;
 use crate::vad::{
     Action, CommitReason, EndOfTurnConfig, EndOfTurnPolicy, SileroVad, TurnConfig, VadError,
@@ -91,6 +96,10 @@ pub(crate) struct AudioInput {
     hold_for: Option<u64>,
     /// The hold deadline of the turn that just stopped.
     pending_hold: Option<f64>,
+    /// Noise suppression in front of everything, when the session asks.
+    ns: Option<NoiseSuppressor>,
+    /// The denoised input of the current `feed`.
+    denoised: Vec<f32>,
 }
 
 impl AudioInput {
@@ -149,7 +158,28 @@ impl AudioInput {
             policy,
             hold_for: None,
             pending_hold: None,
+            ns: None,
+            denoised: Vec::new(),
         })
+    }
+
+    /// Run RNNoise with `preset` on the input from now on (`None`: no
+    /// noise reduction). The same preset keeps its suppressor's state.
+    pub(crate) fn set_noise_reduction(&mut self, preset: Option<NsPreset>) -> Result<(), VadError> {
+        if self.ns.as_ref().map(NoiseSuppressor::preset) == preset {
+            return Ok(());
+        }
+        self.ns = preset
+            .map(|p| NoiseSuppressor::new(self.rate, p))
+            .transpose()
+            .map_err(|e| VadError::InvalidInput(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The noise reduction running on the input.
+    #[cfg(test)]
+    pub(crate) fn noise_reduction(&self) -> Option<NsPreset> {
+        self.ns.as_ref().map(NoiseSuppressor::preset)
     }
 
     /// Milliseconds of input audio seen.
@@ -163,6 +193,22 @@ impl AudioInput {
         samples: &[f32],
         out: &mut Vec<TurnInput>,
     ) -> Result<(), VadError> {
+        let Some(ns) = self.ns.as_mut() else {
+            return self.feed_clean(samples, out);
+        };
+        // The suppressor returns as many samples as it is given (delayed by
+        // its latency), so positions and turn times are unchanged.
+        let mut clean = std::mem::take(&mut self.denoised);
+        clean.resize(samples.len(), 0.0);
+        let done = ns
+            .process_into(samples, &mut clean)
+            .map_err(|e| VadError::InvalidInput(e.to_string()))
+            .and_then(|()| self.feed_clean(&clean, out));
+        self.denoised = clean;
+        done
+    }
+
+    fn feed_clean(&mut self, samples: &[f32], out: &mut Vec<TurnInput>) -> Result<(), VadError> {
         self.position_ms += samples.len() as f64 * 1000.0 / f64::from(self.rate);
         let Some((model, stream)) = self.vad.as_mut() else {
             return self.buffer_audio(samples);
@@ -340,5 +386,79 @@ impl AudioInput {
         self.pending_stop = None;
         self.hold_for = None;
         self.pending_hold = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, amp: f32) -> Vec<f32> {
+        let mut x = 0x2545_f491_u32;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x as f32 / u32::MAX as f32 * 2.0 - 1.0) * amp
+            })
+            .collect()
+    }
+
+    /// Push-to-talk input at `rate` fed `audio` in 20 ms pieces; what it buffered.
+    fn buffered(rate: u32, preset: Option<NsPreset>, audio: &[f32]) -> Vec<f32> {
+        let mut input = AudioInput::new(rate, None, None).unwrap();
+        input.set_noise_reduction(preset).unwrap();
+        assert_eq!(input.noise_reduction(), preset);
+        let mut turns = Vec::new();
+        for piece in audio.chunks(rate as usize / 50) {
+            input.feed(piece, &mut turns).unwrap();
+        }
+        assert!((input.position_ms() - audio.len() as f64 * 1000.0 / f64::from(rate)).abs() < 1e-6);
+        input.take_buffer()
+    }
+
+    fn energy(x: &[f32]) -> f32 {
+        x.iter().map(|s| s * s).sum()
+    }
+
+    #[test]
+    fn noise_reduction_cleans_the_input_before_anything_sees_it() {
+        for rate in [16_000, 24_000, 8_000] {
+            let audio = noise(rate as usize * 2, 0.05);
+            let plain = buffered(rate, None, &audio);
+            let near = buffered(rate, Some(NsPreset::NearField), &audio);
+            let far = buffered(rate, Some(NsPreset::FarField), &audio);
+            // Same length (16 kHz), the last second compared: RNNoise has settled.
+            assert_eq!(plain.len(), near.len());
+            let tail = plain.len() / 2..;
+            let db = |x: &[f32]| {
+                10.0 * (energy(&x[tail.clone()]) / energy(&plain[tail.clone()])).log10()
+            };
+            assert!(db(&near) < -9.0, "{rate}: near_field {} dB", db(&near));
+            assert!(
+                (-14.0..-5.0).contains(&db(&far)),
+                "{rate}: far_field {} dB",
+                db(&far)
+            );
+            assert!(db(&near) < db(&far) - 3.0);
+        }
+    }
+
+    #[test]
+    fn changing_the_preset_keeps_the_buffer_and_off_passes_audio_unchanged() {
+        let audio = noise(16_000, 0.05);
+        assert_eq!(buffered(16_000, None, &audio), audio);
+        let mut input = AudioInput::new(16_000, None, None).unwrap();
+        let mut turns = Vec::new();
+        input.feed(&audio[..8000], &mut turns).unwrap();
+        input
+            .set_noise_reduction(Some(NsPreset::NearField))
+            .unwrap();
+        input.feed(&audio[8000..], &mut turns).unwrap();
+        let got = input.take_buffer();
+        assert_eq!(got.len(), 16_000);
+        assert_eq!(got[..8000], audio[..8000]);
+        assert!(energy(&got[12_000..]) < energy(&audio[12_000..]) * 0.1);
     }
 }

@@ -5,8 +5,11 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::session_object::{AudioFormat, SessionState, TurnDetection, VadDefaults};
+use super::session_object::{
+    AudioFormat, SessionState, TurnDetection, VadDefaults, parse_noise_reduction,
+};
 use super::wire::{Dialect, ProtocolError};
+use crate::audio::ns::NsPreset;
 use crate::engine::SessionConfig;
 use crate::vad::{Eagerness, EndOfTurnConfig, TurnConfig};
 
@@ -45,6 +48,9 @@ pub struct SessionDefaults {
     /// Which sessions end turns with the learned end-of-turn model (when the
     /// engine has one).
     pub turn_detector: TurnDetector,
+    /// `audio.input.noise_reduction` until the client sets its own
+    /// (`None`: off).
+    pub noise_reduction: Option<NsPreset>,
 }
 
 /// How the server ends users' turns.
@@ -90,6 +96,7 @@ impl Default for SessionDefaults {
             input_rate: 24_000,
             always_transcribe: false,
             turn_detector: TurnDetector::Auto,
+            noise_reduction: None,
         }
     }
 }
@@ -145,7 +152,8 @@ impl SessionDefaults {
                 path,
                 format!(
                     "Unknown server setting '{path}': the settings hold instructions, \
-                     audio.input.format, audio.input.turn_detection and speech_to_speech."
+                     audio.input.format, audio.input.turn_detection, \
+                     audio.input.noise_reduction and speech_to_speech."
                 ),
             )
         };
@@ -160,9 +168,9 @@ impl SessionDefaults {
                 return Err(unknown(&format!("audio.{key}")));
             }
             if let Some(input) = audio.get("input").and_then(Value::as_object)
-                && let Some(key) = input
-                    .keys()
-                    .find(|k| !matches!(k.as_str(), "format" | "turn_detection"))
+                && let Some(key) = input.keys().find(|k| {
+                    !matches!(k.as_str(), "format" | "turn_detection" | "noise_reduction")
+                })
             {
                 return Err(unknown(&format!("audio.input.{key}")));
             }
@@ -222,6 +230,7 @@ impl SessionDefaults {
             input_rate,
             always_transcribe: knobs.always_transcribe,
             turn_detector: knobs.turn_detector,
+            noise_reduction: parse_noise_reduction(&state.noise_reduction, "")?,
         })
     }
 
@@ -238,6 +247,7 @@ impl SessionDefaults {
                     "prefix_padding_ms": self.prefix_padding_ms,
                     "silence_duration_ms": self.silence_duration_ms,
                 },
+                "noise_reduction": self.noise_reduction_json(),
             }},
             "speech_to_speech": {
                 "chat_size": self.chat_size,
@@ -262,7 +272,22 @@ impl SessionDefaults {
         });
         state.instructions.clone_from(&self.instructions);
         state.input_format = AudioFormat::Pcm(self.input_rate);
+        state.noise_reduction = self.noise_reduction_json();
         state
+    }
+
+    fn noise_reduction_json(&self) -> Value {
+        self.noise_reduction
+            .map_or(Value::Null, |p| json!({"type": p.as_str()}))
+    }
+
+    /// The engine config of a session that speaks no protocol (the raw
+    /// audio transports): these settings with `server_vad`.
+    pub fn session_config(&self) -> SessionConfig {
+        let state = self.seed(SessionState::new("sess_raw", "raw"));
+        let mut config = SessionConfig::default();
+        self.config_for(&state, &mut config);
+        config
     }
 
     /// The engine config of `state`: its protocol fields, then the
@@ -302,11 +327,11 @@ impl SessionDefaults {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::SessionDefaults;
+    use crate::audio::ns::NsPreset;
     use crate::engine::SessionConfig;
     use crate::protocol::session_object::{SessionState, TurnDetection, VadDefaults};
     use crate::protocol::wire::Dialect;
@@ -328,6 +353,7 @@ mod tests {
             input_rate: 24_000,
             always_transcribe: false,
             turn_detector: super::TurnDetector::Auto,
+            noise_reduction: Some(NsPreset::FarField),
         }
     }
 
@@ -355,6 +381,11 @@ mod tests {
         assert!(
             (c.vad.speech_pad_ms - 120.0).abs() < 1e-9,
             "--speech_pad_ms lost"
+        );
+        assert_eq!(
+            c.noise_reduction,
+            Some(NsPreset::FarField),
+            "--noise_reduction lost"
         );
     }
 
@@ -434,7 +465,7 @@ mod tests {
         for unknown in [
             json!({"input_rate": 16000}),
             json!({"audio": {"output": {}}}),
-            json!({"audio": {"input": {"noise_reduction": null}}}),
+            json!({"audio": {"input": {"transcription": null}}}),
         ] {
             let e = SessionDefaults::from_json(&unknown).unwrap_err();
             assert!(e.message.contains("Unknown server setting"), "{e}");
@@ -457,5 +488,52 @@ mod tests {
             {"type": "server_vad", "silence_duration_ms": 100}}}});
         let (_, c) = after_update(Dialect::Ga, &short);
         assert!(c.vad.soft_end_ms.is_some_and(|ms| ms < 100.0));
+    }
+
+    #[test]
+    fn noise_reduction_follows_the_server_flag_then_the_client_in_both_dialects() {
+        let (state, c) = after_update(Dialect::Ga, &json!({"type": "realtime"}));
+        assert_eq!(state.noise_reduction, json!({"type": "far_field"}));
+        assert_eq!(c.noise_reduction, Some(NsPreset::FarField));
+        let near = json!({"type": "realtime",
+            "audio": {"input": {"noise_reduction": {"type": "near_field"}}}});
+        assert_eq!(
+            after_update(Dialect::Ga, &near).1.noise_reduction,
+            Some(NsPreset::NearField)
+        );
+        let off = json!({"type": "realtime", "audio": {"input": {"noise_reduction": null}}});
+        assert_eq!(after_update(Dialect::Ga, &off).1.noise_reduction, None);
+        let beta = json!({"input_audio_noise_reduction": {"type": "near_field"}});
+        assert_eq!(
+            after_update(Dialect::Beta, &beta).1.noise_reduction,
+            Some(NsPreset::NearField)
+        );
+        // A wrong type is refused and changes nothing.
+        let d = flags();
+        let mut state = d.seed(SessionState::new("sess_1", "gpt-realtime"));
+        for (dialect, bad) in [
+            (
+                Dialect::Ga,
+                json!({"audio": {"input": {"noise_reduction": {"type": "loud"}}}}),
+            ),
+            (
+                Dialect::Ga,
+                json!({"audio": {"input": {"noise_reduction": "near_field"}}}),
+            ),
+            (Dialect::Beta, json!({"input_audio_noise_reduction": {}})),
+        ] {
+            let e = state.update(dialect, &bad).unwrap_err();
+            assert!(
+                e.param
+                    .as_deref()
+                    .is_some_and(|p| p.ends_with("noise_reduction.type")),
+                "{e}"
+            );
+            assert!(e.message.contains("near_field"), "{e}");
+        }
+        assert_eq!(state.noise_reduction, json!({"type": "far_field"}));
+        // The raw transports' config carries it too.
+        assert_eq!(d.session_config().noise_reduction, Some(NsPreset::FarField));
+        assert_eq!(d.session_config().instructions, "Server prompt.");
     }
 }

@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 use super::wire::field::{self, get};
 use super::wire::{Dialect, ProtocolError};
 use crate::audio::g711;
+use crate::audio::ns::NsPreset;
 use crate::audio::pcm;
 use crate::engine::SessionConfig;
 use crate::engine::backend::{SttOptions, Tool, ToolChoice};
@@ -426,7 +427,8 @@ pub struct SessionState {
     pub turn_detection: TurnDetection,
     /// Input transcription events, when set.
     pub transcription: Option<Transcription>,
-    /// Noise reduction as given (accepted, not applied).
+    /// Noise reduction as given (`null` or `{type: near_field | far_field}`),
+    /// run on the input before the VAD.
     pub noise_reduction: Value,
     /// Function tools as given (`type`, `name`, `description`, `parameters`).
     pub tools: Vec<Value>,
@@ -542,6 +544,7 @@ impl SessionState {
                         Transcription::parse(t, "session.audio.input.transcription")?;
                 }
                 if let Some(n) = input.get("noise_reduction") {
+                    parse_noise_reduction(n, "session.audio.input.noise_reduction")?;
                     self.noise_reduction = n.clone();
                 }
             }
@@ -598,6 +601,7 @@ impl SessionState {
             self.transcription = Transcription::parse(t, "session.input_audio_transcription")?;
         }
         if let Some(n) = obj.get("input_audio_noise_reduction") {
+            parse_noise_reduction(n, "session.input_audio_noise_reduction")?;
             self.noise_reduction = n.clone();
         }
         if let Some(v) = get(obj, "voice") {
@@ -727,6 +731,8 @@ impl SessionState {
         c.speed = self.speed;
         c.input_rate = self.input_format.rate();
         c.output_rate = self.output_format.rate();
+        // Validated when it was set.
+        c.noise_reduction = parse_noise_reduction(&self.noise_reduction, "").unwrap_or(None);
         c.transcription = self.transcription.as_ref().map(|t| SttOptions {
             language: t.language.clone(),
             prompt: t.prompt.clone(),
@@ -778,6 +784,27 @@ impl SessionState {
                 set_silence(c, semantic_silence_ms(eagerness));
             }
         }
+    }
+}
+
+/// `audio.input.noise_reduction`: `null` (off) or `{type: near_field | far_field}`.
+pub fn parse_noise_reduction(v: &Value, param: &str) -> Result<Option<NsPreset>, ProtocolError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let kind = v
+        .as_object()
+        .and_then(|o| o.get("type"))
+        .and_then(Value::as_str);
+    match kind.map(str::parse::<NsPreset>) {
+        Some(Ok(preset)) => Ok(Some(preset)),
+        _ => Err(ProtocolError::value(
+            &format!("{param}.type"),
+            format!(
+                "Invalid value for '{param}': expected null or {{\"type\": \"near_field\"}} \
+                 or {{\"type\": \"far_field\"}}, got {v}."
+            ),
+        )),
     }
 }
 

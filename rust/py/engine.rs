@@ -451,7 +451,7 @@ impl PyEngine {
         clippy::fn_params_excessive_bools,
         reason = "keyword-only Python signature"
     )]
-    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, live_transcription=false, speculation=true, prefill=true, chat_size=0, temperature=None, max_output_tokens=None, end_of_turn=None, silence_ms=500.0))]
+    #[pyo3(signature = (*, instructions="", input_rate=16000, output_rate=24000, turn_detection=true, audio_output=true, voice=None, speed=1.0, transcription=false, live_transcription=false, speculation=true, prefill=true, chat_size=0, temperature=None, max_output_tokens=None, end_of_turn=None, silence_ms=500.0, noise_reduction=None))]
     fn session(
         &self,
         instructions: &str,
@@ -470,7 +470,12 @@ impl PyEngine {
         max_output_tokens: Option<u32>,
         end_of_turn: Option<&str>,
         silence_ms: f64,
+        noise_reduction: Option<&str>,
     ) -> PyResult<PySession> {
+        // `noise_reduction`: near_field or far_field (RNNoise before the VAD).
+        let noise_reduction = noise_reduction
+            .map(str::parse::<crate::audio::ns::NsPreset>)
+            .transpose()?;
         // `end_of_turn`: the eagerness of the learned end of turn (low,
         // medium, high, auto), or None for the silence rule alone.
         let end_of_turn = end_of_turn
@@ -497,6 +502,7 @@ impl PyEngine {
             chat_size,
             temperature,
             max_output_tokens,
+            noise_reduction,
             ..SessionConfig::default()
         };
         Ok(PySession(self.0.create_session(config)?))

@@ -191,6 +191,12 @@ create_exception!(
     ServerError,
     "A server setting is out of range."
 );
+create_exception!(
+    speech_to_speech,
+    ConnectionFailedError,
+    SpeechToSpeechError,
+    "A client (talk, listen_and_play) could not reach its server, or the server refused it."
+);
 
 /// Add every exception class to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -240,6 +246,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ServerError", py.get_type::<ServerError>())?;
     m.add("ServerAddressError", py.get_type::<ServerAddressError>())?;
     m.add("ServerConfigError", py.get_type::<ServerConfigError>())?;
+    m.add(
+        "ConnectionFailedError",
+        py.get_type::<ConnectionFailedError>(),
+    )?;
     Ok(())
 }
 

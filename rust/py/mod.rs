@@ -7,6 +7,7 @@ mod engine;
 pub(crate) mod errors;
 mod frontend;
 mod logging;
+mod modes;
 mod queue;
 mod realtime;
 mod resample;
@@ -33,6 +34,10 @@ mod core_module {
     };
     #[pymodule_export]
     use super::logging::init_logging;
+    #[pymodule_export]
+    use super::modes::{
+        PyListenAndPlay, PyLocalMode, PySocketServer, PyTalkClient, PyWebSocketServer,
+    };
     #[pymodule_export]
     use super::queue::{PyAudioQueue, PyQueue};
     #[pymodule_export]

@@ -55,7 +55,7 @@ pub(crate) fn to_json(
 
 /// The server-wide session settings, from a dict in the protocol's names
 /// (see `SessionDefaults::from_json`).
-fn session_defaults(py: Python<'_>, d: &Bound<'_, PyAny>) -> PyResult<SessionDefaults> {
+pub(crate) fn session_defaults(py: Python<'_>, d: &Bound<'_, PyAny>) -> PyResult<SessionDefaults> {
     let value = to_json(py, d, "defaults")?;
     SessionDefaults::from_json(&value).map_err(|e| {
         let param = e.param.as_deref().unwrap_or("defaults");
@@ -257,6 +257,13 @@ pub(crate) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         "tts_workers": engine.tts_workers,
         "first_audio_priority": engine.first_audio_priority,
         "session": SessionDefaults::default().to_json(),
+        "socket": {
+            "send_port": crate::transport::socket::DEFAULT_SEND_PORT,
+            "recv_port": crate::transport::socket::DEFAULT_RECV_PORT,
+            "rate": crate::transport::socket::DEFAULT_SOCKET_RATE,
+            "chunk_samples": crate::transport::socket::DEFAULT_CHUNK_SAMPLES,
+        },
+        "websocket_output_rate": crate::transport::websocket::DEFAULT_OUTPUT_RATE,
     });
     py.import("json")?
         .getattr("loads")?

@@ -696,7 +696,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The closing handshake: send a Close frame with `code`, then wait briefly
 /// for the client's answer, so the client sees a clean close with that code
 /// instead of a dropped connection (1006).
-async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
+pub(crate) async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),
@@ -719,7 +719,7 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
 
 /// The client sent Close: answer it. The WebSocket layer has queued the
 /// reply echoing the client's code; closing the sink sends it.
-async fn answer_close(socket: &mut WebSocket) {
+pub(crate) async fn answer_close(socket: &mut WebSocket) {
     let _ = tokio::time::timeout(CLOSE_WAIT, futures_util::SinkExt::close(socket)).await;
 }
 

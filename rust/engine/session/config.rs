@@ -1,5 +1,6 @@
 //! What a session is set up with: its settings and the overrides of one response.
 
+use crate::audio::ns::NsPreset;
 use crate::engine::backend::{SttOptions, Tool, ToolChoice};
 use crate::engine::conversation::Item;
 use crate::vad::EndOfTurnConfig;
@@ -59,6 +60,9 @@ pub struct SessionConfig {
     pub input_rate: u32,
     /// Turn detection settings of the VAD.
     pub vad: crate::vad::TurnConfig,
+    /// RNNoise on the input before the VAD (`audio.input.noise_reduction`);
+    /// `None`: the audio goes to the VAD as it came.
+    pub noise_reduction: Option<NsPreset>,
 }
 
 impl Default for SessionConfig {
@@ -87,6 +91,7 @@ impl Default for SessionConfig {
             live_interval_ms: 1000.0,
             input_rate: 24_000,
             vad: crate::vad::TurnConfig::default(),
+            noise_reduction: None,
         }
     }
 }

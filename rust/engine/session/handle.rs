@@ -101,6 +101,14 @@ impl Session {
         {
             let input = new_input(&self.0.engine, &next)?;
             *self.0.input.lock().unwrap_or_else(PoisonError::into_inner) = input;
+        } else if next.noise_reduction != st.config.noise_reduction {
+            // Only the suppressor changes: the open turn is kept.
+            self.0
+                .input
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_noise_reduction(next.noise_reduction)
+                .map_err(|e| SessionError::Config(e.to_string()))?;
         }
         st.config = next;
         Ok(())
@@ -282,6 +290,10 @@ pub(super) fn new_input(
         .end_of_turn
         .clone()
         .filter(|_| engine.has_turn_model() && vad.is_some());
-    AudioInput::new(config.input_rate, vad, end_of_turn)
-        .map_err(|e| SessionError::Config(e.to_string()))
+    let mut input = AudioInput::new(config.input_rate, vad, end_of_turn)
+        .map_err(|e| SessionError::Config(e.to_string()))?;
+    input
+        .set_noise_reduction(config.noise_reduction)
+        .map_err(|e| SessionError::Config(e.to_string()))?;
+    Ok(input)
 }
