@@ -221,15 +221,15 @@ mod tests {
 
     #[test]
     fn loads_the_system_library_and_calls_through() {
-        // The test machines install libasound2 (the device tests need it).
-        load().expect("libasound.so.2 loads");
-        assert!((0..NAMES.len()).all(filled));
         // A real call through a trampoline: the size of a status struct is
         // a positive constant of the library.
         unsafe extern "C" {
             #[link_name = "snd_pcm_status_sizeof"]
             fn status_sizeof() -> usize;
         }
+        // The test machines install libasound2 (the device tests need it).
+        load().expect("libasound.so.2 loads");
+        assert!((0..NAMES.len()).all(filled));
         // SAFETY: the library is loaded, and the function takes no argument.
         let size = unsafe { status_sizeof() };
         assert!(size > 0 && size < 4096, "snd_pcm_status_sizeof() = {size}");
