@@ -191,7 +191,13 @@ impl RealtimeServer {
             .route("/v1/realtime", get(realtime))
             .route("/realtime", get(realtime))
             .fallback(not_found)
-            .with_state(Arc::clone(&app));
+            .with_state(Arc::clone(&app))
+            .merge(super::audio_api::router(super::audio_api::AudioApi {
+                engine: Arc::clone(&self.engine),
+                api_key: self.config.api_key.clone(),
+                backends: self.config.backends.clone(),
+                authorized,
+            }));
         // Events are small frames sent as they happen: Nagle's algorithm
         // would hold some back for up to 40 ms.
         let listener = listener.tap_io(|tcp| {
