@@ -11,7 +11,7 @@ pub mod events;
 mod input;
 pub mod metrics;
 mod models;
-mod progress;
+pub(crate) mod progress;
 pub mod scripted;
 pub mod segmenter;
 pub mod session;

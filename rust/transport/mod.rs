@@ -1,5 +1,6 @@
 //! Transports: how audio and events reach a session from outside the process.
 
+pub mod audio_api;
 mod devices;
 pub mod listen_and_play;
 pub mod local;

@@ -336,7 +336,13 @@ impl RealtimeServer {
             .route("/v1/realtime", get(realtime))
             .route("/realtime", get(realtime))
             .fallback(not_found)
-            .with_state(Arc::clone(&app));
+            .with_state(Arc::clone(&app))
+            .merge(super::audio_api::router(super::audio_api::AudioApi {
+                engine: Arc::clone(&self.engine),
+                api_key: self.config.api_key.clone(),
+                backends: self.config.backends.clone(),
+                authorized,
+            }));
         runtime.spawn(accept_loop(listener, router, Arc::clone(&app)));
         tracing::info!(%addr, "realtime server listening");
         self.running = Some(Running {

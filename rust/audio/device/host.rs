@@ -44,8 +44,15 @@ pub struct DeviceInfo {
     pub default_output: bool,
 }
 
-fn host() -> cpal::Host {
-    cpal::default_host()
+/// The default host; on Linux, once the system's ALSA library is loaded.
+fn host() -> Result<cpal::Host, DeviceError> {
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    super::alsa_runtime::load()?;
+    Ok(cpal::default_host())
 }
 
 fn device_name(device: &cpal::Device) -> String {
@@ -67,7 +74,7 @@ fn device_description(device: &cpal::Device) -> String {
 }
 
 fn all_devices() -> Result<Vec<cpal::Device>, DeviceError> {
-    host()
+    host()?
         .devices()
         .map(Iterator::collect)
         .map_err(|e| backend_error(Direction::Input, "*", e))
@@ -75,7 +82,7 @@ fn all_devices() -> Result<Vec<cpal::Device>, DeviceError> {
 
 /// Every device the default host knows, in a stable order.
 pub fn list_devices() -> Result<Vec<DeviceInfo>, DeviceError> {
-    let host = host();
+    let host = host()?;
     let default_in = host.default_input_device().map(|d| device_name(&d));
     let default_out = host.default_output_device().map(|d| device_name(&d));
     Ok(all_devices()?
@@ -101,7 +108,7 @@ pub fn list_devices() -> Result<Vec<DeviceInfo>, DeviceError> {
 /// host's name or description first, then as a unique case-insensitive
 /// substring of either.
 fn find_device(direction: Direction, wanted: Option<&str>) -> Result<cpal::Device, DeviceError> {
-    let host = host();
+    let host = host()?;
     let capable = |d: &cpal::Device| match direction {
         Direction::Input => d.supports_input(),
         Direction::Output => d.supports_output(),

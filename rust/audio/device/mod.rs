@@ -32,6 +32,12 @@
 //! callback). Forcing a device rate the device cannot do is a clear
 //! [`DeviceError::UnsupportedRate`].
 
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod alsa_runtime;
 mod callbacks;
 mod error;
 mod host;
