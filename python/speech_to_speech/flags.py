@@ -122,6 +122,7 @@ def _run_flags(run: argparse._ArgumentGroup) -> None:
         help="require this key (Authorization: Bearer KEY); default: env "
         "SPEECH_TO_SPEECH_API_KEY, else no auth (only sensible on 127.0.0.1)",
     )
+    _web_flags(run)
     add(
         run,
         "max_message_bytes",
@@ -160,6 +161,40 @@ def _run_flags(run: argparse._ArgumentGroup) -> None:
         choices=("debug", "info", "warning", "error"),
         help="Python log level (the Rust core follows S2S_LOG)",
     )
+
+
+def _web_flags(run: argparse._ArgumentGroup) -> None:
+    """WebRTC calls (POST /v1/realtime/calls) and HTTPS for the browser page."""
+    switch(
+        run,
+        "webrtc",
+        "serve WebRTC calls at POST /v1/realtime/calls (Opus audio and the oai-events data "
+        "channel, as OpenAI's API); the page at / uses them",
+        True,
+    )
+    add(
+        run,
+        "webrtc_port",
+        type=int,
+        default=None,
+        help="the one UDP port every WebRTC call uses; None = the same number as --port "
+        "(0: any free port)",
+    )
+    add(
+        run,
+        "webrtc_public_ip",
+        default=None,
+        help="the address clients reach this server at, when it is behind a 1:1 NAT: "
+        "advertised as an ICE candidate on --webrtc_port (forward that UDP port to it)",
+    )
+    add(
+        run,
+        "tls_cert",
+        default=None,
+        help="serve HTTPS and WSS with this certificate chain (PEM); with --tls_key. "
+        "Browsers give the page the microphone only over HTTPS (or on localhost)",
+    )
+    add(run, "tls_key", default=None, help="the private key of --tls_cert (PEM)")
 
 
 def _vad_flags(vad: argparse._ArgumentGroup) -> None:

@@ -1,6 +1,11 @@
 //! Transports: how audio and events reach a session from outside the process.
 
+mod calls;
+pub mod keys;
+mod page;
 pub mod realtime;
+pub mod tls;
+mod web;
 pub mod webrtc;
 
 pub use realtime::{

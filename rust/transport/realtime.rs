@@ -16,17 +16,20 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::keys::Keys;
+use super::tls::{TlsFiles, TlsListener};
+use super::web::{self, Web};
+use super::webrtc::{WebRtcConfig, WebRtcEndpoint, WebRtcError};
 use crate::engine::{Engine, Session};
 use crate::protocol::{Dialect, OpenOptions, OpenRefusal, RealtimeSession, SessionDefaults};
 
@@ -51,6 +54,9 @@ pub enum TransportError {
     /// A setting is out of range; the message names it.
     #[error("invalid server setting: {0}")]
     InvalidConfig(String),
+    /// The WebRTC endpoint could not start (its UDP port, its settings).
+    #[error("WebRTC: {0}")]
+    WebRtc(#[from] WebRtcError),
 }
 
 /// The interface the server binds unless told otherwise (local only: no
@@ -83,6 +89,10 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// What a new session starts with (the command line's flags).
     pub defaults: SessionDefaults,
+    /// WebRTC calls (`POST /v1/realtime/calls`) on one UDP port; `None`: off.
+    pub webrtc: Option<WebRtcConfig>,
+    /// Serve HTTPS and WSS with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +106,8 @@ impl Default for ServerConfig {
             worker_threads: 0,
             send_timeout: Duration::from_secs(10),
             defaults: SessionDefaults::default(),
+            webrtc: None,
+            tls: None,
         }
     }
 }
@@ -103,6 +115,7 @@ impl Default for ServerConfig {
 struct App {
     engine: Arc<Engine>,
     config: ServerConfig,
+    keys: Arc<Keys>,
     cancel: CancellationToken,
     connections: AtomicUsize,
 }
@@ -112,6 +125,7 @@ struct Running {
     cancel: CancellationToken,
     addr: SocketAddr,
     app: Arc<App>,
+    endpoint: Option<WebRtcEndpoint>,
 }
 
 /// The Realtime server. Owns its runtime; dropping it stops it.
@@ -179,41 +193,80 @@ impl RealtimeServer {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
         };
+        let tls = match &self.config.tls {
+            Some(files) => Some(files.acceptor().map_err(TransportError::InvalidConfig)?),
+            None => None,
+        };
         let cancel = CancellationToken::new();
+        let endpoint = match &self.config.webrtc {
+            Some(c) => Some(WebRtcEndpoint::bind(
+                c.clone(),
+                runtime.handle(),
+                cancel.clone(),
+            )?),
+            None => None,
+        };
+        let keys = Arc::new(Keys::new(self.config.api_key.clone()));
         let app = Arc::new(App {
             engine: Arc::clone(&self.engine),
             config: self.config.clone(),
+            keys: Arc::clone(&keys),
             cancel: cancel.clone(),
             connections: AtomicUsize::new(0),
         });
+        let web = Web {
+            engine: Arc::clone(&self.engine),
+            keys,
+            defaults: self.config.defaults.clone(),
+            max_message_bytes: self.config.max_message_bytes,
+            endpoint: endpoint.clone(),
+            cancel: cancel.clone(),
+        };
         let router = Router::new()
             .route("/health", get(health))
             .route("/v1/realtime", get(realtime))
             .route("/realtime", get(realtime))
             .fallback(not_found)
-            .with_state(Arc::clone(&app));
-        // Events are small frames sent as they happen: Nagle's algorithm
-        // would hold some back for up to 40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!("could not set TCP_NODELAY: {e}");
-            }
-        });
+            .with_state(Arc::clone(&app))
+            .merge(web::routes(web));
         let stop = cancel.clone();
-        runtime.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!("realtime server stopped: {e}");
-            }
-        });
+        if let Some(acceptor) = tls {
+            let listener = {
+                let _guard = runtime.enter();
+                TlsListener::new(listener, acceptor, cancel.clone()).map_err(bind_err)?
+            };
+            runtime.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("realtime server stopped: {e}");
+                }
+            });
+        } else {
+            // Events are small frames sent as they happen: Nagle's algorithm
+            // would hold some back for up to 40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!("could not set TCP_NODELAY: {e}");
+                }
+            });
+            runtime.spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("realtime server stopped: {e}");
+                }
+            });
+        }
         tracing::info!(%addr, "realtime server listening");
         self.running = Some(Running {
             runtime,
             cancel,
             addr,
             app,
+            endpoint,
         });
         Ok(addr)
     }
@@ -258,6 +311,27 @@ impl RealtimeServer {
             .map_or(0, |r| r.app.connections.load(Ordering::Acquire))
     }
 
+    /// The UDP port of the WebRTC calls while running (`None`: WebRTC is off).
+    pub fn webrtc_port(&self) -> Option<u16> {
+        self.endpoint().map(WebRtcEndpoint::port)
+    }
+
+    /// The ICE candidates every call's answer carries.
+    pub fn webrtc_candidates(&self) -> Vec<SocketAddr> {
+        self.endpoint()
+            .map(WebRtcEndpoint::candidate_addrs)
+            .unwrap_or_default()
+    }
+
+    /// WebRTC calls open now.
+    pub fn calls(&self) -> usize {
+        self.endpoint().map_or(0, WebRtcEndpoint::calls)
+    }
+
+    fn endpoint(&self) -> Option<&WebRtcEndpoint> {
+        self.running.as_ref().and_then(|r| r.endpoint.as_ref())
+    }
+
     /// The settings.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -288,42 +362,16 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
-/// Whether the request carries `key`, as a bearer token or the browser subprotocol.
-fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    let key = key.as_bytes();
-    let same = |given: &[u8]| bool::from(given.ct_eq(key));
-    let bearer = headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .any(|t| same(t.trim().as_bytes()));
-    let subprotocol = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|p| p.trim().strip_prefix("openai-insecure-api-key."))
-        .any(|t| same(t.as_bytes()));
-    bearer | subprotocol
-}
-
 async fn realtime(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Some(key) = &app.config.api_key
-        && !authorized(&headers, key)
-    {
-        let body = json!({"error": {"type": "invalid_request_error", "code": "invalid_api_key",
-            "message": "Missing or incorrect API key: send 'Authorization: Bearer KEY' or the subprotocol 'openai-insecure-api-key.KEY'."}});
-        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-    }
+    let grant = match app.keys.check(&headers) {
+        Ok(grant) => grant,
+        Err(e) => return e.into_response(),
+    };
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
@@ -354,7 +402,8 @@ async fn realtime(
         .max_frame_size(limit.saturating_mul(2))
         .on_upgrade(move |socket| async move {
             app.connections.fetch_add(1, Ordering::AcqRel);
-            connection(&app, socket, dialect, model, timings).await;
+            let session = grant.session().cloned().into_iter().collect();
+            connection(&app, socket, dialect, model, timings, session).await;
             app.connections.fetch_sub(1, Ordering::AcqRel);
         })
 }
@@ -418,12 +467,15 @@ async fn connection(
     dialect: Dialect,
     model: String,
     timings: bool,
+    session: Vec<Value>,
 ) {
     let options = OpenOptions {
         dialect,
         model,
         timings,
         max_message_bytes: app.config.max_message_bytes,
+        session,
+        media_rate: None,
     };
     let (mut rt, created) = match RealtimeSession::open(&app.engine, &app.config.defaults, options)
     {
