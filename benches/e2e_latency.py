@@ -360,6 +360,12 @@ def main() -> int:
     p.add_argument("--llm", default="llama-cpp")
     p.add_argument("--tts", default="piper")
     p.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT, help="as the server's default")
+    p.add_argument(
+        "--transport",
+        choices=("websocket", "webrtc"),
+        default="websocket",
+        help="webrtc: over POST /v1/realtime/calls (aiortc), against the WebSocket in the same run",
+    )
     args = p.parse_args()
 
     utterances = load_utterances()
@@ -368,18 +374,19 @@ def main() -> int:
         floor_rows = measure_floor(utterances, args.silence_ms, args)
     port = free_port()
     proc = start_server(args.server_cmd, port, args.silence_ms)
+    reference: list[Turn] = []
     try:
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=s2s&timings=1"
         per_conv = max(1, args.turns // args.concurrency)
 
-        async def run_all() -> list[list[Turn]]:
+        async def run_all(turns: int = per_conv) -> list[list[Turn]]:
             return await asyncio.gather(
                 *(
                     conversation(
                         index=i,
                         url=url,
                         utterances=utterances,
-                        turns=per_conv,
+                        turns=turns,
                         silence_ms=args.silence_ms,
                         start_delay=i * 0.7,
                     )
@@ -387,7 +394,22 @@ def main() -> int:
                 )
             )
 
-        turns = [t for conv in asyncio.run(run_all()) for t in conv]
+        if args.transport == "webrtc":
+            from _webrtc_latency import both_transports
+
+            reference, turns = asyncio.run(
+                both_transports(
+                    run_all,
+                    base_url=f"http://127.0.0.1:{port}",
+                    utterances=utterances,
+                    turns=args.turns,
+                    silence_ms=args.silence_ms,
+                    new_turn=lambda i, name: Turn(conversation=i, utterance=name),
+                    speech_end_s=speech_end_s,
+                )
+            )
+        else:
+            turns = [t for conv in asyncio.run(run_all()) for t in conv]
     finally:
         stop_server(proc)
 
@@ -400,6 +422,7 @@ def main() -> int:
     ]
     floors = [r["floor_ms"] for r in floor_rows]
     result = {
+        "transport": args.transport,
         "turns": len(turns),
         "turns_completed": sum(t.status == "completed" for t in turns),
         "concurrency": args.concurrency,
@@ -419,6 +442,10 @@ def main() -> int:
         "floor": floor_rows,
         "per_turn": [{**asdict(t), "voice_to_voice_ms": t.ms(t.first_audio)} for t in turns],
     }
+    if args.transport == "webrtc":
+        from _webrtc_latency import compared
+
+        result.update(compared(reference, turns))
     print(
         f"{'turn':>4} {'utterance':22} {'stopped':>8} {'transcr':>8} "
         f"{'created':>8} {'audio':>8} {'floor':>8}"
@@ -437,13 +464,15 @@ def main() -> int:
         "voice_to_voice_p95_ms",
         "floor_p50_ms",
         "overhead_p50_ms",
+        *(("websocket_voice_to_voice_p50_ms", "webrtc_added_p50_ms") if reference else ()),
     ):
         print(f"{key:24} {result[key]:8.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.plot:
         plot(turns, result["floor_p50_ms"], args.plot)
-    return 0 if result["turns_completed"] == len(turns) else 1
+    completed = result["turns_completed"] == len(turns)
+    return 0 if completed and all(t.status == "completed" for t in reference) else 1
 
 
 if __name__ == "__main__":
