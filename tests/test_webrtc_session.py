@@ -28,6 +28,7 @@ from openai import AsyncOpenAI
 from openai.types.realtime import ClientSecretCreateResponse
 from test_realtime import SlowLlm
 from test_realtime_conformance import strict
+from test_webrtc import _strip_opus
 
 from speech_to_speech import Engine, RealtimeServer, ServerConfigError, resample
 from speech_to_speech.vad import load_silero_vad
@@ -222,6 +223,9 @@ async def test_bad_input_gets_clear_answers_and_other_calls_go_on(
         r = await post_offer(url, sdp)
         assert (r.status_code, r.json()["error"]["code"]) == (400, "no_audio")
         mic_sdp = await _audio_offer()
+        # Audio without a codec the server speaks (no Opus): refused, saying so.
+        r = await post_offer(url, _strip_opus(mic_sdp))
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "unsupported_codec"), r.text
         bad = {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "magic"}}}}
         r = await post_offer(url, mic_sdp, session=bad)
         assert r.status_code == 400, r.text
