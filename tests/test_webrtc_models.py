@@ -10,7 +10,9 @@ others hold a conversation with it over ``POST /v1/realtime/calls``:
 * headless Chromium (Debian's ``chromium``), its fake microphone playing a
   question from ``../shared/audio``, driven over the DevTools protocol: it
   opens ``GET /``, connects over WebRTC, and the page shows the user's
-  transcript and the reply, with audio played.
+  transcript and the reply, with audio played. With auth on (scripted models),
+  the page asks for the key, says when it is missing or wrong, and calls over
+  WebRTC and the WebSocket with an ephemeral key it minted.
 """
 
 from __future__ import annotations
@@ -281,3 +283,66 @@ async def test_chromium_talks_to_the_page_over_webrtc(
     assert "ms" in agents[0]["meta"], state
     assert state["peak"] > 0.01, state
     assert received > 2000, received
+
+
+async def _wait_for(page: DevTools, expression: str, timeout: float = 30.0) -> Any:
+    """Poll ``expression`` in the page until it is truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await page.eval(expression)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"the page never got {expression}"
+        await asyncio.sleep(0.2)
+
+
+async def test_the_page_asks_for_the_key_and_calls_with_an_ephemeral_one(
+    chromium: tuple[str, Path],
+) -> None:
+    from speech_to_speech import Engine
+    from speech_to_speech.vad import load_silero_vad
+
+    key = "sk-page-test"
+    engine = Engine(stt="scripted", llm="scripted", tts="scripted", vad=load_silero_vad())
+    server = RealtimeServer(engine, port=0, webrtc_port=0, api_key=key)
+    server.start()
+    debugger, _ = chromium
+    try:
+        async with websockets.connect(debugger, max_size=None) as ws:
+            page = DevTools(ws)
+            await page.call("Page.enable")
+            await page.call("Page.navigate", url=f"{server.http_url}/")
+            await _wait_for(page, "window.s2s !== undefined && document.readyState === 'complete'")
+            # Record what the page sends where, with which key.
+            await page.eval(
+                "window.sent = []; const f = window.fetch; window.fetch = (u, o) => {"
+                " sent.push([String(u), (o && o.headers && o.headers.Authorization) || '']);"
+                " return f(u, o); }; true"
+            )
+            toast = "document.getElementById('toast').textContent"
+            click = "document.getElementById('connect').click(); true"
+            # No key: the page says the server needs one, and stays disconnected.
+            await page.eval(click)
+            assert "needs its API key" in await _wait_for(page, toast)
+            # A wrong key: refused, said so.
+            await page.eval(f"document.getElementById('apiKey').value = 'wrong'; {click}")
+            assert "refused" in await _wait_for(page, f"{toast}.includes('refused') && {toast}")
+            assert not await page.eval("s2s.connected")
+            # The server's key: the page mints an ephemeral key and calls with it, over
+            # WebRTC, then over the WebSocket.
+            for transport in ("webrtc", "websocket"):
+                await page.eval(
+                    f"document.getElementById('apiKey').value = '{key}';"
+                    f" document.getElementById('transport').value = '{transport}'; {click}"
+                )
+                await _wait_for(page, "s2s.connected && s2s.events.length > 0")
+                assert await page.eval("s2s.transport") == transport
+                await page.eval(click)  # hang up
+                await _wait_for(page, "!s2s.connected")
+            sent = await page.eval("sent")
+    finally:
+        server.stop()
+    mints = [auth for url, auth in sent if url.endswith("/v1/realtime/client_secrets")]
+    calls = [auth for url, auth in sent if "/v1/realtime/calls" in url]
+    assert mints and all(a in ("", "Bearer wrong", f"Bearer {key}") for a in mints), mints
+    assert len(calls) == 1 and calls[0].startswith("Bearer ek_"), calls
