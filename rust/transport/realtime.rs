@@ -229,20 +229,12 @@ impl RealtimeServer {
             .fallback(not_found)
             .with_state(Arc::clone(&app))
             .merge(web::routes(web));
-        let stop = cancel.clone();
         if let Some(acceptor) = tls {
             let listener = {
                 let _guard = runtime.enter();
                 TlsListener::new(listener, acceptor, cancel.clone()).map_err(bind_err)?
             };
-            runtime.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!("realtime server stopped: {e}");
-                }
-            });
+            spawn_serve(&runtime, listener, router, cancel.clone());
         } else {
             // Events are small frames sent as they happen: Nagle's algorithm
             // would hold some back for up to 40 ms.
@@ -251,14 +243,7 @@ impl RealtimeServer {
                     tracing::warn!("could not set TCP_NODELAY: {e}");
                 }
             });
-            runtime.spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!("realtime server stopped: {e}");
-                }
-            });
+            spawn_serve(&runtime, listener, router, cancel.clone());
         }
         tracing::info!(%addr, "realtime server listening");
         self.running = Some(Running {
@@ -354,6 +339,26 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         "connections": app.connections.load(Ordering::Acquire),
     }))
     .into_response()
+}
+
+/// Serve `router` on `listener` until `stop`.
+fn spawn_serve<L>(
+    runtime: &tokio::runtime::Runtime,
+    listener: L,
+    router: Router,
+    stop: CancellationToken,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    runtime.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!("realtime server stopped: {e}");
+        }
+    });
 }
 
 async fn not_found() -> Response {
