@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Session;
+use super::session_task::{CloseOnDrop, sleep_until};
 use crate::protocol::{Outgoing, RealtimeSession};
 use crate::transport::webrtc::{Call, CallEvent, CallHandle, SAMPLE_RATE};
 
@@ -371,20 +371,5 @@ impl Bridge {
                 tracing::debug!(item = %item_id, "truncate after clear: {e}");
             }
         }
-    }
-}
-
-struct CloseOnDrop(Session);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -4,6 +4,7 @@ mod calls;
 pub mod keys;
 mod page;
 pub mod realtime;
+mod session_task;
 pub mod tls;
 mod web;
 pub mod webrtc;

@@ -27,10 +27,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::keys::Keys;
+use super::session_task::{CloseOnDrop, sleep_until};
 use super::tls::{TlsFiles, TlsListener};
 use super::web::{self, Web};
 use super::webrtc::{WebRtcConfig, WebRtcEndpoint, WebRtcError};
-use crate::engine::{Engine, Session};
+use crate::engine::Engine;
 use crate::protocol::{Dialect, OpenOptions, OpenRefusal, RealtimeSession, SessionDefaults};
 
 /// Errors from starting or stopping the server.
@@ -583,21 +584,6 @@ async fn flush(
         }
     }
     true
-}
-
-struct CloseOnDrop(Session);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn send(socket: &mut WebSocket, ev: &Value, timeout: Duration) -> bool {
