@@ -464,22 +464,25 @@ def run_server(
     args: argparse.Namespace,
     detector: str,
     utterances: list[tuple[str, Any]],
-) -> tuple[list[Turn], list[Turn]]:
-    """The plain conversations, then the tool-bearing one, against one server."""
+) -> tuple[list[Turn], list[Turn], list[Turn]]:
+    """The plain conversations, then the tool-bearing one, against one server; with
+    ``--transport webrtc`` the plain turns ride WebRTC, and the WebSocket's same turns
+    (the last list) alternate with them as the reference."""
     port = free_port()
     proc = start_server(args.server_cmd, port, detector)
+    reference: list[Turn] = []
     try:
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=s2s&timings=1"
         per_conv = max(1, args.turns // args.concurrency)
 
-        async def run_all() -> list[list[Turn]]:
+        async def run_all(turns: int = per_conv) -> list[list[Turn]]:
             return await asyncio.gather(
                 *(
                     conversation(
                         index=i,
                         url=url,
                         utterances=utterances,
-                        turns=per_conv,
+                        turns=turns,
                         silence_ms=args.silence_ms,
                         start_delay=i * 0.7,
                     )
@@ -487,7 +490,22 @@ def run_server(
                 )
             )
 
-        turns = [t for conv in asyncio.run(run_all()) for t in conv]
+        if args.transport == "webrtc":
+            from _webrtc_latency import both_transports
+
+            reference, turns = asyncio.run(
+                both_transports(
+                    run_all,
+                    base_url=f"http://127.0.0.1:{port}",
+                    utterances=utterances,
+                    turns=args.turns,
+                    silence_ms=args.silence_ms,
+                    new_turn=lambda i, name: Turn(conversation=i, utterance=name),
+                    speech_end_s=speech_end_s,
+                )
+            )
+        else:
+            turns = [t for conv in asyncio.run(run_all()) for t in conv]
         tool_turns: list[Turn] = []
         if args.tools_turns:
             tool_turns = asyncio.run(
@@ -503,7 +521,7 @@ def run_server(
             )
     finally:
         stop_server(proc)
-    return turns, tool_turns
+    return turns, tool_turns, reference
 
 
 def print_turns(detector: str, turns: list[Turn], result: dict[str, Any]) -> None:
@@ -559,6 +577,12 @@ def main() -> int:
     p.add_argument("--llm", default="llama-cpp")
     p.add_argument("--tts", default="piper")
     p.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT, help="as the server's default")
+    p.add_argument(
+        "--transport",
+        choices=("websocket", "webrtc"),
+        default="websocket",
+        help="webrtc: over POST /v1/realtime/calls (aiortc), against the WebSocket in the same run",
+    )
     args = p.parse_args()
 
     utterances = load_utterances()
@@ -568,9 +592,14 @@ def main() -> int:
     detectors = ["smart_turn", "silence"] if args.turn_detector == "both" else [args.turn_detector]
     runs: dict[str, dict[str, Any]] = {}
     for detector in detectors:
-        turns, tool_turns = run_server(args, detector, utterances)
+        turns, tool_turns, reference = run_server(args, detector, utterances)
         silence = COMPLETE_SILENCE_MS if detector == "smart_turn" else args.silence_ms
         result = summarize(turns, floor_rows, silence)
+        result["transport"] = args.transport
+        if reference:
+            from _webrtc_latency import compared
+
+            result.update(compared(reference, turns))
         if tool_turns:
             result["tools_turns"] = len(tool_turns)
             result["tools_first_token_p50_ms"] = pct(

@@ -418,6 +418,8 @@ fn open(engine: &Arc<Engine>, dialect: Dialect) -> RealtimeSession {
             model: "fuzz".to_owned(),
             timings: false,
             max_message_bytes: 64 * 1024,
+            session: Vec::new(),
+            media_rate: None,
         },
     )
     .map_err(|(ev, _)| ev)

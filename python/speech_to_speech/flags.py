@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         parser.add_argument_group("websocket mode"),
         "ws_output_rate",
-        type=int,
+        type=_rate,
         default=DEFAULTS["websocket_output_rate"],
         help="rate of the answer's PCM unless a client asks for another",
     )
@@ -147,24 +147,22 @@ def device_flags(g: argparse._ArgumentGroup) -> None:
     )
 
 
-def port(text: str) -> int:
-    """A TCP port number (0: any free port), for argparse."""
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535)")
-    return value
+#: A TCP port number (0: any free port), for argparse.
+port = number(int, 0, 65535)
+#: A PCM sample rate; the core refuses the ones it cannot resample from.
+_rate = number(int, 8000, 48000)
 
 
 def _socket_flags(s: argparse._ArgumentGroup) -> None:
     sock: dict[str, int] = DEFAULTS["socket"]
     add(s, "send_port", type=port, default=sock["send_port"], help="microphone port")
     add(s, "recv_port", type=port, default=sock["recv_port"], help="speaker port")
-    add(s, "send_rate", type=int, default=sock["rate"], help="rate of the PCM clients send")
-    add(s, "recv_rate", type=int, default=sock["rate"], help="rate of the PCM clients receive")
+    add(s, "send_rate", type=_rate, default=sock["rate"], help="rate of the PCM clients send")
+    add(s, "recv_rate", type=_rate, default=sock["rate"], help="rate of the PCM clients receive")
     add(
         s,
         "list_play_chunk_size",
-        type=int,
+        type=number(int, 1, 1 << 20),
         default=sock["chunk_samples"],
         help="samples per chunk of the answer",
     )
@@ -195,6 +193,7 @@ def _run_flags(run: argparse._ArgumentGroup) -> None:
         help="require this key (Authorization: Bearer KEY); default: env "
         "SPEECH_TO_SPEECH_API_KEY, else no auth (only sensible on 127.0.0.1)",
     )
+    _web_flags(run)
     add(
         run,
         "max_message_bytes",
@@ -233,6 +232,40 @@ def _run_flags(run: argparse._ArgumentGroup) -> None:
         choices=("debug", "info", "warning", "error"),
         help="Python log level (the Rust core follows S2S_LOG)",
     )
+
+
+def _web_flags(run: argparse._ArgumentGroup) -> None:
+    """WebRTC calls (POST /v1/realtime/calls) and HTTPS for the browser page."""
+    switch(
+        run,
+        "webrtc",
+        "serve WebRTC calls at POST /v1/realtime/calls (Opus audio and the oai-events data "
+        "channel, as OpenAI's API); the page at / uses them",
+        True,
+    )
+    add(
+        run,
+        "webrtc_port",
+        type=number(int, 0, 65535),
+        default=None,
+        help="the one UDP port every WebRTC call uses; None = the same number as --port "
+        "(0: any free port)",
+    )
+    add(
+        run,
+        "webrtc_public_ip",
+        default=None,
+        help="the address clients reach this server at, when it is behind a 1:1 NAT: "
+        "advertised as an ICE candidate on --webrtc_port (forward that UDP port to it)",
+    )
+    add(
+        run,
+        "tls_cert",
+        default=None,
+        help="serve HTTPS and WSS with this certificate chain (PEM); with --tls_key. "
+        "Browsers give the page the microphone only over HTTPS (or on localhost)",
+    )
+    add(run, "tls_key", default=None, help="the private key of --tls_cert (PEM)")
 
 
 def _vad_flags(vad: argparse._ArgumentGroup) -> None:

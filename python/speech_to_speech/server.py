@@ -65,12 +65,16 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
 def build_server(
     args: argparse.Namespace, engine: Engine, backends: dict[str, Any]
 ) -> RealtimeServer:
-    """The (stopped) server for ``args``: host, port, API key, message limit, defaults."""
+    """The (stopped) server for ``args``: host, port, API key, message limit, defaults,
+    WebRTC and TLS."""
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(
             "serving on %s without an API key: anyone who can reach it can use it", args.host
         )
+    webrtc_port = None
+    if args.webrtc == "on":
+        webrtc_port = args.webrtc_port if args.webrtc_port is not None else args.port
     return RealtimeServer(
         engine,
         host=args.host,
@@ -82,6 +86,10 @@ def build_server(
         max_connections=args.max_connections,
         send_timeout_s=args.send_timeout_s,
         header_timeout_s=args.header_timeout_s,
+        webrtc_port=webrtc_port,
+        webrtc_public_ip=args.webrtc_public_ip,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -104,6 +112,14 @@ def run_realtime(args: argparse.Namespace, engine: Engine, backends: dict[str, A
     server = build_server(args, engine, backends)
     server.start()
     logger.info("OpenAI Realtime API at %s (backends: %s)", server.url, backends)
+    if server.webrtc_port is not None:
+        logger.info(
+            "WebRTC calls at %s/v1/realtime/calls on UDP port %d (candidates %s)",
+            server.http_url,
+            server.webrtc_port,
+            ", ".join(server.webrtc_candidates),
+        )
+    logger.info("talk to it in a browser: %s/", server.http_url)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         server.serve_forever()

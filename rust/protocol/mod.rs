@@ -18,8 +18,8 @@ pub use client_events::{
     ClientEvent, ItemReferences, parse_client_event, parse_item, parse_response_options,
 };
 pub use defaults::{SessionDefaults, TurnDetector};
-pub use realtime_session::{OpenOptions, OpenRefusal, RealtimeSession};
-pub use server_events::Encoder;
+pub use realtime_session::{OpenOptions, OpenRefusal, Outgoing, RealtimeSession};
+pub use server_events::{Encoder, session_resource};
 pub use session_object::{AudioFormat, SessionState, Transcription, TurnDetection, VadDefaults};
 pub use wire::{Dialect, ProtocolError};
 

@@ -13,7 +13,7 @@ use super::defaults::SessionDefaults;
 use super::server_events::Encoder;
 use super::session_object::{SessionState, TurnDetection};
 use super::wire::{Dialect, ProtocolError};
-use crate::engine::{Engine, EngineError, Session, SessionConfig, SessionError};
+use crate::engine::{Engine, EngineError, EngineEvent, Session, SessionConfig, SessionError};
 
 /// One Realtime session: the protocol's session object and encoder over an
 /// engine [`Session`]. Client events in ([`on_text`](Self::on_text)), wire
@@ -33,6 +33,27 @@ pub struct RealtimeSession {
     defaults: SessionDefaults,
     /// Counter for ids of client items sent without one.
     client_ids: u64,
+    /// Audio rides a media track at this rate (see [`OpenOptions::media_rate`]).
+    media_rate: Option<u32>,
+    /// The client asked to clear the track's audio (`output_audio_buffer.clear`).
+    clear_requested: bool,
+}
+
+/// What a media transport (WebRTC) sends: events for the data channel and
+/// output audio for the track, in the order the session produced them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A wire event.
+    Event(Value),
+    /// Output audio at the media rate.
+    Audio {
+        /// The response it belongs to.
+        response_id: String,
+        /// The assistant message it is the audio of.
+        item_id: String,
+        /// Mono samples in [-1, 1].
+        samples: Vec<f32>,
+    },
 }
 
 /// Why a session could not be opened.
@@ -55,6 +76,17 @@ pub struct OpenOptions {
     pub timings: bool,
     /// Largest client message answered normally.
     pub max_message_bytes: usize,
+    /// Session configs (GA `session` objects) applied in order before
+    /// `session.created`: an ephemeral key's, a call's `session` form field.
+    /// One that does not apply is answered with an `error` after
+    /// `session.created` and the session goes on without it.
+    pub session: Vec<Value>,
+    /// `Some(rate)`: the audio rides a media track (WebRTC) at `rate`, both
+    /// ways. The session's audio formats then only describe the events,
+    /// output audio comes out of [`RealtimeSession::drain_media`] instead of
+    /// `response.output_audio.delta` events, `input_audio_buffer.append` is
+    /// refused and `output_audio_buffer.clear` is accepted.
+    pub media_rate: Option<u32>,
 }
 
 impl RealtimeSession {
@@ -71,13 +103,20 @@ impl RealtimeSession {
             model,
             timings,
             max_message_bytes,
+            session: configs,
+            media_rate,
         } = options;
-        let mut state = defaults.seed(SessionState::new("sess_pending", &model));
-        if !engine.has_vad() {
-            state.turn_detection = TurnDetection::Disabled;
+        let mut state = Self::starting_state(engine, defaults, "sess_pending", &model);
+        let mut refused = Vec::new();
+        for v in &configs {
+            match Self::checked_update(&state, v, engine.has_vad()) {
+                Ok(next) => state = next,
+                Err(e) => refused.push(e),
+            }
         }
         let mut config = SessionConfig::default();
         defaults.config_for(&state, &mut config);
+        media_rates(media_rate, &mut config);
         let session = match engine.create_session(config) {
             Ok(s) => s,
             Err(e) => {
@@ -107,10 +146,47 @@ impl RealtimeSession {
             vad: engine.has_vad(),
             defaults: defaults.clone(),
             client_ids: 0,
+            media_rate,
+            clear_requested: false,
         };
+        for e in refused {
+            let ev = rt.enc.error(&e, None);
+            rt.replies.push(ev);
+        }
         rt.reset_idle();
         let created = rt.enc.session_event("session.created", &rt.state);
         Ok((rt, created))
+    }
+
+    /// What a session on `engine` starts from before any client config:
+    /// the server's defaults (push-to-talk without a VAD).
+    pub fn starting_state(
+        engine: &Engine,
+        defaults: &SessionDefaults,
+        id: &str,
+        model: &str,
+    ) -> SessionState {
+        let mut state = defaults.seed(SessionState::new(id, model));
+        if !engine.has_vad() {
+            state.turn_detection = TurnDetection::Disabled;
+        }
+        state
+    }
+
+    /// `state` with the GA session config `v` applied, or why it cannot be:
+    /// what a session opened with `v` in [`OpenOptions::session`] starts
+    /// from. Turn detection needs a VAD (`has_vad`).
+    pub fn checked_update(
+        state: &SessionState,
+        v: &Value,
+        has_vad: bool,
+    ) -> Result<SessionState, ProtocolError> {
+        let mut next = state.clone();
+        next.update(Dialect::Ga, v)?;
+        if next.turn_detection != TurnDetection::Disabled && !has_vad {
+            return Err(no_vad_error());
+        }
+        Ok(next)
     }
 
     /// The engine session underneath (for its notify hook and its close).
@@ -142,6 +218,41 @@ impl RealtimeSession {
     /// engine events may be waiting (the transport comes back for them after
     /// looking at its socket).
     pub fn drain(&mut self, out: &mut Vec<Value>, max: usize) -> bool {
+        let more = self.drain_engine(max, &mut |enc, ev| enc.engine_event(ev, out));
+        out.append(&mut self.replies);
+        more
+    }
+
+    /// [`drain`](Self::drain) for a media transport: output audio comes out
+    /// as [`Outgoing::Audio`] (for the track), every other event as
+    /// [`Outgoing::Event`], in the session's order.
+    pub fn drain_media(&mut self, out: &mut Vec<Outgoing>, max: usize) -> bool {
+        let mut events = Vec::new();
+        let more = self.drain_engine(max, &mut |enc, ev| match ev {
+            EngineEvent::AudioDelta {
+                response_id,
+                item_id,
+                samples,
+                ..
+            } => out.push(Outgoing::Audio {
+                response_id,
+                item_id,
+                samples,
+            }),
+            ev => {
+                enc.engine_event(ev, &mut events);
+                out.extend(events.drain(..).map(Outgoing::Event));
+            }
+        });
+        out.extend(self.replies.drain(..).map(Outgoing::Event));
+        more
+    }
+
+    fn drain_engine(
+        &mut self,
+        max: usize,
+        each: &mut dyn FnMut(&mut Encoder, EngineEvent),
+    ) -> bool {
         let mut n = 0;
         while n < max {
             let Some(ev) = self.session.try_next_event() else {
@@ -149,12 +260,12 @@ impl RealtimeSession {
             };
             n += 1;
             self.observe(&ev);
-            self.enc.engine_event(ev, out);
+            each(&mut self.enc, ev);
         }
         let metrics = self.session.metrics();
         for reply in &self.replies {
             // Engine errors were counted as the engine sent them; these are
-            // the protocol's own answers.
+            // the protocol's own answers (sent by the caller, after these).
             if reply["type"] == "error" {
                 let e = &reply["error"];
                 metrics.error(
@@ -163,16 +274,43 @@ impl RealtimeSession {
                 );
             }
         }
-        out.append(&mut self.replies);
         n == max
     }
 
+    /// Whether the client asked to clear the track's audio since the last
+    /// call (`output_audio_buffer.clear`, media sessions only).
+    pub fn take_clear_request(&mut self) -> bool {
+        std::mem::take(&mut self.clear_requested)
+    }
+
+    /// Whether the user's speech cancels the response (`interrupt_response`
+    /// of the turn detection): a media transport then also stops the
+    /// audio still playing.
+    pub fn interrupts(&self) -> bool {
+        match self.state.turn_detection {
+            TurnDetection::Disabled => false,
+            TurnDetection::ServerVad {
+                interrupt_response, ..
+            }
+            | TurnDetection::SemanticVad {
+                interrupt_response, ..
+            } => interrupt_response,
+        }
+    }
+
+    /// A wire event built by the transport (`output_audio_buffer.*`): its
+    /// `type` and fields; the encoder adds the `event_id`.
+    pub fn transport_event(&mut self, kind: &str, body: Value) -> Value {
+        self.enc.transport_event(kind, body)
+    }
+
     /// Track what the idle timeout needs to know.
-    fn observe(&mut self, ev: &crate::engine::EngineEvent) {
-        use crate::engine::EngineEvent as E;
+    fn observe(&mut self, ev: &EngineEvent) {
         match ev {
-            E::SpeechStarted { .. } | E::ResponseCreated { .. } => self.idle_deadline = None,
-            E::ResponseDone { .. } => self.reset_idle(),
+            EngineEvent::SpeechStarted { .. } | EngineEvent::ResponseCreated { .. } => {
+                self.idle_deadline = None;
+            }
+            EngineEvent::ResponseDone { .. } => self.reset_idle(),
             _ => {}
         }
     }
@@ -273,17 +411,15 @@ impl RealtimeSession {
             }
         };
         if next.turn_detection != TurnDetection::Disabled && !self.vad {
-            let ev = self.enc.error_code(
-                "invalid_request_error",
-                "invalid_value",
-                "Turn detection needs a VAD model, and this server has none: use turn_detection null (push-to-talk).",
-                event_id,
-            );
+            let ev = self.enc.error(&no_vad_error(), event_id);
             self.replies.push(ev);
             return Ok(());
         }
-        let defaults = &self.defaults;
-        s.update_config(|c| defaults.config_for(&next, c))?;
+        let (defaults, media_rate) = (&self.defaults, self.media_rate);
+        s.update_config(|c| {
+            defaults.config_for(&next, c);
+            media_rates(media_rate, c);
+        })?;
         self.state = next;
         self.enc.set_session(&self.state);
         self.reset_idle();
@@ -303,6 +439,16 @@ impl RealtimeSession {
                 let mut next = self.state.clone();
                 let checked = next.update(self.dialect, &v).map(|()| next);
                 self.change_session(&s, event_id, checked, false)
+            }
+            ClientEvent::Append(_) if self.media_rate.is_some() => {
+                let ev = self.enc.error_code(
+                    "invalid_request_error",
+                    "unsupported_event",
+                    "Over WebRTC the input audio is the call's audio track: input_audio_buffer.append is for WebSocket connections.",
+                    event_id,
+                );
+                self.replies.push(ev);
+                Ok(())
             }
             ClientEvent::Append(bytes) => match self.state.input_format.decode(&bytes) {
                 Ok(samples) if samples.is_empty() => Ok(()),
@@ -395,6 +541,10 @@ impl RealtimeSession {
                 }
                 Ok(())
             }
+            ClientEvent::OutputAudioBufferClear if self.media_rate.is_some() => {
+                self.clear_requested = true;
+                Ok(())
+            }
             ClientEvent::OutputAudioBufferClear => {
                 let ev = self.enc.error_code(
                     "invalid_request_error",
@@ -414,6 +564,23 @@ impl RealtimeSession {
         if let Err(e) = result {
             self.session_error(&e, event_id);
         }
+    }
+}
+
+/// The refusal of turn detection on a server without a VAD.
+fn no_vad_error() -> ProtocolError {
+    ProtocolError::value(
+        "session.audio.input.turn_detection",
+        "Turn detection needs a VAD model, and this server has none: use turn_detection null (push-to-talk).",
+    )
+}
+
+/// A media session's audio runs at the track's rate both ways, whatever
+/// formats its events describe.
+fn media_rates(media_rate: Option<u32>, config: &mut SessionConfig) {
+    if let Some(rate) = media_rate {
+        config.input_rate = rate;
+        config.output_rate = rate;
     }
 }
 

@@ -40,6 +40,20 @@ fn prune_nulls(v: &mut Value) {
     }
 }
 
+/// The session resource of `POST /v1/realtime/client_secrets` (the SDK's
+/// `RealtimeSessionCreateResponse`): the GA session object with its `id`,
+/// `object` and `expires_at`, unset fields left out.
+pub fn session_resource(s: &SessionState, expires_at: u64) -> Value {
+    let mut v = s.to_json(Dialect::Ga);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("id".into(), json!(s.id));
+        o.insert("object".into(), json!("realtime.session"));
+        o.insert("expires_at".into(), json!(expires_at));
+    }
+    prune_nulls(&mut v);
+    v
+}
+
 /// Turns engine events into wire events for one connection.
 #[derive(Debug)]
 pub struct Encoder {
@@ -127,6 +141,13 @@ impl Encoder {
     pub fn session_event(&mut self, kind: &str, s: &SessionState) -> Value {
         let session = s.to_json(self.dialect);
         self.ev(kind, json!({ "session": session }))
+    }
+
+    /// An event a transport builds on its own account (WebRTC's
+    /// `output_audio_buffer.started` / `.stopped` / `.cleared`): `body`'s
+    /// fields with the `type` and a fresh `event_id`.
+    pub fn transport_event(&mut self, kind: &str, body: Value) -> Value {
+        self.ev(kind, body)
     }
 
     /// `transcription_session.updated` (beta).

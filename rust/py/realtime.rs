@@ -1,5 +1,7 @@
 //! Python surface of the Realtime server: start, serve, stop.
 
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -9,6 +11,8 @@ use pyo3::types::PyDict;
 use super::engine::PyEngine;
 use super::errors::{ServerAddressError, ServerConfigError, ServerError};
 use crate::protocol::SessionDefaults;
+use crate::transport::tls::TlsFiles;
+use crate::transport::webrtc::{WebRtcConfig, WebRtcError};
 use crate::transport::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT,
     DEFAULT_SEND_TIMEOUT, RealtimeServer, ServerConfig, TransportError,
@@ -18,8 +22,13 @@ impl From<TransportError> for PyErr {
     fn from(e: TransportError) -> Self {
         let msg = e.to_string();
         match e {
-            TransportError::Bind { .. } => ServerAddressError::new_err(msg),
-            TransportError::InvalidConfig(_) => ServerConfigError::new_err(msg),
+            TransportError::Bind { .. } | TransportError::WebRtc(WebRtcError::Bind { .. }) => {
+                ServerAddressError::new_err(msg)
+            }
+            TransportError::InvalidConfig(_)
+            | TransportError::WebRtc(WebRtcError::InvalidConfig(_) | WebRtcError::NoInterface) => {
+                ServerConfigError::new_err(msg)
+            }
             _ => ServerError::new_err(msg),
         }
     }
@@ -53,6 +62,56 @@ pub(crate) fn to_json(
     serde_json::from_str(&text).map_err(|e| ServerConfigError::new_err(format!("{what}: {e}")))
 }
 
+/// The address a host name stands for (`localhost` -> `127.0.0.1`).
+fn ip_of(host: &str, what: &str) -> PyResult<IpAddr> {
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| ServerConfigError::new_err(format!("{what} '{host}' is not an IP address")))
+}
+
+/// The WebRTC endpoint's settings: the server's host, one UDP port.
+fn webrtc_config(
+    engine: &PyEngine,
+    host: &str,
+    port: Option<u16>,
+    public_ip: Option<&str>,
+) -> PyResult<Option<WebRtcConfig>> {
+    let Some(port) = port else {
+        if public_ip.is_some() {
+            return Err(ServerConfigError::new_err(
+                "webrtc_public_ip needs WebRTC on (a webrtc_port)",
+            ));
+        }
+        return Ok(None);
+    };
+    Ok(Some(WebRtcConfig {
+        host: ip_of(host, "host")?,
+        port,
+        public_ip: public_ip
+            .map(|ip| ip_of(ip, "webrtc_public_ip"))
+            .transpose()?,
+        // Calls are sessions: the engine's limit answers first; this is the backstop.
+        max_calls: engine.engine().config().max_sessions.max(1),
+        ..WebRtcConfig::default()
+    }))
+}
+
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> PyResult<Option<TlsFiles>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        _ => Err(ServerConfigError::new_err(
+            "TLS needs both tls_cert and tls_key (PEM files)",
+        )),
+    }
+}
+
 /// The server-wide session settings, from a dict in the protocol's names
 /// (see `SessionDefaults::from_json`).
 pub(crate) fn session_defaults(py: Python<'_>, d: &Bound<'_, PyAny>) -> PyResult<SessionDefaults> {
@@ -68,7 +127,7 @@ impl PyRealtimeServer {
     /// A stopped server; `start()` binds and serves in the background.
     #[new]
     #[pyo3(
-        signature = (engine, *, host=DEFAULT_HOST.to_owned(), port=DEFAULT_PORT, api_key=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, backends=None, defaults=None, max_connections=0, send_timeout_s=DEFAULT_SEND_TIMEOUT.as_secs_f64(), header_timeout_s=DEFAULT_HEADER_TIMEOUT.as_secs_f64())
+        signature = (engine, *, host=DEFAULT_HOST.to_owned(), port=DEFAULT_PORT, api_key=None, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, backends=None, defaults=None, max_connections=0, send_timeout_s=DEFAULT_SEND_TIMEOUT.as_secs_f64(), header_timeout_s=DEFAULT_HEADER_TIMEOUT.as_secs_f64(), webrtc_port=None, webrtc_public_ip=None, tls_cert=None, tls_key=None)
     )]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
     fn new(
@@ -83,6 +142,10 @@ impl PyRealtimeServer {
         max_connections: usize,
         send_timeout_s: f64,
         header_timeout_s: f64,
+        webrtc_port: Option<u16>,
+        webrtc_public_ip: Option<String>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
     ) -> PyResult<Self> {
         let seconds = |name: &str, s: f64| {
             if s.is_finite() && s > 0.0 && s <= 3600.0 {
@@ -103,6 +166,7 @@ impl PyRealtimeServer {
             None => serde_json::Value::Null,
             Some(d) => to_json(py, d.as_any(), "backends")?,
         };
+        let webrtc = webrtc_config(&engine, &host, webrtc_port, webrtc_public_ip.as_deref())?;
         let config = ServerConfig {
             host: host.clone(),
             port,
@@ -113,6 +177,8 @@ impl PyRealtimeServer {
             max_connections,
             send_timeout,
             header_timeout,
+            webrtc,
+            tls: tls_files(tls_cert, tls_key)?,
             ..ServerConfig::default()
         };
         let server = RealtimeServer::new(engine.engine(), config)?;
@@ -226,7 +292,50 @@ impl PyRealtimeServer {
 
     #[getter]
     fn url(&self) -> Option<String> {
-        self.with(|s| s.local_addr().map(|a| format!("ws://{a}/v1/realtime")))
+        let scheme = if self.with(|s| s.config().tls.is_some()) {
+            "wss"
+        } else {
+            "ws"
+        };
+        self.with(|s| {
+            s.local_addr()
+                .map(|a| format!("{scheme}://{a}/v1/realtime"))
+        })
+    }
+
+    /// `http(s)://host:port` while running: the page at `/`, `POST
+    /// /v1/realtime/calls`, `POST /v1/realtime/client_secrets`.
+    #[getter]
+    fn http_url(&self) -> Option<String> {
+        let scheme = if self.with(|s| s.config().tls.is_some()) {
+            "https"
+        } else {
+            "http"
+        };
+        self.with(|s| s.local_addr().map(|a| format!("{scheme}://{a}")))
+    }
+
+    /// The UDP port of the WebRTC calls while running; `None` when WebRTC is off.
+    #[getter]
+    fn webrtc_port(&self) -> Option<u16> {
+        self.with(|s| s.webrtc_port())
+    }
+
+    /// The ICE candidates every call's answer carries, as `ip:port`.
+    #[getter]
+    fn webrtc_candidates(&self) -> Vec<String> {
+        self.with(|s| {
+            s.webrtc_candidates()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        })
+    }
+
+    /// WebRTC calls open now.
+    #[getter]
+    fn calls(&self) -> usize {
+        self.with(|s| s.calls())
     }
 
     fn __repr__(&self) -> String {

@@ -1,14 +1,20 @@
 //! Transports: how audio and events reach a session from outside the process.
 
 pub mod audio_api;
+mod calls;
 mod devices;
+pub mod keys;
 pub mod listen_and_play;
 pub mod local;
+mod page;
 mod raw;
 pub mod realtime;
 mod runtime;
+mod session_task;
 pub mod socket;
 pub mod talk;
+pub mod tls;
+mod web;
 pub mod webrtc;
 pub mod websocket;
 

@@ -34,8 +34,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::keys::Keys;
+use super::session_task::{CloseOnDrop, sleep_until};
+use super::tls::{TlsFiles, TlsListener};
+use super::web::{self, Web};
+use super::webrtc::{WebRtcConfig, WebRtcEndpoint, WebRtcError};
 use crate::engine::metrics::ReasonLabel;
-use crate::engine::{Engine, Session, Stage};
+use crate::engine::{Engine, Stage};
 use crate::protocol::{Dialect, OpenOptions, OpenRefusal, RealtimeSession, SessionDefaults};
 
 /// Errors from starting or stopping the server.
@@ -59,6 +64,9 @@ pub enum TransportError {
     /// A setting is out of range; the message names it.
     #[error("invalid server setting: {0}")]
     InvalidConfig(String),
+    /// The WebRTC endpoint could not start (its UDP port, its settings).
+    #[error("WebRTC: {0}")]
+    WebRtc(#[from] WebRtcError),
 }
 
 /// The interface the server binds unless told otherwise (local only: no
@@ -107,6 +115,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// What a new session starts with (the command line's flags).
     pub defaults: SessionDefaults,
+    /// WebRTC calls (`POST /v1/realtime/calls`) on one UDP port; `None`: off.
+    pub webrtc: Option<WebRtcConfig>,
+    /// Serve HTTPS and WSS with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +134,8 @@ impl Default for ServerConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: 0,
             defaults: SessionDefaults::default(),
+            webrtc: None,
+            tls: None,
         }
     }
 }
@@ -129,6 +143,8 @@ impl Default for ServerConfig {
 struct App {
     engine: Arc<Engine>,
     config: ServerConfig,
+    /// The server's key and the ephemeral keys it minted.
+    keys: Arc<Keys>,
     /// Stops everything: every connection closes with 1001.
     cancel: CancellationToken,
     /// Draining: no new sessions, `/health` says so, and each session is
@@ -238,6 +254,7 @@ struct Running {
     cancel: CancellationToken,
     addr: SocketAddr,
     app: Arc<App>,
+    endpoint: Option<WebRtcEndpoint>,
 }
 
 /// The Realtime server. Owns its runtime; dropping it stops it.
@@ -319,9 +336,23 @@ impl RealtimeServer {
                 .saturating_add(DEFAULT_EXTRA_CONNECTIONS),
             n => n,
         };
+        let tls = match &self.config.tls {
+            Some(files) => Some(files.acceptor().map_err(TransportError::InvalidConfig)?),
+            None => None,
+        };
+        let endpoint = match &self.config.webrtc {
+            Some(c) => Some(WebRtcEndpoint::bind(
+                c.clone(),
+                runtime.handle(),
+                cancel.clone(),
+            )?),
+            None => None,
+        };
+        let keys = Arc::new(Keys::new(self.config.api_key.clone()));
         let app = Arc::new(App {
             engine: Arc::clone(&self.engine),
             config: self.config.clone(),
+            keys: Arc::clone(&keys),
             cancel: cancel.clone(),
             drain: CancellationToken::new(),
             draining: AtomicBool::new(false),
@@ -330,6 +361,14 @@ impl RealtimeServer {
             max_connections,
             metrics: TransportMetrics::new(&self.engine),
         });
+        let web = Web {
+            engine: Arc::clone(&self.engine),
+            keys,
+            defaults: self.config.defaults.clone(),
+            max_message_bytes: self.config.max_message_bytes,
+            endpoint: endpoint.clone(),
+            cancel: cancel.clone(),
+        };
         let router = Router::new()
             .route("/health", get(health))
             .route("/metrics", get(metrics))
@@ -342,14 +381,27 @@ impl RealtimeServer {
                 api_key: self.config.api_key.clone(),
                 backends: self.config.backends.clone(),
                 authorized,
-            }));
-        runtime.spawn(accept_loop(listener, router, Arc::clone(&app)));
+            }))
+            .merge(web::routes(web));
+        if let Some(acceptor) = tls {
+            // HTTPS (the page on a phone): axum's own accept loop over the
+            // TLS listener; the connection limit and the header deadline
+            // are those of the plain HTTP loop only.
+            let listener = {
+                let _guard = runtime.enter();
+                TlsListener::new(listener, acceptor, cancel.clone()).map_err(bind_err)?
+            };
+            spawn_serve(&runtime, listener, router, cancel.clone());
+        } else {
+            runtime.spawn(accept_loop(listener, router, Arc::clone(&app)));
+        }
         tracing::info!(%addr, "realtime server listening");
         self.running = Some(Running {
             runtime,
             cancel,
             addr,
             app,
+            endpoint,
         });
         Ok(addr)
     }
@@ -429,6 +481,27 @@ impl RealtimeServer {
         self.running
             .as_ref()
             .map_or(0, |r| r.app.connections.load(Ordering::Acquire))
+    }
+
+    /// The UDP port of the WebRTC calls while running (`None`: WebRTC is off).
+    pub fn webrtc_port(&self) -> Option<u16> {
+        self.endpoint().map(WebRtcEndpoint::port)
+    }
+
+    /// The ICE candidates every call's answer carries.
+    pub fn webrtc_candidates(&self) -> Vec<SocketAddr> {
+        self.endpoint()
+            .map(WebRtcEndpoint::candidate_addrs)
+            .unwrap_or_default()
+    }
+
+    /// WebRTC calls open now.
+    pub fn calls(&self) -> usize {
+        self.endpoint().map_or(0, WebRtcEndpoint::calls)
+    }
+
+    fn endpoint(&self) -> Option<&WebRtcEndpoint> {
+        self.running.as_ref().and_then(|r| r.endpoint.as_ref())
     }
 
     /// The settings.
@@ -592,33 +665,30 @@ impl Drop for HttpConnection {
     }
 }
 
+/// Serve `router` on `listener` until `stop`.
+fn spawn_serve<L>(
+    runtime: &tokio::runtime::Runtime,
+    listener: L,
+    router: Router,
+    stop: CancellationToken,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    runtime.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!("realtime server stopped: {e}");
+        }
+    });
+}
+
 async fn not_found() -> Response {
     let body = json!({"error": {"type": "invalid_request_error", "code": "not_found",
         "message": "Not found: the Realtime API is served at /v1/realtime (WebSocket)."}});
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
-}
-
-/// Whether the request carries `key`, as a bearer token or the browser subprotocol.
-fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    let key = key.as_bytes();
-    let same = |given: &[u8]| bool::from(given.ct_eq(key));
-    let bearer = headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .any(|t| same(t.trim().as_bytes()));
-    let subprotocol = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|p| p.trim().strip_prefix("openai-insecure-api-key."))
-        .any(|t| same(t.as_bytes()));
-    bearer | subprotocol
 }
 
 async fn realtime(
@@ -627,12 +697,13 @@ async fn realtime(
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Some(key) = &app.config.api_key
-        && !authorized(&headers, key)
-    {
-        app.metrics.refuse("unauthorized");
-        return unauthorized();
-    }
+    let grant = match app.keys.check(&headers) {
+        Ok(grant) => grant,
+        Err(e) => {
+            app.metrics.refuse("unauthorized");
+            return e.into_response();
+        }
+    };
     if app.draining.load(Ordering::Acquire) {
         app.metrics.refuse("draining");
         let body = json!({"error": {"type": "server_error", "code": "server_draining",
@@ -674,7 +745,8 @@ async fn realtime(
         .max_frame_size(limit.saturating_mul(2))
         .on_upgrade(move |socket| async move {
             app.connections.fetch_add(1, Ordering::AcqRel);
-            connection(&app, socket, dialect, model, timings).await;
+            let session = grant.session().cloned().into_iter().collect();
+            connection(&app, socket, dialect, model, timings, session).await;
             app.connections.fetch_sub(1, Ordering::AcqRel);
         })
 }
@@ -738,12 +810,15 @@ async fn connection(
     dialect: Dialect,
     model: String,
     timings: bool,
+    session: Vec<Value>,
 ) {
     let options = OpenOptions {
         dialect,
         model,
         timings,
         max_message_bytes: app.config.max_message_bytes,
+        session,
+        media_rate: None,
     };
     let (mut rt, created) = match RealtimeSession::open(&app.engine, &app.config.defaults, options)
     {
@@ -879,25 +954,35 @@ async fn flush(
     true
 }
 
-struct CloseOnDrop(Session);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn send(socket: &mut WebSocket, ev: &Value, timeout: Duration) -> bool {
     let text = ev.to_string();
     matches!(
         tokio::time::timeout(timeout, socket.send(Message::Text(text.into()))).await,
         Ok(Ok(()))
     )
+}
+
+/// Whether the request carries the server's own key (a bearer token or the
+/// `openai-insecure-api-key.` subprotocol): `/metrics` and the audio
+/// endpoints, which ephemeral keys do not open.
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    let key = key.as_bytes();
+    let same = |given: &[u8]| bool::from(given.ct_eq(key));
+    let bearer = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .any(|t| same(t.trim().as_bytes()));
+    let subprotocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix("openai-insecure-api-key."))
+        .any(|t| same(t.as_bytes()));
+    bearer | subprotocol
 }
