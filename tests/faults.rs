@@ -12,7 +12,9 @@ use speech_to_speech::engine::backend::{
 };
 use speech_to_speech::engine::events::{EngineEvent, ResponseStatus};
 use speech_to_speech::engine::scripted::{ScriptedLlm, ScriptedStt, ScriptedTts};
-use speech_to_speech::engine::{Engine, EngineConfig, Session, SessionConfig, Stage, TurnInput};
+use speech_to_speech::engine::{
+    Engine, EngineConfig, ResponseOptions, Session, SessionConfig, Stage, TurnInput,
+};
 
 /// A gate the hung call waits on; the test opens it at the end.
 #[derive(Default)]
@@ -363,4 +365,52 @@ fn a_closed_session_cancels_its_work_and_is_freed() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(engine.session_count(), 0);
+}
+
+#[test]
+fn a_failed_transcript_fails_the_response_the_client_asked_for() {
+    // Push-to-talk: the client commits, then asks for a response, which waits
+    // for the transcript; the STT call hangs and times out. The response
+    // fails naming the stage; the LLM never answers words it did not get.
+    let release = Arc::new(Release::default());
+    let stt = HangsFirst::new(ScriptedStt::new(Vec::new(), Duration::ZERO), &release);
+    let engine = Engine::new(
+        Arc::new(stt),
+        Arc::new(ScriptedLlm::default()),
+        Arc::new(ScriptedTts::default()),
+        config(),
+    )
+    .unwrap();
+    let s = engine
+        .create_session(SessionConfig {
+            turn_detection: false,
+            ..SessionConfig::default()
+        })
+        .unwrap();
+    s.commit_input(speech(0.5)).unwrap();
+    let id = s.create_response(ResponseOptions::default()).unwrap();
+    let (status, error, events) = until_done(&s);
+    assert_eq!(status, ResponseStatus::Failed);
+    assert!(
+        error.as_deref().unwrap_or_default().contains("stt"),
+        "{error:?}"
+    );
+    assert!(
+        events.iter().any(
+            |e| matches!(e, EngineEvent::ResponseCreated { response_id } if *response_id == id)
+        )
+    );
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            EngineEvent::TextDelta { .. } | EngineEvent::AudioDelta { .. }
+        )),
+        "{:?}",
+        events.iter().map(EngineEvent::name).collect::<Vec<_>>()
+    );
+    // The session goes on: the next turn is answered.
+    s.commit_input(speech(0.5)).unwrap();
+    s.create_response(ResponseOptions::default()).unwrap();
+    assert_eq!(until_done(&s).0, ResponseStatus::Completed);
+    release.open();
 }

@@ -672,7 +672,12 @@ impl Shared {
     /// failed): a response that fails at once, with the error, so a client
     /// waiting for `response.done` is not left waiting.
     pub(super) fn fail_unanswered(&self, message: &str) {
-        let response_id = self.engine.new_id("resp");
+        self.fail_at_once(self.engine.new_id("resp"), message);
+    }
+
+    /// A response that fails as soon as it is created (`response_id` may
+    /// be one the client was already given, for a deferred response).
+    pub(super) fn fail_at_once(&self, response_id: String, message: &str) {
         self.out.emit(EngineEvent::ResponseCreated {
             response_id: response_id.clone(),
         });

@@ -74,8 +74,17 @@ impl Shared {
                 respond,
             } => {
                 st.pending_stt = st.pending_stt.saturating_sub(1);
+                let failed = out.as_ref().err().cloned();
                 self.transcript_ready(st, item_id, out, *duration_ms, *respond);
-                if st.pending_stt == 0
+                if let Some(message) = failed
+                    && st.response.is_none()
+                    && let Some((id, _)) = st.deferred.take()
+                {
+                    // The response the client asked for waited for these
+                    // words, which will never come: it fails, saying why,
+                    // rather than answer without them.
+                    self.fail_at_once(id, &message);
+                } else if st.pending_stt == 0
                     && st.response.is_none()
                     && let Some((id, options)) = st.deferred.take()
                     && let Err(e) = self.start_response(st, &options, None, false, id)
