@@ -334,7 +334,13 @@ def _three_answers(env: dict[str, str], log: Path, wav: Path, aec: str) -> tuple
             while _count(log, r" response resp_\S+ (completed|cancelled|incomplete)") < n:
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
-            _answer(wav)  # the speaker has gone quiet
+            if aec == "on":
+                _answer(wav)  # the speaker has gone quiet
+            else:
+                # Without AEC the agent may answer its own voice, again and again:
+                # the speaker need not go quiet, so wait a while at most.
+                with contextlib.suppress(AssertionError):
+                    _answer(wav, timeout=15.0)
     return _count(log, r" response resp_\S+ completed"), _count(log, "barge-in")
 
 
