@@ -85,6 +85,27 @@ impl Segmenter {
         self.emitted = 0;
     }
 
+    /// Whether punctuation `c` at byte `i`, the last character buffered,
+    /// ends a clause whatever comes next: after a word of two or more
+    /// letters with no dot in it ("Paris." yes; "3.", "e.", "e.g." no), and
+    /// for '!' or '?' after any letter or digit. An ellipsis or a closing
+    /// quote that follows in the next token only adds punctuation, which is
+    /// not spoken.
+    fn may_end_here(&self, i: usize, c: char) -> bool {
+        let word = self.buf[..i]
+            .rsplit(char::is_whitespace)
+            .next()
+            .unwrap_or_default();
+        let Some(prev) = word.chars().last() else {
+            return false;
+        };
+        if matches!(c, '!' | '?' | '！' | '？' | '。') {
+            return prev.is_alphanumeric();
+        }
+        let letters = word.chars().filter(|ch| ch.is_alphabetic()).count();
+        prev.is_alphabetic() && letters >= 2 && !word.contains('.')
+    }
+
     /// Byte index just past the first clause break in the buffer, if any.
     fn find_break(&self) -> Option<usize> {
         let min_comma = if self.emitted == 0 {
@@ -108,13 +129,19 @@ impl Segmenter {
             }
             in_word = true;
             let next = chars.peek().map(|&(_, n)| n);
-            // A break needs the character after it, so "3.5" or "e.g." mid-token
-            // is not split: only punctuation followed by whitespace counts.
-            let followed_by_space = next.is_some_and(char::is_whitespace);
-            if c == '\n' || (is_sentence_end(c) && followed_by_space) {
+            // Punctuation followed by whitespace is a break. At the end of
+            // the text so far it is one too, unless the next character could
+            // still make it part of a token ("3.5", "e.g.", "1,000"): the
+            // first sound does not wait a whole token for the space after
+            // the first sentence.
+            let ends = match next {
+                Some(n) => n.is_whitespace(),
+                None => self.may_end_here(i, c),
+            };
+            if c == '\n' || (is_sentence_end(c) && ends) {
                 return Some(i + c.len_utf8());
             }
-            if is_soft_break(c) && followed_by_space && words + 1 >= min_comma {
+            if is_soft_break(c) && ends && words + 1 >= min_comma {
                 return Some(i + c.len_utf8());
             }
         }
@@ -138,8 +165,8 @@ mod tests {
         let mut s = Segmenter::default();
         assert!(s.push("Hello there").is_empty());
         assert_eq!(s.push(". How are"), vec!["Hello there."]);
-        assert!(s.push(" you?").is_empty(), "no break before the next char");
-        assert_eq!(s.push(" Fine"), vec!["How are you?"]);
+        assert_eq!(s.push(" you?"), vec!["How are you?"]);
+        assert!(s.push(" Fine").is_empty());
         assert_eq!(s.finish().as_deref(), Some("Fine"));
     }
 
@@ -162,6 +189,27 @@ mod tests {
                 "Do you like it?"
             ]
         );
+    }
+
+    #[test]
+    fn a_sentence_end_at_the_end_of_the_text_so_far_is_a_break() {
+        let mut s = Segmenter::default();
+        assert_eq!(
+            s.push("The capital is Paris."),
+            vec!["The capital is Paris."]
+        );
+        assert_eq!(s.push(" Really?"), vec!["Really?"]);
+        // Still part of a token: a number, an abbreviation, a one-letter word.
+        for text in ["It costs 3.", "It is 9 a.m.", "Vitamin e.", "about 1,"] {
+            let mut s = Segmenter::default();
+            assert!(s.push(text).is_empty(), "{text}");
+        }
+        let mut s = Segmenter::default();
+        assert!(s.push("It costs 3.").is_empty());
+        assert_eq!(s.push("5 euros. Yes"), vec!["It costs 3.5 euros."]);
+        // The first clause may end at a comma once it has three words.
+        let mut s = Segmenter::default();
+        assert_eq!(s.push("Well, you know,"), vec!["Well, you know,"]);
     }
 
     #[test]
