@@ -223,7 +223,16 @@ class _Endpoint(BaseHTTPRequestHandler):
             if mode == "stall" and i == 0:
                 time.sleep(30)
                 return
-        self.wfile.write(b"data: [DONE]\n\n")
+        if mode == "cut":
+            return  # the connection closes mid-answer: no finish_reason, no [DONE]
+        last = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
+        self.wfile.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
 
 
 @pytest.fixture
@@ -239,7 +248,7 @@ def endpoint() -> Iterator[tuple[str, type[_Endpoint]]]:
         server.server_close()
 
 
-@pytest.mark.parametrize("fault", ["refuse", "stall", "garbage"])
+@pytest.mark.parametrize("fault", ["refuse", "stall", "garbage", "cut"])
 def test_a_broken_remote_llm_fails_the_turn_and_the_next_works_once_it_is_back(
     endpoint: tuple[str, type[_Endpoint]], fault: str
 ) -> None:

@@ -209,10 +209,26 @@ def _chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = None) 
             "object": "chat.completion.chunk",
             "created": 0,
             "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if delta else [],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+            if delta or finish
+            else [],
             "usage": usage,
         }
     ).model_dump_json()
+
+
+def test_chat_completions_a_cut_stream_is_an_error_not_an_answer() -> None:
+    # Two deltas, then the connection closes: no finish_reason, no [DONE].
+    cut = [_chunk({"role": "assistant", "content": "Paris is"}), _chunk({"content": " the"})]
+    whole = [*cut, _chunk({}, "stop"), "[DONE]"]
+    with ScriptedServer(lambda path, body: (200, cut if "cut" in str(body) else whole)) as server:
+        llm = create_handler("llm", "chat-completions", base_url=server.base_url, model="m")
+        got: list[Any] = []
+        with pytest.raises(LLMResponseError, match="finish_reason"):
+            got.extend(llm.generate([{"role": "user", "content": "cut"}]))
+        assert got == [TextDelta("Paris is"), TextDelta(" the")]
+        # The same handler answers the next request.
+        assert list(llm.generate([{"role": "user", "content": "hi"}])) == got
 
 
 def test_chat_completions_accumulates_streamed_tool_calls() -> None:
@@ -386,18 +402,7 @@ def responses_script(path: str, body: dict[str, Any]) -> Reply:
             status="completed",
             content=[ResponseOutputText(type="output_text", text="".join(words), annotations=[])],
         )
-        events += [
-            ResponseTextDeltaEvent(
-                type="response.output_text.delta",
-                item_id="msg_1",
-                output_index=0,
-                content_index=0,
-                logprobs=[],
-                sequence_number=next(seq),
-                delta=w,
-            )
-            for w in words
-        ]
+        events += [_text_delta(next(seq), w) for w in words]
         events.append(
             ResponseCompletedEvent(
                 type="response.completed",
@@ -406,6 +411,18 @@ def responses_script(path: str, body: dict[str, Any]) -> Reply:
             )
         )
     return 200, [e.model_dump_json() for e in events]
+
+
+def _text_delta(seq: int, text: str) -> ResponseTextDeltaEvent:
+    return ResponseTextDeltaEvent(
+        type="response.output_text.delta",
+        item_id="msg_1",
+        output_index=0,
+        content_index=0,
+        logprobs=[],
+        sequence_number=seq,
+        delta=text,
+    )
 
 
 @pytest.fixture
@@ -458,6 +475,16 @@ def test_responses_failed_raises(responses_server: ScriptedServer) -> None:
     llm = create_handler("llm", "responses-api", base_url=responses_server.base_url, model="m")
     with pytest.raises(LLMResponseError, match="The model crashed"):
         list(llm.generate([{"role": "user", "content": "please fail"}]))
+
+
+def test_responses_a_cut_stream_is_an_error_not_an_answer() -> None:
+    deltas = [_text_delta(i, w).model_dump_json() for i, w in enumerate(["Paris", " is"])]
+    with ScriptedServer(lambda path, body: (200, deltas)) as server:
+        llm = create_handler("llm", "responses-api", base_url=server.base_url, model="m")
+        got: list[Any] = []
+        with pytest.raises(LLMResponseError, match=r"response\.completed"):
+            got.extend(llm.generate([{"role": "user", "content": "hi"}]))
+    assert got == [TextDelta("Paris"), TextDelta(" is")]
 
 
 def test_responses_errors_for_bad_key_and_unreachable() -> None:

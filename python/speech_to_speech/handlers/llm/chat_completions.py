@@ -115,6 +115,7 @@ class ChatCompletionsLLM(OpenAIEndpoint, LLMHandler):
         # Tool calls stream as fragments keyed by index: id and name first, then arguments.
         calls: dict[int, dict[str, str]] = {}
         usage: Usage | None = None
+        finished = False
         with map_openai_errors(self._where()):
             stream = self._client.chat.completions.create(**body)
             try:
@@ -127,6 +128,7 @@ class ChatCompletionsLLM(OpenAIEndpoint, LLMHandler):
                             int(chunk.usage.completion_tokens or 0),
                         )
                     for choice in chunk.choices or []:
+                        finished |= choice.finish_reason is not None
                         delta = choice.delta
                         if delta is None:
                             continue
@@ -145,6 +147,13 @@ class ChatCompletionsLLM(OpenAIEndpoint, LLMHandler):
                                     acc["args"] += tc.function.arguments
             finally:
                 stream.close()
+        if not finished:
+            # Every server sends a finish_reason last; without it the
+            # connection ended mid-answer, and what came is not the answer.
+            raise LLMResponseError(
+                f"{self._where()}: the stream ended without a finish_reason "
+                "(the server or a proxy cut the connection); the answer is incomplete"
+            )
         for index in sorted(calls):
             acc = calls[index]
             yield ToolCall(acc["id"] or f"call_{index}", acc["name"], acc["args"] or "{}")

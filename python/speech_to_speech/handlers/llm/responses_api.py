@@ -239,3 +239,8 @@ class ResponsesLLM(OpenAIEndpoint, LLMHandler):
                         )
             finally:
                 stream.close()
+        # Neither completed nor failed: the connection ended mid-answer.
+        raise LLMResponseError(
+            f"{self._where()}: the stream ended before response.completed "
+            "(the server or a proxy cut the connection); the answer is incomplete"
+        )
