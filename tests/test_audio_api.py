@@ -252,14 +252,17 @@ def test_real_models_through_the_sdk(real_server: RealtimeServer) -> None:
         heard = client.audio.transcriptions.create(model="whisper-1", file=f)
     assert wer(REFERENCES["jfk.wav"], heard.text) < 0.2, heard.text
     started = time.perf_counter()
+    # No "is" after a noun: Piper samples its prosody, and Whisper may hear
+    # "the weather's", a right answer that a word error rate counts twice.
+    line = "The weather was lovely today."
     spoken = client.audio.speech.create(
-        model="tts-1", voice="alloy", input="The weather is lovely today.", response_format="wav"
+        model="tts-1", voice="alloy", input=line, response_format="wav"
     )
     print(f"\nspeech: {time.perf_counter() - started:.2f} s")
     back = client.audio.transcriptions.create(
         model="whisper-1", file=("speech.wav", spoken.content, "audio/wav")
     )
-    assert wer("The weather is lovely today.", back.text) < 0.2, back.text
+    assert wer(line, back.text) < 0.2, back.text
 
 
 def test_one_server_serves_another(real_server: RealtimeServer, whisper: Any) -> None:
