@@ -24,6 +24,14 @@ use crate::engine::models::Stage;
 /// auxiliary ends one only as a question (`"Where are you from?"`); other
 /// function words count only without final punctuation. A trailing comma,
 /// dash, colon or ellipsis is unfinished; any other last word is finished.
+///
+/// A preposition strands at the end of a question only when a wh-word or a
+/// relative moved its object away ("Where are you from?", "What is it
+/// for?"): a yes/no question that ends on one (`"Can you set a timer
+/// for?"`) lost its object, unless a wh-word or a relative elsewhere moved
+/// it ("Do you know where he is from?"). Particles of phrasal verbs ("Can
+/// you turn it on?") are not prepositions here; "between" needs its objects
+/// whatever the sentence ("in between" is the exception).
 pub fn sounds_unfinished(text: &str) -> bool {
     /// Unfinished whatever punctuation follows.
     const NEVER_LAST: &[&str] = &[
@@ -37,6 +45,21 @@ pub fn sounds_unfinished(text: &str) -> bool {
     ];
     /// Unfinished only without final punctuation.
     const RARELY_LAST: &[&str] = &["so", "then", "that", "which", "like"];
+    /// Prepositions that are never a phrasal verb's particle.
+    const NEED_AN_OBJECT: &[&str] = &[
+        "to", "of", "with", "for", "from", "about", "than", "at", "into", "onto", "towards",
+        "toward", "during", "without", "like",
+    ];
+    /// A wh-word or a relative anywhere may have moved the object away
+    /// ("Do you know where he is from?").
+    const MOVES_AN_OBJECT: &[&str] = &[
+        "what", "where", "who", "whom", "which", "whose", "when", "why", "how", "that",
+    ];
+    /// How a yes/no question starts.
+    const YES_NO: &[&str] = &[
+        "can", "could", "will", "would", "shall", "should", "may", "might", "must", "do", "does",
+        "did", "is", "are", "was", "were", "am", "have", "has", "had",
+    ];
     let t = text.trim_end();
     if t.is_empty() {
         return false;
@@ -53,9 +76,22 @@ pub fn sounds_unfinished(text: &str) -> bool {
         .trim_matches(|c: char| !c.is_alphanumeric())
         .to_lowercase();
     let last = last.as_str();
+    let words: Vec<String> = t
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .collect();
+    let before_last = words.len().checked_sub(2).map(|i| words[i].as_str());
+    let yes_no = words.first().is_some_and(|w| YES_NO.contains(&w.as_str()))
+        && !words.iter().any(|w| MOVES_AN_OBJECT.contains(&w.as_str()));
     NEVER_LAST.contains(&last)
         || (!question && LAST_ONLY_IN_QUESTIONS.contains(&last))
         || (!stop && RARELY_LAST.contains(&last))
+        || (question && yes_no && NEED_AN_OBJECT.contains(&last))
+        // "between" needs its objects ("in between" is the exception).
+        || (last == "between" && before_last != Some("in"))
 }
 
 impl Session {
@@ -394,6 +430,10 @@ mod semantic_tests {
             "I was thinking...",
             "coffee and tea and.",
             "Well, um.",
+            "Can you set a timer for?",
+            "Is it going to be colder than?",
+            "What's the difference between?",
+            "Is this the road to?",
         ] {
             assert!(sounds_unfinished(t), "{t}");
         }
@@ -408,6 +448,16 @@ mod semantic_tests {
             "What are you looking at?",
             "I like that.",
             "Is it?",
+            "What is this for?",
+            "Who did you go with?",
+            "Can you turn it on?",
+            "Is he coming in?",
+            "Is it worth it?",
+            "Can you help me?",
+            "It is somewhere in between.",
+            "Do you feel like it?",
+            "Do you know where he is from?",
+            "Is this the one that you asked for?",
         ] {
             assert!(!sounds_unfinished(t), "{t}");
         }
