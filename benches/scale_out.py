@@ -418,6 +418,13 @@ async def scenario(cluster: Cluster, sessions: int) -> dict[str, Any]:
     }
     await asyncio.to_thread(cluster.start_replica, victim)
     await asyncio.to_thread(wait_until, lambda: cluster.upstream_marked(victim, False), 10, "up")
+    # The file says "up" before nginx's reload has taken it in: until a session lands on
+    # the restarted replica, nginx may still send every new session to the other one.
+    deadline = time.monotonic() + 10
+    while (await cluster.session(cluster.lb_url, None)).replica != cluster.replica_name(victim):
+        if time.monotonic() > deadline:
+            raise TimeoutError("nginx sent no session to the restarted replica")
+        await asyncio.sleep(0.1)
 
     # 4. drain one replica while it answers.
     if not cluster.drain:
@@ -432,9 +439,18 @@ async def scenario(cluster: Cluster, sessions: int) -> dict[str, Any]:
         cluster.procs[f"replica{drained}"].signal(signal.SIGTERM)
         return True
 
-    pair = await asyncio.gather(
-        *(cluster.session(cluster.lb_url, appends, on_response=on_response) for _ in range(2))
-    )
+    # One at a time, as in the kill step: two connections opened together can both
+    # reach the same replica before least_conn counts either of them.
+    pair_started = [asyncio.Event() for _ in range(2)]
+    pair_tasks = []
+    for e in pair_started:
+        pair_tasks.append(
+            asyncio.create_task(
+                cluster.session(cluster.lb_url, appends, started=e, on_response=on_response)
+            )
+        )
+        await asyncio.wait_for(e.wait(), 60)
+    pair = await asyncio.gather(*pair_tasks)
     mine = [s for s in pair if s.replica == target]
     await asyncio.to_thread(wait_until, lambda: cluster.upstream_marked(drained, True), 10, "down")
     fresh = await asyncio.gather(*(cluster.session(cluster.lb_url, None) for _ in range(4)))
