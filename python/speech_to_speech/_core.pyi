@@ -704,6 +704,7 @@ class LocalMode:
         output_device: str | None = None,
         aec: bool = True,
         block_mic_during_playback: bool = False,
+        barge_in_min_ms: float = 500.0,
         output_rate: int = 24000,
         defaults: dict[str, Any] | None = None,
     ) -> LocalMode: ...

@@ -121,6 +121,15 @@ def _device_flags(g: argparse._ArgumentGroup) -> None:
         help="print the audio devices (index, name, input/output, description) and exit",
     )
     device_flags(g)
+    add(
+        g,
+        "barge_in_min_ms",
+        type=number(float, 0, 10_000),
+        default=500.0,
+        help="while the answer plays, speech must last this long to interrupt it; "
+        "shorter bursts (echo the canceller let through) are dropped (0: the VAD's "
+        "min_speech_ms only)",
+    )
     nr = _SESSION["audio"]["input"].get("noise_reduction")
     add(
         g,

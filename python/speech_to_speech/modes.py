@@ -50,6 +50,7 @@ def run_local(args: argparse.Namespace, engine: Engine) -> int:
         output_device=args.output_device,
         aec=args.aec == "on",
         block_mic_during_playback=args.block_mic_during_playback,
+        barge_in_min_ms=args.barge_in_min_ms,
         defaults=session_defaults(args),
     )
     devices = mode.devices

@@ -100,6 +100,8 @@ pub(crate) struct AudioInput {
     ns: Option<NoiseSuppressor>,
     /// The denoised input of the current `feed`.
     denoised: Vec<f32>,
+    /// Bursts of speech the guard dropped, as last reported.
+    guarded_seen: u64,
 }
 
 impl AudioInput {
@@ -160,6 +162,7 @@ impl AudioInput {
             pending_hold: None,
             ns: None,
             denoised: Vec::new(),
+            guarded_seen: 0,
         })
     }
 
@@ -180,6 +183,23 @@ impl AudioInput {
     #[cfg(test)]
     pub(crate) fn noise_reduction(&self) -> Option<NsPreset> {
         self.ns.as_ref().map(NoiseSuppressor::preset)
+    }
+
+    /// Speech must last `ms` before it starts a turn (0: no guard).
+    pub(crate) fn set_speech_guard_ms(&mut self, ms: f64) {
+        if let Some((_, stream)) = self.vad.as_mut() {
+            stream.set_speech_guard_ms(ms);
+        }
+    }
+
+    /// A burst of speech the guard dropped since the last call (its length,
+    /// ms), if any.
+    pub(crate) fn take_guarded_burst(&mut self) -> Option<u64> {
+        let (n, ms) = self.vad.as_ref()?.1.guarded_bursts();
+        (n > self.guarded_seen).then(|| {
+            self.guarded_seen = n;
+            ms
+        })
     }
 
     /// Milliseconds of input audio seen.

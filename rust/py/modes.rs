@@ -235,7 +235,7 @@ pub struct PyLocalMode(Mutex<LocalMode>);
 #[pymethods]
 impl PyLocalMode {
     #[new]
-    #[pyo3(signature = (engine, *, input_device=None, output_device=None, aec=true, block_mic_during_playback=false, output_rate=24000, defaults=None))]
+    #[pyo3(signature = (engine, *, input_device=None, output_device=None, aec=true, block_mic_during_playback=false, barge_in_min_ms=crate::transport::DEFAULT_BARGE_IN_MIN_MS, output_rate=24000, defaults=None))]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
     fn new(
         py: Python<'_>,
@@ -244,6 +244,7 @@ impl PyLocalMode {
         output_device: Option<String>,
         aec: bool,
         block_mic_during_playback: bool,
+        barge_in_min_ms: f64,
         output_rate: u32,
         defaults: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -252,6 +253,7 @@ impl PyLocalMode {
             output_device,
             aec,
             block_mic_during_playback,
+            barge_in_min_ms,
             output_rate,
             defaults: defaults_of(py, defaults.as_ref())?,
         };

@@ -31,6 +31,11 @@ pub struct LocalConfig {
     pub aec: bool,
     /// Send silence while the speaker plays (disables barge-in).
     pub block_mic_during_playback: bool,
+    /// While the answer plays, speech must last this long to barge in
+    /// (0: only the VAD's `min_speech_ms`). Shorter bursts are dropped, not
+    /// taken as turns: what the echo canceller lets through while it adapts
+    /// (after a device hiccup moved the echo) is short.
+    pub barge_in_min_ms: f64,
     /// Rate of the session's answer (the speaker side resamples).
     pub output_rate: u32,
     /// What the session starts with (the command line's settings).
@@ -44,11 +49,16 @@ impl Default for LocalConfig {
             output_device: None,
             aec: true,
             block_mic_during_playback: false,
+            barge_in_min_ms: DEFAULT_BARGE_IN_MIN_MS,
             output_rate: 24_000,
             defaults: SessionDefaults::default(),
         }
     }
 }
+
+/// The default of [`LocalConfig::barge_in_min_ms`]: half a second of speech,
+/// as the `LiveKit` agents ask by default before an interruption counts.
+pub const DEFAULT_BARGE_IN_MIN_MS: f64 = 500.0;
 
 /// Why local mode stopped by itself (a device failed), if it did.
 type Failure = Arc<Mutex<Option<String>>>;
@@ -80,7 +90,18 @@ impl LocalMode {
             config.output_rate,
             config.aec.then_some(MIC_RATE),
         )?;
-        let blocked = config.block_mic_during_playback.then(|| speaker.speaking());
+        if !(config.barge_in_min_ms.is_finite()
+            && (0.0..=10_000.0).contains(&config.barge_in_min_ms))
+        {
+            return Err(ModeError::InvalidConfig(format!(
+                "barge_in_min_ms must be between 0 and 10000, got {}",
+                config.barge_in_min_ms
+            )));
+        }
+        let audible = speaker.speaking();
+        let blocked = config
+            .block_mic_during_playback
+            .then(|| Arc::clone(&audible));
         let mic = Microphone::open(config.input_device.clone(), tap, blocked)?;
         let mut session_config = config.defaults.session_config();
         session_config.input_rate = MIC_RATE;
@@ -110,8 +131,9 @@ impl LocalMode {
             failure,
             devices,
         };
+        let guard = (config.barge_in_min_ms, audible);
         let spawned = mode
-            .spawn_microphone(mic)
+            .spawn_microphone(mic, guard)
             .and_then(|()| mode.spawn_speaker(speaker));
         if let Err(e) = spawned {
             mode.stop();
@@ -120,7 +142,13 @@ impl LocalMode {
         Ok(mode)
     }
 
-    fn spawn_microphone(&mut self, mut mic: Microphone) -> Result<(), ModeError> {
+    /// The microphone thread; `guard` is the barge-in minimum (ms) and the
+    /// speaker's flag that says when it applies.
+    fn spawn_microphone(
+        &mut self,
+        mut mic: Microphone,
+        guard: (f64, Arc<AtomicBool>),
+    ) -> Result<(), ModeError> {
         let (session, stop, failure) = (
             self.session.clone(),
             self.stop.clone(),
@@ -129,9 +157,18 @@ impl LocalMode {
         let handle = std::thread::Builder::new()
             .name("s2s-local-mic".into())
             .spawn(move || {
+                let (guard_ms, audible) = guard;
+                let mut guarded = false;
                 while !stop.load(Ordering::Acquire) {
                     match mic.next_frame(Duration::from_millis(100)) {
                         Ok(Some(frame)) => {
+                            // The answer is audible (and for its echo's tail
+                            // after): only sustained speech barges in.
+                            let now = guard_ms > 0.0 && audible.load(Ordering::Acquire);
+                            if now != guarded {
+                                session.set_speech_guard_ms(if now { guard_ms } else { 0.0 });
+                                guarded = now;
+                            }
                             if let Err(e) = session.feed_audio(frame) {
                                 tracing::warn!("{} input refused: {e}", session.id());
                             }

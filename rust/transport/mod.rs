@@ -20,7 +20,7 @@ pub mod websocket;
 
 pub use devices::{MIC_RATE, ModeError};
 pub use listen_and_play::{ListenAndPlay, ListenAndPlayConfig};
-pub use local::{LocalConfig, LocalMode};
+pub use local::{DEFAULT_BARGE_IN_MIN_MS, LocalConfig, LocalMode};
 pub use raw::{PACE_LEAD, check_rate};
 pub use realtime::{
     DEFAULT_EXTRA_CONNECTIONS, DEFAULT_HEADER_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES,

@@ -197,6 +197,19 @@ impl VadStream {
         self.turn.in_speech()
     }
 
+    /// Speech must last `ms` before it starts a turn (0: only
+    /// `min_speech_ms`); see [`TurnDetector::set_speech_guard`].
+    pub fn set_speech_guard_ms(&mut self, ms: f64) {
+        self.turn.set_speech_guard(self.rate.ms_to_samples(ms));
+    }
+
+    /// Bursts the speech guard dropped (that would have been turns without
+    /// it), and how long the last one was, ms.
+    pub fn guarded_bursts(&self) -> (u64, u64) {
+        let (n, last) = self.turn.guarded_bursts();
+        (n, self.rate.samples_to_ms(last))
+    }
+
     /// Probability of the last chunk run through the model.
     pub fn last_probability(&self) -> f32 {
         self.last_probability

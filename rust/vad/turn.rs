@@ -150,6 +150,11 @@ pub struct TurnDetector {
     threshold: f32,
     neg_threshold: f32,
     min_speech: u64,
+    /// Speech needed to start a turn while the guard is up (0: none).
+    guard: u64,
+    /// Bursts the guard dropped that would have started a turn without it,
+    /// and the voiced samples of the last one.
+    guarded: (u64, u64),
     min_silence: u64,
     pad: u64,
     max_speech: Option<u64>,
@@ -166,6 +171,8 @@ impl TurnDetector {
             threshold: config.threshold,
             neg_threshold: config.deactivation_threshold(),
             min_speech: rate.ms_to_samples(config.min_speech_ms),
+            guard: 0,
+            guarded: (0, 0),
             min_silence: rate.ms_to_samples(config.min_silence_ms),
             pad: rate.ms_to_samples(config.speech_pad_ms),
             max_speech: config.max_speech_ms.map(|ms| rate.ms_to_samples(ms)),
@@ -200,6 +207,22 @@ impl TurnDetector {
         from.saturating_sub(self.pad)
     }
 
+    /// While `samples` is above zero, speech must last that long (and at
+    /// least `min_speech_ms`) before it starts a turn; shorter bursts are
+    /// dropped like blips. Pauses inside the burst are still bridged only up
+    /// to `min_speech_ms`, so scattered fragments do not add up. Local mode
+    /// raises it while the assistant's own voice plays, so that a residue of
+    /// echo the canceller let through cannot interrupt the answer.
+    pub fn set_speech_guard(&mut self, samples: u64) {
+        self.guard = samples;
+    }
+
+    /// How many bursts the speech guard has dropped that would have started
+    /// a turn without it, and the voiced samples of the last one.
+    pub fn guarded_bursts(&self) -> (u64, u64) {
+        self.guarded
+    }
+
     /// Forget everything, as for a new stream.
     pub fn reset(&mut self) {
         self.state = State::Idle;
@@ -230,6 +253,9 @@ impl TurnDetector {
                 if prob < self.neg_threshold {
                     let since = silence_start.unwrap_or(t);
                     self.state = if end - since >= self.min_speech.max(1) {
+                        if voiced >= self.min_speech {
+                            self.guarded = (self.guarded.0 + 1, voiced);
+                        }
                         State::Idle
                     } else {
                         State::Pending {
@@ -323,7 +349,7 @@ impl TurnDetector {
 
     fn promote(&mut self, events: &mut Vec<TurnEvent>) {
         if let State::Pending { start, voiced, .. } = self.state
-            && voiced >= self.min_speech
+            && voiced >= self.min_speech.max(self.guard)
         {
             events.push(TurnEvent::SpeechStarted { start });
             self.state = State::Speech {
@@ -420,6 +446,60 @@ mod tests {
             &seq(&[(0.0, 10), (0.9, 5), (0.0, 8), (0.9, 5), (0.0, 30)]),
         );
         assert!(ev.is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn the_speech_guard_drops_bursts_shorter_than_it() {
+        let guarded = |probs: &[f32]| {
+            let mut d = TurnDetector::new(&TurnConfig::default(), SampleRate::Hz16000).unwrap();
+            // 500 ms: 16 chunks of 32 ms (15.6, rounded up by the sample count).
+            d.set_speech_guard(8_000);
+            let mut ev = Vec::new();
+            for &p in probs {
+                d.push(p, CHUNK, &mut ev);
+            }
+            d.finish(&mut ev);
+            ev
+        };
+        // 12 chunks (384 ms) would start a turn without the guard; with it, nothing.
+        let burst = seq(&[(0.0, 5), (0.9, 12), (0.0, 30)]);
+        assert!(matches!(
+            run(&TurnConfig::default(), &burst)[0],
+            TurnEvent::SpeechStarted { .. }
+        ));
+        assert!(guarded(&burst).is_empty());
+        let mut d = TurnDetector::new(&TurnConfig::default(), SampleRate::Hz16000).unwrap();
+        d.set_speech_guard(8_000);
+        let mut ev = Vec::new();
+        for p in &burst {
+            d.push(*p, CHUNK, &mut ev);
+        }
+        assert_eq!(d.guarded_bursts(), (1, at(12)));
+        // Fragments split by dips of min_speech do not add up past the guard.
+        let scattered = seq(&[
+            (0.0, 5),
+            (0.9, 7),
+            (0.0, 8),
+            (0.9, 7),
+            (0.0, 8),
+            (0.9, 7),
+            (0.0, 30),
+        ]);
+        assert!(guarded(&scattered).is_empty());
+        // Sustained speech still starts the turn where it began, once it passes the guard.
+        let ev = guarded(&seq(&[(0.0, 5), (0.9, 30), (0.0, 30)]));
+        assert_eq!(ev[0], TurnEvent::SpeechStarted { start: at(5) });
+        let mut d = TurnDetector::new(&TurnConfig::default(), SampleRate::Hz16000).unwrap();
+        d.set_speech_guard(8_000);
+        let mut ev = Vec::new();
+        for _ in 0..14 {
+            d.push(0.9, CHUNK, &mut ev);
+        }
+        assert!(ev.is_empty(), "{ev:?}");
+        // The guard comes down (playback ended): the pending speech starts at once.
+        d.set_speech_guard(0);
+        d.push(0.9, CHUNK, &mut ev);
+        assert_eq!(ev, [TurnEvent::SpeechStarted { start: 0 }]);
     }
 
     #[test]

@@ -120,13 +120,20 @@ impl Session {
     pub fn feed_audio(&self, samples: &[f32]) -> Result<(), SessionError> {
         let arrived = Instant::now();
         let mut turns = Vec::new();
-        let position_ms = {
+        let (position_ms, guarded) = {
             let mut input = self.0.input.lock().unwrap_or_else(PoisonError::into_inner);
             input
                 .feed(samples, &mut turns)
                 .map_err(|e| SessionError::Audio(e.to_string()))?;
-            input.position_ms()
+            (input.position_ms(), input.take_guarded_burst())
         };
+        if let Some(ms) = guarded {
+            tracing::info!(
+                "{} {ms} ms of speech while the answer played, shorter than the barge-in \
+                 minimum: not an interruption",
+                self.id()
+            );
+        }
         let offset = self.0.engine.now_ms() - position_ms;
         self.0
             .input_clock_offset_ms
@@ -149,6 +156,19 @@ impl Session {
         self.maybe_live_transcribe(position_ms);
         self.release_held_turn(false);
         Ok(())
+    }
+
+    /// Speech must last `ms` before it starts a turn, until this is called
+    /// again with 0 (turn detection only; see
+    /// [`TurnDetector::set_speech_guard`](crate::vad::TurnDetector::set_speech_guard)).
+    /// A transport that plays the answer itself raises it while the answer
+    /// is audible, so that what is left of its echo cannot barge in.
+    pub fn set_speech_guard_ms(&self, ms: f64) {
+        self.0
+            .input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_speech_guard_ms(ms);
     }
 
     /// Commit the buffered input audio as a user turn
