@@ -33,8 +33,8 @@ pub struct LocalConfig {
     pub block_mic_during_playback: bool,
     /// While the answer plays, speech must last this long to barge in
     /// (0: only the VAD's `min_speech_ms`). Shorter bursts are dropped, not
-    /// taken as turns: what the echo canceller lets through while it adapts
-    /// (after a device hiccup moved the echo) is short.
+    /// taken as turns: a cough, a lone word, or echo the canceller let
+    /// through while it adapted.
     pub barge_in_min_ms: f64,
     /// Rate of the session's answer (the speaker side resamples).
     pub output_rate: u32,
