@@ -235,7 +235,7 @@ pub struct PyLocalMode(Mutex<LocalMode>);
 #[pymethods]
 impl PyLocalMode {
     #[new]
-    #[pyo3(signature = (engine, *, input_device=None, output_device=None, aec=true, block_mic_during_playback=false, barge_in_min_ms=crate::transport::DEFAULT_BARGE_IN_MIN_MS, output_rate=24000, defaults=None))]
+    #[pyo3(signature = (engine, *, input_device=None, output_device=None, aec=true, block_mic_during_playback=false, barge_in_min_ms=500.0, output_rate=24000, defaults=None))]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
     fn new(
         py: Python<'_>,
