@@ -1130,7 +1130,11 @@ async def test_semantic_vad_waits_for_an_unfinished_sentence(
             await c.until("session.updated")
             speech = question[4800:-36000]
             pause = np.zeros(24000 * 8 // 10, np.float32)  # longer than high's 300 ms
-            await c.stream(np.concatenate([pause, speech, pause, speech, pause, pause, pause]))
+            # At a microphone's pace: sent at once, the second turn's speech could reach
+            # the session before the first turn's transcript (a loaded CI box), and a
+            # turn held for its transcript takes speech that follows as its own.
+            audio = np.concatenate([pause, speech, pause, speech, pause, pause, pause])
+            await c.stream(audio, real_time=True)
             done = await c.until("response.done", timeout=20)
             if not unfinished:
                 # Two turns; the second one barges in on the first answer.
