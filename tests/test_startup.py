@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from typing import Any
 
 import pytest
@@ -64,7 +65,17 @@ def test_the_defaults_are_the_cores() -> None:
     assert (args.host, args.port) == (DEFAULTS["host"], DEFAULTS["port"])
     assert args.max_message_bytes == DEFAULTS["max_message_bytes"]
     assert args.max_sessions == DEFAULTS["max_sessions"]
+    assert args.barge_in_min_ms == DEFAULTS["local"]["barge_in_min_ms"]
     assert _server().defaults == session_defaults_filled(args)
+
+
+def test_local_modes_python_signature_spells_the_cores_default() -> None:
+    """LocalMode's keyword default is a literal (stubtest reads the signature), so it is
+    checked against the core's constant here."""
+    from speech_to_speech._core import LocalMode
+
+    default = inspect.signature(LocalMode).parameters["barge_in_min_ms"].default
+    assert default == DEFAULTS["local"]["barge_in_min_ms"]
 
 
 def session_defaults_filled(args: argparse.Namespace) -> dict[str, Any]:

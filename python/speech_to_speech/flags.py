@@ -125,7 +125,7 @@ def _device_flags(g: argparse._ArgumentGroup) -> None:
         g,
         "barge_in_min_ms",
         type=number(float, 0, 10_000),
-        default=500.0,
+        default=DEFAULTS["local"]["barge_in_min_ms"],
         help="while the answer plays, speech must last this long to interrupt it; "
         "shorter bursts (echo the canceller let through) are dropped (0: the VAD's "
         "min_speech_ms only)",

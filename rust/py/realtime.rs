@@ -373,6 +373,9 @@ pub(crate) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
             "chunk_samples": crate::transport::socket::DEFAULT_CHUNK_SAMPLES,
         },
         "websocket_output_rate": crate::transport::websocket::DEFAULT_OUTPUT_RATE,
+        "local": {
+            "barge_in_min_ms": crate::transport::local::DEFAULT_BARGE_IN_MIN_MS,
+        },
     });
     py.import("json")?
         .getattr("loads")?

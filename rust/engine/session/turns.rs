@@ -69,13 +69,6 @@ pub fn sounds_unfinished(text: &str) -> bool {
     }
     let question = t.ends_with(['?', '!']);
     let stop = question || t.ends_with('.');
-    let last = t
-        .rsplit(char::is_whitespace)
-        .next()
-        .unwrap_or_default()
-        .trim_matches(|c: char| !c.is_alphanumeric())
-        .to_lowercase();
-    let last = last.as_str();
     let words: Vec<String> = t
         .split_whitespace()
         .map(|w| {
@@ -83,6 +76,7 @@ pub fn sounds_unfinished(text: &str) -> bool {
                 .to_lowercase()
         })
         .collect();
+    let last = words.last().map_or("", String::as_str);
     let before_last = words.len().checked_sub(2).map(|i| words[i].as_str());
     let yes_no = words.first().is_some_and(|w| YES_NO.contains(&w.as_str()))
         && !words.iter().any(|w| MOVES_AN_OBJECT.contains(&w.as_str()));
