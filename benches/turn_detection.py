@@ -9,7 +9,13 @@ espeak-ng (several voices and speeds), plus jfk.wav and three questions from
 * complete questions and statements;
 * the same sentences cut mid-clause ("I'd like to book a table for, | four
   people tonight."), the pause at the cut set to 400-900 ms;
-* the same with a filler before the pause ("um", "so").
+* the same with a filler before the pause ("um", "so");
+* the complete sentences, in the Piper voice, cut fluently: the pause goes in
+  at the word boundary of the cut, found from Piper's phoneme alignments, so
+  the words before it carry the prosody of a sentence that goes on (no comma's
+  phrase-final tone). Only where espeak leaves a word boundary at the cut (it
+  joins "to my" into one phoneme word): 17 of the 22. Kept apart from the
+  headline rates, by its own keys.
 
 Each utterance gets half a second of silence before it and the eagerness
 ceiling plus one second after, and a -60 dBFS noise floor. It is streamed in
@@ -39,6 +45,8 @@ count under ``threads``):
     first_verdict_recall         ... whose first verdict at the final pause was "complete"
     premature_commit_rate        utterances with a mid-turn pause (cut, filler) ended in it
     premature_commit_rate_{cut,filler,piper,espeak}   the same by kind and by voice
+    premature_commit_rate_cut_fluent, silence_rule_premature_commit_rate_cut_fluent,
+    hint_premature_commit_rate_cut_fluent   the fluent cuts (not in the rates above)
     silence_rule_premature_commit_rate   the same under the 500 ms silence rule
     mean_end_of_turn_ms          commit minus the end of the last word, complete utterances
     silence_rule_mean_end_of_turn_ms      the same under the silence rule
@@ -212,6 +220,13 @@ VOICES: list[tuple[Any, ...]] = [
     ("piper", 0.9),
     ("espeak", "en-gb-x-rp", 140),
 ]
+#: The kinds with a mid-turn pause that the headline rates count; "cut_fluent" is reported apart.
+PAUSED_KINDS = ("cut", "filler")
+#: Piper's length scales for the fluent cuts, in turn per sentence.
+FLUENT_SCALES = (1.0, 1.15, 0.9)
+#: Fade at each side of a fluent cut, so that the cut makes no click.
+FADE_MS = 8
+
 # Shared recordings that are complete turns (interrupt_wait.wav is left out:
 # "Stop." then a pause may well be a turn of its own).
 SHARED_COMPLETE = ["jfk.wav", "q_book.wav", "q_capital_france.wav", "q_ocean_fact.wav"]
@@ -222,7 +237,7 @@ class Utterance:
     """One labelled recording: `audio` at 16 kHz, its speech ending at `speech_end_ms`."""
 
     name: str
-    kind: str  # "complete", "cut" or "filler"
+    kind: str  # "complete", "cut", "filler" or "cut_fluent"
     voice: str
     audio: Samples
     speech_end_ms: float
@@ -305,7 +320,14 @@ class Synthesiser:
         from speech_to_speech.models import piper_joe_voice
 
         model, config = piper_joe_voice()
-        self._piper = PiperVoice.load(model, config_path=config)
+        try:
+            import onnx  # noqa: F401  (Piper patches its model with it for alignments)
+        except ImportError:
+            raise SystemExit(
+                "onnx is missing (Piper's phoneme alignments need it): pip install onnx, "
+                "or pip install 'speech-to-speech[test]'"
+            ) from None
+        self._piper = PiperVoice.load(model, config_path=config, include_alignments=True)
         self._config = SynthesisConfig
         if shutil.which("espeak-ng") is None:
             raise SystemExit(
@@ -326,6 +348,48 @@ class Synthesiser:
             check=True,
         ).stdout
         return _read_wav_bytes(out)
+
+    def fluent_cut(
+        self, text: str, prefix: str, length_scale: float, pause_ms: float
+    ) -> Samples | None:
+        """`text` in the Piper voice with `pause_ms` of silence after the words of `prefix`.
+
+        The cut is where Piper's alignments put the end of the prefix's last word. espeak
+        joins some words into one ("in the" becomes one word), so the prefix is phonemised
+        alone and must match the sentence's first phoneme words; None where espeak
+        joined the words at the cut ("to my"), which leave no boundary.
+        """
+        config = self._config(length_scale=length_scale, noise_scale=0.667, noise_w_scale=0.8)
+        (chunk,) = self._piper.synthesize(text, config, include_alignments=True)
+        if chunk.phoneme_alignments is None:
+            raise RuntimeError("Piper gave no phoneme alignments")
+        words = _phoneme_words(self._piper.phonemize(prefix)[0])
+        if _phoneme_words(chunk.phonemes)[: len(words)] != words:
+            return None
+        # The cut goes where the space after the prefix's last word starts: Piper's
+        # space carries the next word's onset.
+        at, seen = 0, 0
+        for a in chunk.phoneme_alignments:
+            if a.phoneme == " ":
+                seen += 1
+                if seen == len(words):
+                    break
+            at += a.num_samples
+        rate = int(self._piper.config.sample_rate)
+        audio = s2s.resample(chunk.audio_float_array, input_rate=rate, output_rate=SR)
+        cut = at * SR // rate
+        fade = np.linspace(1.0, 0.0, FADE_MS * SR // 1000, dtype=np.float32)
+        head, tail = audio[:cut].copy(), audio[cut:].copy()
+        head[len(head) - len(fade) :] *= fade
+        tail[: len(fade)] *= fade[::-1]
+        pause = np.zeros(int(pause_ms * SR / 1000), dtype=np.float32)
+        return np.concatenate([head, pause, tail])
+
+
+def _phoneme_words(phonemes: Sequence[str]) -> list[str]:
+    """Piper's phonemes as words, without stress marks or punctuation."""
+    text = "".join(p for p in phonemes if p not in "ˈˌ")
+    return [w.strip(".,?!;:") for w in text.split()]
 
 
 def voice_name(voice: tuple[Any, ...]) -> str:
@@ -358,8 +422,9 @@ def _framed(speech: Samples, tail_ms: float, rng: np.random.Generator) -> Sample
 
 def make_set(tail_ms: float, cache: Path | None) -> list[Utterance]:
     """The labelled utterances (cached as .npz in `cache` when given)."""
-    if cache is not None and (cache / "set.npz").is_file():
-        return _load_set(cache / "set.npz")
+    name = "set-v2.npz"  # v2: with the fluent cuts
+    if cache is not None and (cache / name).is_file():
+        return _load_set(cache / name)
     synth = Synthesiser()
     rng = np.random.default_rng(15)
     out: list[Utterance] = []
@@ -382,6 +447,23 @@ def make_set(tail_ms: float, cache: Path | None) -> list[Utterance]:
                     pause_ms=pause_ms,
                 )
             )
+        prefix = texts[1].split("|", maxsplit=1)[0].rstrip(" ,")
+        scale = FLUENT_SCALES[i % len(FLUENT_SCALES)]
+        pause_ms = 400.0 + (i * 5 + 2) % 11 * 50.0
+        cut = synth.fluent_cut(texts[0], prefix, scale, pause_ms)
+        if cut is None:
+            continue
+        speech = _trim(cut)
+        out.append(
+            Utterance(
+                name=f"{i:02d}-cut_fluent",
+                kind="cut_fluent",
+                voice=voice_name(("piper", scale)),
+                audio=_framed(speech, tail_ms, rng),
+                speech_end_ms=LEAD_MS + len(speech) * 1000 / SR,
+                pause_ms=pause_ms,
+            )
+        )
     for name in SHARED_COMPLETE:
         speech = _trim(_read_wav_bytes((SHARED / name).read_bytes()))
         out.append(
@@ -395,7 +477,7 @@ def make_set(tail_ms: float, cache: Path | None) -> list[Utterance]:
         )
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        _save_set(cache / "set.npz", out)
+        _save_set(cache / name, out)
     return out
 
 
@@ -526,7 +608,8 @@ def evaluate(
         _hint(rows, args.hints)
 
     complete = [r for r in rows if r.u.kind == "complete"]
-    paused = [r for r in rows if r.u.kind != "complete"]
+    paused = [r for r in rows if r.u.kind in PAUSED_KINDS]
+    fluent = [r for r in rows if r.u.kind == "cut_fluent"]
     smart_eot = [e for r in complete if (e := eot(r.smart, r.u)) is not None]
     rule_eot = [e for r in complete if (e := eot(r.rule, r.u)) is not None]
     result: dict[str, Any] = {
@@ -553,9 +636,14 @@ def evaluate(
         "decisions": len(decisions),
         "decision_wall_ms": _mean([v[3] for r in rows for v in r.smart.verdicts]),
     }
-    for kind in ("cut", "filler"):
+    for kind in PAUSED_KINDS:
         of_kind = [r for r in paused if r.u.kind == kind]
         result[f"premature_commit_rate_{kind}"] = _mean([float(r.smart.premature) for r in of_kind])
+    result["cut_fluent_utterances"] = len(fluent)
+    result["premature_commit_rate_cut_fluent"] = _mean([float(r.smart.premature) for r in fluent])
+    result["silence_rule_premature_commit_rate_cut_fluent"] = _mean(
+        [float(r.rule.premature) for r in fluent]
+    )
     for family in ("piper", "espeak"):
         of_voice = [r for r in paused if r.u.voice.startswith(family)]
         result[f"premature_commit_rate_{family}"] = _mean(
@@ -570,11 +658,11 @@ def evaluate(
         result["hint_premature_commit_rate"] = _mean(
             [float(r.smart.premature and not r.smart.hint_hold) for r in paused]
         )
-        for kind in ("cut", "filler"):
+        for kind in (*PAUSED_KINDS, "cut_fluent"):
             result[f"hint_premature_commit_rate_{kind}"] = _mean(
                 [
                     float(r.smart.premature and not r.smart.hint_hold)
-                    for r in paused
+                    for r in rows
                     if r.u.kind == kind
                 ]
             )
