@@ -422,9 +422,9 @@ def _framed(speech: Samples, tail_ms: float, rng: np.random.Generator) -> Sample
 
 def make_set(tail_ms: float, cache: Path | None) -> list[Utterance]:
     """The labelled utterances (cached as .npz in `cache` when given)."""
-    name = "set-v2.npz"  # v2: with the fluent cuts
-    if cache is not None and (cache / name).is_file():
-        return _load_set(cache / name)
+    set_file = "set-v2.npz"  # v2: with the fluent cuts
+    if cache is not None and (cache / set_file).is_file():
+        return _load_set(cache / set_file)
     synth = Synthesiser()
     rng = np.random.default_rng(15)
     out: list[Utterance] = []
@@ -477,7 +477,7 @@ def make_set(tail_ms: float, cache: Path | None) -> list[Utterance]:
         )
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        _save_set(cache / name, out)
+        _save_set(cache / set_file, out)
     return out
 
 
