@@ -138,21 +138,52 @@ def test_transcription_refusals_are_openai_errors(
     assert client.audio.transcriptions.create(model="whisper-1", file=upload).text == SCRIPT
 
 
-def test_speech_wav_is_the_tones_at_24k(client: OpenAI) -> None:
-    words = "alpha bravo charlie"
+WORDS = "alpha bravo charlie"
+
+
+def speak(client: OpenAI, response_format: Any, content_type: str) -> bytes:
+    """The body of a speech request for WORDS, checked for its content type."""
     with client.audio.speech.with_streaming_response.create(
-        model="tts-1", voice="alloy", input=words, response_format="wav"
+        model="tts-1", voice="alloy", input=WORDS, response_format=response_format
     ) as response:
-        assert response.headers["content-type"] == "audio/wav"
-        body = response.read()
+        assert response.headers["content-type"] == content_type
+        return response.read()
+
+
+def test_speech_wav_is_the_tones_at_24k(client: OpenAI) -> None:
+    body = speak(client, "wav", "audio/wav")
     assert body[:4] == b"RIFF" and body[8:16] == b"WAVEfmt "
     assert int.from_bytes(body[24:28], "little") == 24000
     pcm = np.frombuffer(body[44:], dtype="<i2").astype(np.float32) / 32768
     # Three 200 ms words at 24 kHz (the resampler's flush adds a few ms).
     assert abs(len(pcm) - 3 * 4800) < 400, len(pcm)
-    for i, word in enumerate(words.split()):
+    for i, word in enumerate(WORDS.split()):
         middle = pcm[i * 4800 + 1000 : i * 4800 + 3800]
         assert dominant_hz(middle, 24000) == pytest.approx(word_frequency(word), abs=10)
+
+
+def test_speech_opus_is_ogg_that_ffmpeg_decodes(client: OpenAI) -> None:
+    """response_format "opus" is Ogg Opus, as OpenAI serves it: FFmpeg (PyAV) reads it back
+    as the same tones, trimmed to the input's length by the last page's granule."""
+    import av
+
+    body = speak(client, "opus", "audio/ogg")
+    assert body[:4] == b"OggS" and body[28:36] == b"OpusHead"
+    with av.open(io.BytesIO(body)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "opus"
+        frames = [f.to_ndarray() for f in container.decode(stream)]
+        rate = stream.codec_context.sample_rate
+    pcm = np.concatenate([f.reshape(-1) for f in frames]).astype(np.float32)
+    assert rate == 48000
+    # Exactly the PCM's samples (at 48 kHz): the encoder's delay and the last frame's
+    # padding are trimmed by the pre-skip and the end's granule position.
+    plain = speak(client, "pcm", "audio/pcm")
+    assert len(pcm) == 2 * (len(plain) // 2), (len(pcm), len(plain) // 2)
+    word = rate // 5  # 200 ms
+    for i, w in enumerate(WORDS.split()):
+        middle = pcm[i * word + word // 5 : (i + 1) * word - word // 5]
+        assert dominant_hz(middle, rate) == pytest.approx(word_frequency(w), abs=15)
 
 
 def test_speech_pcm_and_sse(client: OpenAI, fake_server: RealtimeServer) -> None:

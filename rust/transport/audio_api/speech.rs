@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::decode::convert_rate;
+use super::ogg_opus::OggOpus;
 use super::{ApiError, AudioApi, CancelOnDrop, MAX_SPEECH_INPUT_CHARS, report_failure, sse_event};
 use crate::audio::pcm::f32_to_pcm16;
 use crate::audio::resample::{Resampler, SUPPORTED_RATES};
@@ -145,6 +146,8 @@ impl Job for SpeakJob {
 enum Format {
     Wav,
     Pcm,
+    /// Ogg Opus, as `OpenAI` serves it.
+    Opus,
 }
 
 struct Request {
@@ -193,18 +196,21 @@ fn parse(body: &[u8]) -> Result<Request, ApiError> {
         // every player reads, so a request that names no format gets it.
         None | Some("wav") => Format::Wav,
         Some("pcm") => Format::Pcm,
-        Some(other @ ("mp3" | "opus" | "aac" | "flac")) => {
+        Some("opus") => Format::Opus,
+        Some(other @ ("mp3" | "aac" | "flac")) => {
             return Err(ApiError::invalid(
                 "unsupported_response_format",
                 "response_format",
-                format!("'{other}' is not served here; use wav or pcm (16-bit mono, 24 kHz)"),
+                format!(
+                    "'{other}' is not served here; use opus (Ogg), wav or pcm (16-bit mono, 24 kHz)"
+                ),
             ));
         }
         Some(other) => {
             return Err(ApiError::invalid(
                 "invalid_value",
                 "response_format",
-                format!("unknown response_format '{other}': use wav or pcm"),
+                format!("unknown response_format '{other}': use opus, wav or pcm"),
             ));
         }
     };
@@ -219,7 +225,7 @@ fn parse(body: &[u8]) -> Result<Request, ApiError> {
             ));
         }
     };
-    if sse && format == Format::Wav && obj.contains_key("response_format") {
+    if sse && format != Format::Pcm && obj.contains_key("response_format") {
         return Err(ApiError::invalid(
             "invalid_value",
             "response_format",
@@ -253,10 +259,18 @@ struct St {
     rx: mpsc::UnboundedReceiver<Update>,
     /// The first update, read before the status was chosen.
     pending: Option<Update>,
-    /// What goes before the first audio (the WAV header).
+    /// What goes before the first audio (the WAV header, Ogg Opus's header pages).
     opening: Vec<u8>,
+    /// The Ogg Opus encoder of an `opus` response.
+    ogg: Option<OggOpus>,
     done: bool,
     _guard: CancelOnDrop,
+}
+
+/// The body's end when the Opus encoder fails mid-stream (the status is sent).
+fn opus_failed(e: &opus::Error) -> std::io::Error {
+    tracing::warn!("the Opus encoder failed mid-stream: {e}");
+    std::io::Error::other(format!("Opus encoder: {e}"))
 }
 
 /// A WAV header for a stream of unknown length (sizes at their maximum, as
@@ -290,6 +304,19 @@ pub(super) async fn handle(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    let mut ogg = None;
+    if request.format == Format::Opus {
+        match OggOpus::new(OUTPUT_RATE, getrandom::u32().unwrap_or(0x5325_0001)) {
+            Ok(o) => ogg = Some(o),
+            Err(e) => {
+                let e = StageError::Backend {
+                    stage: "tts",
+                    message: format!("the Opus encoder did not start: {e}"),
+                };
+                return ApiError::stage(&e).into_response();
+            }
+        }
+    }
     let mut segmenter = Segmenter::default();
     let mut clauses = segmenter.push(&request.input);
     clauses.extend(segmenter.finish());
@@ -315,14 +342,16 @@ pub(super) async fn handle(
         Some(first) => first,
     };
     let (format, sse) = (request.format, request.sse);
-    let opening = match format {
-        Format::Wav => wav_header(OUTPUT_RATE),
-        Format::Pcm => Vec::new(),
+    let opening = match ogg.as_mut() {
+        Some(o) => o.headers(),
+        None if format == Format::Wav => wav_header(OUTPUT_RATE),
+        None => Vec::new(),
     };
     let state = St {
         rx,
         pending: Some(first),
         opening,
+        ogg,
         done: false,
         _guard: guard,
     };
@@ -342,6 +371,11 @@ pub(super) async fn handle(
                     out.extend_from_slice(&sse_event(
                         &json!({"type": "speech.audio.delta", "audio": audio}),
                     ));
+                } else if let Some(ogg) = st.ogg.as_mut() {
+                    match ogg.push(&pcm) {
+                        Ok(pages) => out.extend_from_slice(&pages),
+                        Err(e) => return Some((Err(opus_failed(&e)), st)),
+                    }
                 } else {
                     out.extend_from_slice(&pcm);
                 }
@@ -350,6 +384,11 @@ pub(super) async fn handle(
                 st.done = true;
                 if sse {
                     out.extend_from_slice(&sse_event(&json!({"type": "speech.audio.done"})));
+                } else if let Some(ogg) = st.ogg.as_mut() {
+                    match ogg.finish() {
+                        Ok(pages) => out.extend_from_slice(&pages),
+                        Err(e) => return Some((Err(opus_failed(&e)), st)),
+                    }
                 }
             }
             Some(Update::Failed(e)) => {
@@ -370,6 +409,7 @@ pub(super) async fn handle(
         (true, _) => "text/event-stream",
         (false, Format::Wav) => "audio/wav",
         (false, Format::Pcm) => "audio/pcm",
+        (false, Format::Opus) => "audio/ogg",
     };
     let mut response = Body::from_stream(chunks).into_response();
     let h = response.headers_mut();
@@ -395,6 +435,12 @@ mod tests {
             err(r#"{"input": "hi", "response_format": "mp3"}"#),
             Some(("unsupported_response_format", Some("response_format")))
         );
+        assert_eq!(
+            err(r#"{"input": "hi", "response_format": "opus", "stream_format": "sse"}"#),
+            Some(("invalid_value", Some("response_format")))
+        );
+        let opus = parse(br#"{"input": "hi", "response_format": "opus"}"#).unwrap();
+        assert!(!opus.sse && opus.format == Format::Opus);
         assert_eq!(
             err(r#"{"input": "hi", "response_format": "ogg"}"#),
             Some(("invalid_value", Some("response_format")))
