@@ -186,6 +186,22 @@ def test_speech_opus_is_ogg_that_ffmpeg_decodes(client: OpenAI) -> None:
         assert dominant_hz(middle, rate) == pytest.approx(word_frequency(w), abs=15)
 
 
+def test_speech_flac_is_lossless(client: OpenAI) -> None:
+    """response_format "flac": FFmpeg (PyAV) decodes it to exactly the PCM response."""
+    import av
+
+    body = speak(client, "flac", "audio/flac")
+    assert body[:4] == b"fLaC"
+    with av.open(io.BytesIO(body)) as container:
+        stream = container.streams.audio[0]
+        assert (stream.codec_context.name, stream.codec_context.sample_rate) == ("flac", 24000)
+        decoded = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(stream)])
+    plain = np.frombuffer(speak(client, "pcm", "audio/pcm"), dtype="<i2")
+    assert decoded.dtype == np.int16
+    np.testing.assert_array_equal(decoded, plain)
+    assert len(body) < plain.nbytes * 0.6, (len(body), plain.nbytes)
+
+
 def test_speech_pcm_and_sse(client: OpenAI, fake_server: RealtimeServer) -> None:
     with client.audio.speech.with_streaming_response.create(
         model="tts-1", voice="alloy", input="one two", response_format="pcm", speed=2.0

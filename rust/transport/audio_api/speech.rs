@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::decode::convert_rate;
+use super::flac::Flac;
 use super::ogg_opus::OggOpus;
 use super::{ApiError, AudioApi, CancelOnDrop, MAX_SPEECH_INPUT_CHARS, report_failure, sse_event};
 use crate::audio::pcm::f32_to_pcm16;
@@ -148,6 +149,48 @@ enum Format {
     Pcm,
     /// Ogg Opus, as `OpenAI` serves it.
     Opus,
+    Flac,
+}
+
+/// The encoder of a compressed response.
+enum Coder {
+    Opus(OggOpus),
+    Flac(Flac),
+}
+
+impl Coder {
+    fn new(format: Format) -> Result<Option<Self>, opus::Error> {
+        Ok(match format {
+            Format::Opus => Some(Self::Opus(OggOpus::new(
+                OUTPUT_RATE,
+                getrandom::u32().unwrap_or(0x5325_0001),
+            )?)),
+            Format::Flac => Some(Self::Flac(Flac::new(OUTPUT_RATE))),
+            Format::Wav | Format::Pcm => None,
+        })
+    }
+
+    /// What goes before the first audio.
+    fn header(&mut self) -> Vec<u8> {
+        match self {
+            Self::Opus(o) => o.headers(),
+            Self::Flac(f) => f.header(),
+        }
+    }
+
+    fn push(&mut self, pcm: &[u8]) -> Result<Vec<u8>, std::io::Error> {
+        match self {
+            Self::Opus(o) => o.push(pcm).map_err(opus_failed),
+            Self::Flac(f) => Ok(f.push(pcm)),
+        }
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, std::io::Error> {
+        match self {
+            Self::Opus(o) => o.finish().map_err(opus_failed),
+            Self::Flac(f) => Ok(f.finish()),
+        }
+    }
 }
 
 struct Request {
@@ -197,12 +240,13 @@ fn parse(body: &[u8]) -> Result<Request, ApiError> {
         None | Some("wav") => Format::Wav,
         Some("pcm") => Format::Pcm,
         Some("opus") => Format::Opus,
-        Some(other @ ("mp3" | "aac" | "flac")) => {
+        Some("flac") => Format::Flac,
+        Some(other @ ("mp3" | "aac")) => {
             return Err(ApiError::invalid(
                 "unsupported_response_format",
                 "response_format",
                 format!(
-                    "'{other}' is not served here; use opus (Ogg), wav or pcm (16-bit mono, 24 kHz)"
+                    "'{other}' is not served here; use opus (Ogg), flac, wav or pcm (16-bit mono, 24 kHz)"
                 ),
             ));
         }
@@ -210,7 +254,7 @@ fn parse(body: &[u8]) -> Result<Request, ApiError> {
             return Err(ApiError::invalid(
                 "invalid_value",
                 "response_format",
-                format!("unknown response_format '{other}': use opus, wav or pcm"),
+                format!("unknown response_format '{other}': use opus, flac, wav or pcm"),
             ));
         }
     };
@@ -261,14 +305,14 @@ struct St {
     pending: Option<Update>,
     /// What goes before the first audio (the WAV header, Ogg Opus's header pages).
     opening: Vec<u8>,
-    /// The Ogg Opus encoder of an `opus` response.
-    ogg: Option<OggOpus>,
+    /// The encoder of an `opus` or `flac` response.
+    coder: Option<Coder>,
     done: bool,
     _guard: CancelOnDrop,
 }
 
 /// The body's end when the Opus encoder fails mid-stream (the status is sent).
-fn opus_failed(e: &opus::Error) -> std::io::Error {
+fn opus_failed(e: opus::Error) -> std::io::Error {
     tracing::warn!("the Opus encoder failed mid-stream: {e}");
     std::io::Error::other(format!("Opus encoder: {e}"))
 }
@@ -304,19 +348,16 @@ pub(super) async fn handle(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let mut ogg = None;
-    if request.format == Format::Opus {
-        match OggOpus::new(OUTPUT_RATE, getrandom::u32().unwrap_or(0x5325_0001)) {
-            Ok(o) => ogg = Some(o),
-            Err(e) => {
-                let e = StageError::Backend {
-                    stage: "tts",
-                    message: format!("the Opus encoder did not start: {e}"),
-                };
-                return ApiError::stage(&e).into_response();
-            }
+    let mut coder = match Coder::new(request.format) {
+        Ok(c) => c,
+        Err(e) => {
+            let e = StageError::Backend {
+                stage: "tts",
+                message: format!("the Opus encoder did not start: {e}"),
+            };
+            return ApiError::stage(&e).into_response();
         }
-    }
+    };
     let mut segmenter = Segmenter::default();
     let mut clauses = segmenter.push(&request.input);
     clauses.extend(segmenter.finish());
@@ -342,8 +383,8 @@ pub(super) async fn handle(
         Some(first) => first,
     };
     let (format, sse) = (request.format, request.sse);
-    let opening = match ogg.as_mut() {
-        Some(o) => o.headers(),
+    let opening = match coder.as_mut() {
+        Some(c) => c.header(),
         None if format == Format::Wav => wav_header(OUTPUT_RATE),
         None => Vec::new(),
     };
@@ -351,7 +392,7 @@ pub(super) async fn handle(
         rx,
         pending: Some(first),
         opening,
-        ogg,
+        coder,
         done: false,
         _guard: guard,
     };
@@ -371,10 +412,10 @@ pub(super) async fn handle(
                     out.extend_from_slice(&sse_event(
                         &json!({"type": "speech.audio.delta", "audio": audio}),
                     ));
-                } else if let Some(ogg) = st.ogg.as_mut() {
-                    match ogg.push(&pcm) {
-                        Ok(pages) => out.extend_from_slice(&pages),
-                        Err(e) => return Some((Err(opus_failed(&e)), st)),
+                } else if let Some(coder) = st.coder.as_mut() {
+                    match coder.push(&pcm) {
+                        Ok(bytes) => out.extend_from_slice(&bytes),
+                        Err(e) => return Some((Err(e), st)),
                     }
                 } else {
                     out.extend_from_slice(&pcm);
@@ -384,10 +425,10 @@ pub(super) async fn handle(
                 st.done = true;
                 if sse {
                     out.extend_from_slice(&sse_event(&json!({"type": "speech.audio.done"})));
-                } else if let Some(ogg) = st.ogg.as_mut() {
-                    match ogg.finish() {
-                        Ok(pages) => out.extend_from_slice(&pages),
-                        Err(e) => return Some((Err(opus_failed(&e)), st)),
+                } else if let Some(coder) = st.coder.as_mut() {
+                    match coder.finish() {
+                        Ok(bytes) => out.extend_from_slice(&bytes),
+                        Err(e) => return Some((Err(e), st)),
                     }
                 }
             }
@@ -410,6 +451,7 @@ pub(super) async fn handle(
         (false, Format::Wav) => "audio/wav",
         (false, Format::Pcm) => "audio/pcm",
         (false, Format::Opus) => "audio/ogg",
+        (false, Format::Flac) => "audio/flac",
     };
     let mut response = Body::from_stream(chunks).into_response();
     let h = response.headers_mut();
