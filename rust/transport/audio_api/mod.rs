@@ -16,8 +16,6 @@
 //! refusal is a 4xx in `OpenAI`'s error shape, naming the parameter.
 
 mod decode;
-mod flac;
-mod ogg_opus;
 mod speech;
 mod transcriptions;
 

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::decode::convert_rate;
-use super::flac::Flac;
-use super::ogg_opus::OggOpus;
 use super::{ApiError, AudioApi, CancelOnDrop, MAX_SPEECH_INPUT_CHARS, report_failure, sse_event};
+use crate::audio::flac::Flac;
+use crate::audio::ogg_opus::OggOpus;
 use crate::audio::pcm::f32_to_pcm16;
 use crate::audio::resample::{Resampler, SUPPORTED_RATES};
 use crate::engine::backend::{Cancel, StageError, TtsChunk, TtsRequest};
@@ -27,7 +27,8 @@ use crate::engine::{Engine, Stage};
 const OUTPUT_RATE: u32 = 24_000;
 
 enum Update {
-    /// 16-bit little-endian mono samples at [`OUTPUT_RATE`].
+    /// The response's next bytes: 16-bit little-endian mono samples at [`OUTPUT_RATE`],
+    /// or the encoder's output for them.
     Audio(Vec<u8>),
     Done,
     Failed(StageError),
@@ -83,6 +84,55 @@ struct SpeakJob {
     speed: f64,
     cancel: Cancel,
     tx: mpsc::UnboundedSender<Update>,
+    /// The encoder of an `opus` or `flac` response: it runs here, on the TTS worker,
+    /// not on the server's async threads (Opus takes about 1 % of real time).
+    coder: Option<Coder>,
+}
+
+/// Where a job's audio goes: encoded first for a compressed response.
+struct Sink {
+    tx: mpsc::UnboundedSender<Update>,
+    coder: Option<Coder>,
+    failed: bool,
+}
+
+impl Sink {
+    fn audio(&mut self, pcm: Vec<u8>) {
+        if self.failed || pcm.is_empty() {
+            return;
+        }
+        let bytes = match self.coder.as_mut().map(|c| c.push(&pcm)) {
+            None => pcm,
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => return self.fail(&e),
+        };
+        if !bytes.is_empty() {
+            let _ = self.tx.send(Update::Audio(bytes));
+        }
+    }
+
+    fn done(&mut self) {
+        if self.failed {
+            return;
+        }
+        match self.coder.as_mut().map(Coder::finish) {
+            Some(Err(e)) => return self.fail(&e),
+            Some(Ok(bytes)) if !bytes.is_empty() => {
+                let _ = self.tx.send(Update::Audio(bytes));
+            }
+            _ => {}
+        }
+        let _ = self.tx.send(Update::Done);
+    }
+
+    fn fail(&mut self, e: &opus::Error) {
+        tracing::warn!("the Opus encoder failed: {e}");
+        self.failed = true;
+        let _ = self.tx.send(Update::Failed(StageError::Backend {
+            stage: "tts",
+            message: format!("the Opus encoder failed: {e}"),
+        }));
+    }
 }
 
 impl Job for SpeakJob {
@@ -94,9 +144,14 @@ impl Job for SpeakJob {
         Some(report_failure(&self.tx, Update::Failed))
     }
 
-    fn run(self: Box<Self>) {
+    fn run(mut self: Box<Self>) {
         let backend = Arc::clone(self.engine.tts());
         let mut converter: Option<Converter> = None;
+        let mut sink = Sink {
+            tx: self.tx.clone(),
+            coder: self.coder.take(),
+            failed: false,
+        };
         for text in &self.clauses {
             let request = TtsRequest {
                 text: text.clone(),
@@ -113,33 +168,24 @@ impl Job for SpeakJob {
                     .is_some_and(|c| c.from != chunk.sample_rate)
                     && let Some(c) = converter.as_mut()
                 {
-                    let tail = c.finish();
-                    if !tail.is_empty() {
-                        let _ = self.tx.send(Update::Audio(tail));
-                    }
+                    sink.audio(c.finish());
                     converter = None;
                 }
                 let c = converter.get_or_insert_with(|| Converter::new(chunk.sample_rate));
-                let pcm = c.push(&chunk.samples);
-                if !pcm.is_empty() {
-                    let _ = self.tx.send(Update::Audio(pcm));
-                }
+                sink.audio(c.push(&chunk.samples));
             };
             if let Err(e) = backend.synthesize(&request, &self.cancel, &mut emit) {
                 let _ = self.tx.send(Update::Failed(e));
                 return;
             }
-            if self.cancel.is_cancelled() {
+            if self.cancel.is_cancelled() || sink.failed {
                 return;
             }
         }
         if let Some(c) = converter.as_mut() {
-            let tail = c.finish();
-            if !tail.is_empty() {
-                let _ = self.tx.send(Update::Audio(tail));
-            }
+            sink.audio(c.finish());
         }
-        let _ = self.tx.send(Update::Done);
+        sink.done();
     }
 }
 
@@ -149,6 +195,7 @@ enum Format {
     Pcm,
     /// Ogg Opus, as `OpenAI` serves it.
     Opus,
+    /// FLAC (lossless).
     Flac,
 }
 
@@ -178,16 +225,16 @@ impl Coder {
         }
     }
 
-    fn push(&mut self, pcm: &[u8]) -> Result<Vec<u8>, std::io::Error> {
+    fn push(&mut self, pcm: &[u8]) -> Result<Vec<u8>, opus::Error> {
         match self {
-            Self::Opus(o) => o.push(pcm).map_err(opus_failed),
+            Self::Opus(o) => o.push(pcm),
             Self::Flac(f) => Ok(f.push(pcm)),
         }
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, std::io::Error> {
+    fn finish(&mut self) -> Result<Vec<u8>, opus::Error> {
         match self {
-            Self::Opus(o) => o.finish().map_err(opus_failed),
+            Self::Opus(o) => o.finish(),
             Self::Flac(f) => Ok(f.finish()),
         }
     }
@@ -303,18 +350,10 @@ struct St {
     rx: mpsc::UnboundedReceiver<Update>,
     /// The first update, read before the status was chosen.
     pending: Option<Update>,
-    /// What goes before the first audio (the WAV header, Ogg Opus's header pages).
+    /// What goes before the first audio (the WAV header, or the encoder's).
     opening: Vec<u8>,
-    /// The encoder of an `opus` or `flac` response.
-    coder: Option<Coder>,
     done: bool,
     _guard: CancelOnDrop,
-}
-
-/// The body's end when the Opus encoder fails mid-stream (the status is sent).
-fn opus_failed(e: opus::Error) -> std::io::Error {
-    tracing::warn!("the Opus encoder failed mid-stream: {e}");
-    std::io::Error::other(format!("Opus encoder: {e}"))
 }
 
 /// A WAV header for a stream of unknown length (sizes at their maximum, as
@@ -358,6 +397,11 @@ pub(super) async fn handle(
             return ApiError::stage(&e).into_response();
         }
     };
+    let opening = match coder.as_mut() {
+        Some(c) => c.header(),
+        None if request.format == Format::Wav => wav_header(OUTPUT_RATE),
+        None => Vec::new(),
+    };
     let mut segmenter = Segmenter::default();
     let mut clauses = segmenter.push(&request.input);
     clauses.extend(segmenter.finish());
@@ -372,6 +416,7 @@ pub(super) async fn handle(
         speed: request.speed,
         cancel: Cancel::new(generation, 0),
         tx,
+        coder,
     };
     if let Err(e) = api.engine.submit(Stage::Tts, Box::new(job)) {
         return ApiError::stage(&e).into_response();
@@ -383,16 +428,10 @@ pub(super) async fn handle(
         Some(first) => first,
     };
     let (format, sse) = (request.format, request.sse);
-    let opening = match coder.as_mut() {
-        Some(c) => c.header(),
-        None if format == Format::Wav => wav_header(OUTPUT_RATE),
-        None => Vec::new(),
-    };
     let state = St {
         rx,
         pending: Some(first),
         opening,
-        coder,
         done: false,
         _guard: guard,
     };
@@ -412,11 +451,6 @@ pub(super) async fn handle(
                     out.extend_from_slice(&sse_event(
                         &json!({"type": "speech.audio.delta", "audio": audio}),
                     ));
-                } else if let Some(coder) = st.coder.as_mut() {
-                    match coder.push(&pcm) {
-                        Ok(bytes) => out.extend_from_slice(&bytes),
-                        Err(e) => return Some((Err(e), st)),
-                    }
                 } else {
                     out.extend_from_slice(&pcm);
                 }
@@ -425,11 +459,6 @@ pub(super) async fn handle(
                 st.done = true;
                 if sse {
                     out.extend_from_slice(&sse_event(&json!({"type": "speech.audio.done"})));
-                } else if let Some(coder) = st.coder.as_mut() {
-                    match coder.finish() {
-                        Ok(bytes) => out.extend_from_slice(&bytes),
-                        Err(e) => return Some((Err(e), st)),
-                    }
                 }
             }
             Some(Update::Failed(e)) => {

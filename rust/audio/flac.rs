@@ -12,7 +12,7 @@ const BLOCK_CODE: u8 = 0b1010;
 const BLOCK_CODE_16: u8 = 0b0111;
 
 /// A FLAC stream of mono PCM16.
-pub(super) struct Flac {
+pub struct Flac {
     rate: u32,
     pending: Vec<i32>,
     frame: u64,
@@ -20,7 +20,8 @@ pub(super) struct Flac {
 }
 
 impl Flac {
-    pub(super) fn new(rate: u32) -> Self {
+    /// A stream at `rate` Hz.
+    pub fn new(rate: u32) -> Self {
         Self {
             rate,
             pending: Vec::with_capacity(BLOCK),
@@ -30,7 +31,7 @@ impl Flac {
     }
 
     /// The "fLaC" marker and STREAMINFO, the only metadata block.
-    pub(super) fn header(&self) -> Vec<u8> {
+    pub fn header(&self) -> Vec<u8> {
         let mut w = Bits::default();
         w.bytes(b"fLaC");
         w.put(1, 1); // the last metadata block
@@ -49,7 +50,7 @@ impl Flac {
     }
 
     /// Frames of little-endian PCM16: every full block so far.
-    pub(super) fn push(&mut self, pcm: &[u8]) -> Vec<u8> {
+    pub fn push(&mut self, pcm: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for s in pcm.chunks_exact(2) {
             self.pending
@@ -62,7 +63,7 @@ impl Flac {
     }
 
     /// The last, shorter frame.
-    pub(super) fn finish(&mut self) -> Vec<u8> {
+    pub fn finish(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         if !self.pending.is_empty() {
             self.write_frame(&mut out);

@@ -21,7 +21,7 @@ const HEADER_BOS: u8 = 0x02;
 const HEADER_EOS: u8 = 0x04;
 
 /// An Ogg Opus stream of mono PCM16 at one of Opus's rates (8, 12, 16, 24, 48 kHz).
-pub(super) struct OggOpus {
+pub struct OggOpus {
     encoder: Encoder,
     rate: u32,
     serial: u32,
@@ -39,7 +39,8 @@ pub(super) struct OggOpus {
 }
 
 impl OggOpus {
-    pub(super) fn new(rate: u32, serial: u32) -> Result<Self, opus::Error> {
+    /// A stream at `rate` Hz whose pages carry the serial number `serial`.
+    pub fn new(rate: u32, serial: u32) -> Result<Self, opus::Error> {
         let mut encoder = Encoder::new(rate, Channels::Mono, Application::Voip)?;
         encoder.set_bitrate(Bitrate::Bits(BITRATE))?;
         let lookahead = u64::try_from(encoder.get_lookahead()?).unwrap_or(0);
@@ -59,7 +60,7 @@ impl OggOpus {
     }
 
     /// The identification and comment headers, each on its own page (RFC 7845 §3).
-    pub(super) fn headers(&mut self) -> Vec<u8> {
+    pub fn headers(&mut self) -> Vec<u8> {
         let mut head = Vec::with_capacity(19);
         head.extend_from_slice(b"OpusHead");
         head.push(1); // version
@@ -84,7 +85,7 @@ impl OggOpus {
     }
 
     /// Encode little-endian PCM16; returns the pages of the packets it completed.
-    pub(super) fn push(&mut self, pcm: &[u8]) -> Result<Vec<u8>, opus::Error> {
+    pub fn push(&mut self, pcm: &[u8]) -> Result<Vec<u8>, opus::Error> {
         let mut out = Vec::new();
         let frame = frame_len(self.rate);
         for s in pcm.chunks_exact(2) {
@@ -101,7 +102,7 @@ impl OggOpus {
     /// The last packets on the last page: the rest of the input padded with silence,
     /// then silence until the encoder's delay has let the input's end out. The page's
     /// granule position tells decoders where the audio ends (RFC 7845 §4.5).
-    pub(super) fn finish(&mut self) -> Result<Vec<u8>, opus::Error> {
+    pub fn finish(&mut self) -> Result<Vec<u8>, opus::Error> {
         let mut out = Vec::new();
         let end = u64::from(self.pre_skip) + self.samples * GRANULE_RATE / u64::from(self.rate);
         while !self.pending.is_empty() || self.packets * GRANULE_RATE / 50 < end {
