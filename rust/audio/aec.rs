@@ -359,6 +359,127 @@ impl EchoCanceller {
     }
 }
 
+/// Keeps the far end on the capture's clock when the speaker stalls.
+///
+/// The reference comes from the playback callback, the capture from the
+/// microphone's; both run at the same rate, so the capture's lead over the
+/// reference stays within a band set by the two devices' periods (about
+/// 100 ms through PulseAudio's ALSA plugin). When the output stalls (a
+/// suspended or starved sink, a scheduling hiccup of the audio server) its
+/// callback stops while the capture goes on, and the lead jumps by the
+/// stall's length, for good: nothing was played then, and nothing is
+/// replayed after. AEC3 sees a capture with no render behind it, loses the
+/// delay it had found and takes up to a second to find it again, letting
+/// the echo through meanwhile (measured through PulseAudio with the sink
+/// suspended for 150 ms: the delay estimate gone for 0.5 to 1 s, bursts of
+/// 250 to 450 ms of echo). What the speaker played during the stall is
+/// silence, so [`FarEndClock::gap`] says how much silence to give the far
+/// end to keep the two streams where they were. The band is the highest lead
+/// of the last `window`; a stall is a lead beyond it by more than
+/// `tolerance`, and is filled back to it from then until the reference
+/// flows again, so up to `tolerance` of a stall goes unfilled.
+#[derive(Debug, Clone)]
+pub struct FarEndClock {
+    /// Capture samples minus reference samples (zeros given included).
+    lead: i64,
+    /// The highest lead of the window under way, and of the last whole one.
+    window_max: i64,
+    last_max: Option<i64>,
+    window_left: usize,
+    window: usize,
+    tolerance: i64,
+    /// In a stall: no reference since one was detected.
+    stalled: bool,
+    /// Silence given in the stall under way, and in the one that just ended.
+    stall_filled: u64,
+    ended: Option<u64>,
+    /// Capture samples since silence was last given.
+    since_fill: usize,
+    filled: u64,
+    stalls: u64,
+}
+
+impl FarEndClock {
+    /// `window` samples (about a second) set the normal band; a lead more
+    /// than `tolerance` samples above it is a stall.
+    pub fn new(window: usize, tolerance: usize) -> Self {
+        Self {
+            lead: 0,
+            window_max: i64::MIN,
+            last_max: None,
+            window_left: window.max(1),
+            window: window.max(1),
+            tolerance: i64::try_from(tolerance).unwrap_or(i64::MAX),
+            stalled: false,
+            stall_filled: 0,
+            ended: None,
+            since_fill: 0,
+            filled: 0,
+            stalls: 0,
+        }
+    }
+
+    /// Account for `reference` samples fed and then `capture` samples about to
+    /// be processed; returns the silence (samples) to push into the far end
+    /// first: 0 unless the output stalled.
+    pub fn gap(&mut self, reference: usize, capture: usize) -> usize {
+        self.lead += i64::try_from(capture).unwrap_or(i64::MAX)
+            - i64::try_from(reference).unwrap_or(i64::MAX);
+        let mut fill = 0;
+        if reference > 0 {
+            self.stalled = false;
+        }
+        // The band is the last whole window's: a stall's rise must not move
+        // it. Once stalled, every frame without a reference is silence played.
+        let tolerance = if self.stalled { 0 } else { self.tolerance };
+        if let Some(band) = self.last_max
+            && self.lead > band + tolerance
+        {
+            fill = self.lead - band;
+            self.lead = band;
+            self.filled += fill.unsigned_abs();
+            self.stall_filled += fill.unsigned_abs();
+            self.stalls += u64::from(!self.stalled);
+            self.stalled = true;
+        }
+        // A stall is over (and reported) once a quarter window has passed
+        // without silence given: the reads' granularity may leave a remainder
+        // that tops the band once more after the reference is back.
+        self.since_fill = if fill > 0 {
+            0
+        } else {
+            self.since_fill + capture
+        };
+        if !self.stalled && self.stall_filled > 0 && self.since_fill >= self.window / 4 {
+            self.ended = Some(std::mem::take(&mut self.stall_filled));
+        }
+        self.window_max = self.window_max.max(self.lead);
+        self.window_left = self.window_left.saturating_sub(capture);
+        if self.window_left == 0 {
+            self.last_max = Some(self.window_max);
+            self.window_max = i64::MIN;
+            self.window_left = self.window;
+        }
+        usize::try_from(fill).unwrap_or(0)
+    }
+
+    /// Once per stall, a quarter window after the reference flows again: how
+    /// long the speaker stalled beyond its usual band, in ms at `rate` (the silence given).
+    pub fn take_stall_ms(&mut self, rate: u32) -> Option<u64> {
+        self.ended.take().map(|n| n * 1000 / u64::from(rate.max(1)))
+    }
+
+    /// Stalls bridged so far.
+    pub fn stalls(&self) -> u64 {
+        self.stalls
+    }
+
+    /// Silence given to the far end so far, samples.
+    pub fn filled(&self) -> u64 {
+        self.filled
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +532,59 @@ mod tests {
                 aec.process_into(&zeros, &mut out).unwrap();
             }
             assert!(out.iter().all(|s| s.abs() < 1e-3), "{rate}");
+        }
+    }
+
+    /// PulseAudio's ALSA plugin as measured: the playback callback plays
+    /// 85 ms at a time, the capture arrives as three 20 ms frames every
+    /// 60 ms. The speaker stops for `stall` ms at 3 s (and `late` ms: one
+    /// callback that late, then on time). Returns (silence given in ms,
+    /// stalls reported).
+    fn run_clock(stall: u64, late: u64) -> (u64, Vec<u64>) {
+        const MS: usize = 16;
+        let mut clock = FarEndClock::new(16_000, 30 * MS);
+        let (mut played, mut next_callback, mut read) = (0usize, 0u64, 0usize);
+        let mut reported = Vec::new();
+        for t in 0..10_000u64 {
+            if t == next_callback {
+                played += 85 * MS;
+                next_callback = t
+                    + 85
+                    + if t < 3_000 && t + 85 >= 3_000 {
+                        stall + late
+                    } else {
+                        0
+                    };
+            }
+            if t > 0 && t % 60 == 0 {
+                for frame in 0..3 {
+                    let reference = if frame == 0 { played - read } else { 0 };
+                    read = played;
+                    clock.gap(reference, 20 * MS);
+                    reported.extend(clock.take_stall_ms(16_000));
+                }
+            }
+        }
+        (clock.filled() / MS as u64, reported)
+    }
+
+    #[test]
+    fn a_steady_speaker_is_left_alone() {
+        assert_eq!(run_clock(0, 0), (0, vec![]));
+        // One callback 25 ms late is jitter, not a stall.
+        assert_eq!(run_clock(0, 25), (0, vec![]));
+    }
+
+    #[test]
+    fn a_stall_is_bridged_with_its_length_of_silence_once() {
+        for stall in [100, 150, 400] {
+            let (filled, reported) = run_clock(stall, 0);
+            // What is left is under the tolerance (30 ms), never more than given.
+            assert!(
+                filled <= stall && stall - filled < 30,
+                "{stall} ms stall: {filled} ms given"
+            );
+            assert_eq!(reported, vec![filled], "{stall}");
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::audio::aec::EchoCanceller;
+use crate::audio::aec::{EchoCanceller, FarEndClock};
 use crate::audio::device::{
     AudioInput, AudioOutput, DeviceError, ReferenceTap, StreamInfo, StreamOptions,
 };
@@ -42,6 +42,11 @@ pub(crate) fn spawn_into(
 }
 /// Samples in one microphone frame (20 ms).
 const FRAME: usize = MIC_RATE as usize / 50;
+/// Far-end silence pushed at a time when the speaker stalled.
+static SILENCE: [f32; FRAME] = [0.0; FRAME];
+/// How far the capture may run ahead of the echo reference, beyond its
+/// usual band, before it counts as an output stall (30 ms).
+const STALL_TOLERANCE: usize = MIC_RATE as usize * 3 / 100;
 /// How long the microphone stays blocked after the speaker falls silent
 /// (`--block_mic_during_playback`): the room's echo and the device latency.
 const BLOCK_TAIL: Duration = Duration::from_millis(300);
@@ -80,6 +85,8 @@ pub(crate) struct Microphone {
     /// Set while the speaker plays (`--block_mic_during_playback`): the
     /// frames are silence then.
     blocked_by: Option<Arc<AtomicBool>>,
+    /// Keeps the echo reference in step when the speaker stalls.
+    clock: FarEndClock,
 }
 
 impl Microphone {
@@ -109,6 +116,7 @@ impl Microphone {
             filled: 0,
             clean: vec![0.0; FRAME],
             blocked_by,
+            clock: FarEndClock::new(MIC_RATE as usize, STALL_TOLERANCE),
         })
     }
 
@@ -129,7 +137,18 @@ impl Microphone {
         self.filled = 0;
         let cancelled = match self.echo.as_mut() {
             Some((aec, tap)) => {
-                tap.feed(aec)?;
+                let got = tap.feed(aec)?;
+                let mut gap = self.clock.gap(got, FRAME);
+                while gap > 0 {
+                    let n = gap.min(SILENCE.len());
+                    aec.push_far_end(&SILENCE[..n]);
+                    gap -= n;
+                }
+                if let Some(ms) = self.clock.take_stall_ms(MIC_RATE) {
+                    tracing::info!(
+                        "the speaker stalled for {ms} ms: the echo reference was kept in step"
+                    );
+                }
                 aec.process_into(&self.raw, &mut self.clean).is_ok()
             }
             None => false,
