@@ -193,34 +193,16 @@ fn utf8_number(w: &mut Bits, v: u64) {
     }
 }
 
-/// CRC-8 of frame headers: polynomial 0x07, initial value 0.
+/// CRC-8 of frame headers: polynomial 0x07, initial value 0 (CRC-8/SMBUS).
 fn crc8(data: &[u8]) -> u8 {
-    data.iter().fold(0u8, |mut crc, &b| {
-        crc ^= b;
-        for _ in 0..8 {
-            crc = if crc & 0x80 != 0 {
-                (crc << 1) ^ 0x07
-            } else {
-                crc << 1
-            };
-        }
-        crc
-    })
+    const CRC: crc::Crc<u8> = crc::Crc::<u8>::new(&crc::CRC_8_SMBUS);
+    CRC.checksum(data)
 }
 
-/// CRC-16 of frames: polynomial 0x8005, initial value 0.
+/// CRC-16 of frames: polynomial 0x8005, initial value 0 (CRC-16/UMTS).
 fn crc16(data: &[u8]) -> u16 {
-    data.iter().fold(0u16, |mut crc, &b| {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x8005
-            } else {
-                crc << 1
-            };
-        }
-        crc
-    })
+    const CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_UMTS);
+    CRC.checksum(data)
 }
 
 /// A big-endian bit writer.

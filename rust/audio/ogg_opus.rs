@@ -161,29 +161,19 @@ fn lace(lacing: &mut Vec<u8>, len: usize) {
 }
 
 /// Ogg's CRC-32: polynomial 0x04c11db7, not reflected, initial value and final XOR 0.
+const OGG_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::Algorithm {
+    width: 32,
+    poly: 0x04c1_1db7,
+    init: 0,
+    refin: false,
+    refout: false,
+    xorout: 0,
+    check: 0x89a1_897f,
+    residue: 0,
+});
+
 fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut r = (i as u32) << 24;
-            let mut bit = 0;
-            while bit < 8 {
-                r = if r & 0x8000_0000 != 0 {
-                    (r << 1) ^ 0x04c1_1db7
-                } else {
-                    r << 1
-                };
-                bit += 1;
-            }
-            table[i] = r;
-            i += 1;
-        }
-        table
-    };
-    data.iter().fold(0u32, |crc, &b| {
-        (crc << 8) ^ TABLE[((crc >> 24) as u8 ^ b) as usize]
-    })
+    OGG_CRC.checksum(data)
 }
 
 #[cfg(test)]
