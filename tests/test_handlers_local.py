@@ -326,6 +326,38 @@ def test_llama_cpp_auto_tool_choice(llm: LLMHandler) -> None:
         assert isinstance(json.loads(call.arguments), dict)
 
 
+def test_llama_cpp_message_with_tools_is_never_empty(llm: LLMHandler) -> None:
+    # With tools declared, a message is what follows "message:". SmolLM2-135M often ends
+    # its turn right there (9 of 20 sampled without the guard); the handler keeps the end
+    # of turn from ending a reply that has no words yet.
+    from speech_to_speech.handlers.llm import llama_cpp
+
+    assert isinstance(llm, llama_cpp.LlamaCppLLM)
+    model: Any = llm._llm
+    empty = []
+    for question in ["What is the capital of France?", "Why is the sky blue?"]:
+        chat = [
+            {"role": "system", "content": "You are a friendly voice assistant."},
+            {"role": "user", "content": question},
+        ]
+        tools = [{k: WEATHER_TOOL[k] for k in ("name", "description", "parameters")}]
+        prompt, stop = llm._render(llama_cpp._decision_messages(chat, tools))
+        prompt += llm._tokens(llama_cpp._MESSAGE)
+        for _ in range(5):
+            chunks = model.create_completion(
+                prompt=prompt,
+                stream=True,
+                stop=stop,
+                temperature=0.7,
+                max_tokens=12,
+                logits_processor=llm._no_empty_reply(len(prompt)),
+            )
+            text = "".join(str(c["choices"][0]["text"]) for c in chunks)
+            if not text.strip():
+                empty.append(question)
+    assert not empty, empty
+
+
 def test_llama_cpp_cancel_between_tokens(llm: LLMHandler) -> None:
     cancel = threading.Event()
     out = []
