@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from handler_fakes import Transcript
 
 from speech_to_speech import Engine, RealtimeServer, Session, float32_to_pcm16, resample
 from speech_to_speech.flags import build_parser
@@ -99,6 +100,45 @@ def test_without_the_model_the_silence_rule_ends_turns() -> None:
     assert "speech_stopped" not in _turn_events(session)
     _silence(session, 300)
     assert "speech_stopped" in _turn_events(session)
+
+
+class _SlowStt:
+    """Takes 250 ms a transcript, about what tiny.en takes on two cores."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def transcribe(self, audio: Any, **kw: Any) -> Iterator[Transcript]:
+        self.calls += 1
+        time.sleep(0.25)
+        yield Transcript("Tell me a fun fact about the ocean.", final=True)
+
+
+def test_the_decision_waits_for_the_speculative_transcript() -> None:
+    # Speculation starts at the 80 ms soft end, the model is due at 200 ms,
+    # while STT still runs: it waits for the transcript rather than share
+    # the CPU with it, and the turn still ends well before the silence rule.
+    stt = _SlowStt()
+    slow = Engine(
+        stt=stt, llm="scripted", tts="scripted", vad=load_silero_vad(), turn_model=load_smart_turn()
+    )
+    session = slow.session(end_of_turn="auto")
+    session.feed_audio(np.zeros(SR // 5, np.float32))
+    session.feed_audio(_speech("q_ocean_fact.wav"))
+    _silence(session, 600)
+    timings = None
+    while (ev := session.next_event(timeout=5)) is not None:
+        if ev["type"] == "timings":
+            timings = ev
+            break
+    assert timings is not None
+    soft_end, stt_done = timings["soft_end_ms"], timings["stt_done_ms"]
+    decision, commit = timings["decision_ms"], timings["commit_ms"]
+    assert None not in (soft_end, stt_done, decision, commit), timings
+    assert stt_done - soft_end >= 240, timings  # the transcript of the soft end
+    assert stt_done <= decision <= commit, timings
+    assert commit - soft_end < 500, timings  # 80 + 500 would be the rule
+    assert stt.calls == 1, "the committed turn used the speculative transcript"
 
 
 def _args(*argv: str) -> Any:

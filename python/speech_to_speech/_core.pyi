@@ -319,7 +319,7 @@ class VadStream:
         min_silence_ms: float = 500.0,
         speech_pad_ms: float = 300.0,
         max_speech_ms: float | None = None,
-        soft_end_ms: float | None = 200.0,
+        soft_end_ms: float | None = 80.0,
     ) -> VadStream: ...
     @property
     def model(self) -> SileroVad: ...
@@ -376,6 +376,7 @@ class EndOfTurnPolicy:
         *,
         model: bool = True,
         eagerness: Literal["low", "medium", "high", "auto"] = "auto",
+        decision_silence_ms: int = 200,
         complete_silence_ms: int = 200,
         silence_ms: int = 500,
         max_wait_ms: int | None = None,
@@ -398,6 +399,8 @@ class EndOfTurnPolicy:
     def in_turn(self) -> bool: ...
     @property
     def model(self) -> bool: ...
+    @property
+    def decision_silence_ms(self) -> int: ...
     @property
     def complete_silence_ms(self) -> int: ...
     @property

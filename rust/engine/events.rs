@@ -69,6 +69,8 @@ pub struct TurnTimings {
     pub speech_end: Option<f64>,
     /// The VAD's early soft end (wall time).
     pub soft_end: Option<f64>,
+    /// The end-of-turn model was set to judge the pause (its last decision).
+    pub decision: Option<f64>,
     /// The turn was committed.
     pub commit: Option<f64>,
     /// STT gave its final transcript.

@@ -4,10 +4,11 @@
 //! callback): no GIL, no allocation per frame once buffers have grown.
 //!
 //! With a learned end-of-turn model, the VAD's silence rule becomes the
-//! ceiling and an [`EndOfTurnPolicy`] decides when a pause ends the turn: at
-//! each soft end it asks for a decision ([`TurnInput::Decide`], which the
-//! session runs on the model's worker), and the turn ends as soon as the
-//! verdict and the silence allow.
+//! ceiling and an [`EndOfTurnPolicy`] decides when a pause ends the turn:
+//! once a pause is long enough it asks for a decision ([`TurnInput::Decide`],
+//! which the session runs on the model's worker), and the turn ends as soon
+//! as the verdict and the silence allow. The soft end, earlier in the pause,
+//! starts the speculative STT and LLM.
 //!
 //! With noise reduction (`audio.input.noise_reduction`), RNNoise cleans the
 //! input at its own rate before anything else sees it: the VAD, the turn
@@ -119,6 +120,9 @@ impl AudioInput {
                 // the ceiling (the longest a held turn waits).
                 eot.silence_ms = config.min_silence_ms as u64;
                 eot.max_wait_ms = eot.max_wait_ms.max(eot.silence_ms);
+                // The model answers before the silence rule would end the
+                // turn, whatever silence the session sets.
+                eot.decision_silence_ms = eot.decision_silence_ms.min(eot.silence_ms * 2 / 5);
                 turn_config = config.clone();
                 turn_config.min_silence_ms = eot.max_wait_ms as f64 + 100.0;
                 let policy = EndOfTurnPolicy::new(eot, true)?;

@@ -386,6 +386,7 @@ impl Encoder {
                         "timings": {
                             "speech_end_audio_ms": t.speech_end,
                             "soft_end_ms": ms(t.soft_end),
+                            "decision_ms": ms(t.decision),
                             "commit_ms": ms(t.commit),
                             "stt_done_ms": ms(t.stt_done),
                             "llm_first_token_ms": ms(t.llm_first_token),

@@ -9,6 +9,7 @@ use crate::audio::ns::NsPreset;
 use crate::audio::pcm;
 use crate::engine::SessionConfig;
 use crate::engine::backend::{SttOptions, Tool, ToolChoice};
+use crate::vad::DEFAULT_SOFT_END_MS;
 
 /// An audio format of the input or output side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -836,7 +837,7 @@ pub fn semantic_max_wait_ms(eagerness: &str) -> f64 {
 fn set_silence(c: &mut SessionConfig, silence_ms: f64) {
     c.vad.min_silence_ms = silence_ms;
     // The speculative soft end must come before the real end of turn.
-    c.vad.soft_end_ms = Some((silence_ms * 0.4).min(200.0));
+    c.vad.soft_end_ms = Some((silence_ms * 0.4).min(DEFAULT_SOFT_END_MS));
 }
 
 fn parse_voice(v: &Value, param: &str) -> Result<String, ProtocolError> {

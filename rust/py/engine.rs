@@ -769,6 +769,8 @@ fn event_to_py<'py>(py: Python<'py>, e: &EngineEvent) -> PyResult<Bound<'py, PyD
             timings,
         } => {
             d.set_item("response_id", response_id)?;
+            d.set_item("soft_end_ms", timings.soft_end)?;
+            d.set_item("decision_ms", timings.decision)?;
             d.set_item("commit_ms", timings.commit)?;
             d.set_item("stt_done_ms", timings.stt_done)?;
             d.set_item("llm_first_token_ms", timings.llm_first_token)?;

@@ -7,8 +7,8 @@ use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 
 use crate::vad::end_of_turn::{
-    DEFAULT_COMPLETE_SILENCE_MS, DEFAULT_COMPLETE_THRESHOLD, DEFAULT_HOLD_THRESHOLD,
-    DEFAULT_RECHECK_MS, SILENCE_RULE_MS,
+    DEFAULT_COMPLETE_SILENCE_MS, DEFAULT_COMPLETE_THRESHOLD, DEFAULT_DECISION_SILENCE_MS,
+    DEFAULT_HOLD_THRESHOLD, DEFAULT_RECHECK_MS, SILENCE_RULE_MS,
 };
 use crate::vad::mel::{FEATURES_LEN, N_FRAMES, N_MELS, WINDOW_SAMPLES};
 use crate::vad::{
@@ -222,6 +222,7 @@ impl PyEndOfTurnPolicy {
         *,
         model = true,
         eagerness = "auto",
+        decision_silence_ms = DEFAULT_DECISION_SILENCE_MS,
         complete_silence_ms = DEFAULT_COMPLETE_SILENCE_MS,
         silence_ms = SILENCE_RULE_MS,
         max_wait_ms = None,
@@ -230,7 +231,8 @@ impl PyEndOfTurnPolicy {
         hold_threshold = DEFAULT_HOLD_THRESHOLD,
     ))]
     #[pyo3(
-        text_signature = "(*, model=True, eagerness='auto', complete_silence_ms=200, \
+        text_signature = "(*, model=True, eagerness='auto', decision_silence_ms=200, \
+                          complete_silence_ms=200, \
                           silence_ms=500, max_wait_ms=None, recheck_ms=600, \
                           complete_threshold=0.5, hold_threshold=0.1)"
     )]
@@ -238,6 +240,7 @@ impl PyEndOfTurnPolicy {
     fn new(
         model: bool,
         eagerness: &str,
+        decision_silence_ms: u64,
         complete_silence_ms: u64,
         silence_ms: u64,
         max_wait_ms: Option<u64>,
@@ -247,6 +250,7 @@ impl PyEndOfTurnPolicy {
     ) -> PyResult<Self> {
         let eagerness: Eagerness = eagerness.parse()?;
         let config = EndOfTurnConfig {
+            decision_silence_ms,
             complete_silence_ms,
             silence_ms,
             max_wait_ms: max_wait_ms.unwrap_or(eagerness.max_wait_ms()),
@@ -266,7 +270,9 @@ impl PyEndOfTurnPolicy {
         self.policy.speech()
     }
 
-    /// The VAD's soft end: silence since `silence_start_ms`, now `now_ms`.
+    /// The VAD's soft end: silence since `silence_start_ms`, now `now_ms`
+    /// ("decide" once the silence reaches `decision_silence_ms`, maybe at a
+    /// later `tick`).
     fn pause(&mut self, silence_start_ms: u64, now_ms: u64) -> &'static str {
         let action = self.policy.pause(silence_start_ms, now_ms);
         self.action(action)
@@ -312,6 +318,12 @@ impl PyEndOfTurnPolicy {
     #[getter]
     fn model(&self) -> bool {
         self.policy.uses_model()
+    }
+
+    /// Silence after which the model is asked.
+    #[getter]
+    fn decision_silence_ms(&self) -> u64 {
+        self.policy.config().decision_silence_ms
     }
 
     /// Silence after which a complete turn ends.

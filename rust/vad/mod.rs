@@ -36,4 +36,4 @@ pub use silero::SileroVad;
 pub use smart_turn::{SmartTurn, SmartTurnOptions, TurnVerdict};
 pub use state::{SileroState, SileroVadOptions, VadBackend};
 pub use stream::{FrameResampler, VadEvent, VadStream, feed_batch};
-pub use turn::{TurnConfig, TurnDetector, TurnEvent};
+pub use turn::{DEFAULT_SOFT_END_MS, TurnConfig, TurnDetector, TurnEvent};

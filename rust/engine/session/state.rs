@@ -76,6 +76,9 @@ pub(super) struct Speculation {
     pub(super) transcript: Option<String>,
     /// The committed user item it turned into, once the turn committed.
     pub(super) committed_item: Option<String>,
+    /// An end-of-turn decision asked for while its STT ran: it runs once the
+    /// transcript is in (decision number, the turn's audio).
+    pub(super) decision: Option<(u64, Vec<f32>)>,
 }
 
 /// A turn held open by the semantic end-of-turn check.

@@ -67,6 +67,8 @@ impl Shared {
     ) {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
+        // An end-of-turn decision that waited for this transcript.
+        let mut decision = None;
         match purpose {
             SttPurpose::Committed {
                 item_id,
@@ -105,6 +107,7 @@ impl Shared {
                 let Some(spec) = st.spec.as_mut().filter(|s| s.generation == generation) else {
                     return;
                 };
+                decision = spec.decision.take();
                 match out {
                     Ok(text) => {
                         if let Some(item_id) = spec.committed_item.clone() {
@@ -150,6 +153,13 @@ impl Shared {
                     }
                 }
             }
+        }
+        if decision.is_some() {
+            st.timings.decision = Some(self.engine.now_ms());
+        }
+        drop(guard);
+        if let Some((decision, audio)) = decision {
+            self.decide(decision, audio);
         }
     }
 
@@ -207,6 +217,7 @@ impl Shared {
                         // It started before the commit: take the turn's times
                         // now; audio made before the release goes out only now.
                         resp.timings.speech_end = st.timings.speech_end;
+                        resp.timings.decision = st.timings.decision;
                         resp.timings.commit = st.timings.commit;
                         if resp.timings.first_audio_out.is_some() {
                             resp.timings.first_audio_out = Some(now);
@@ -219,6 +230,7 @@ impl Shared {
                     self.release_held_events(&mut st.conversation, done.events);
                     let mut t = done.timings;
                     t.speech_end = st.timings.speech_end;
+                    t.decision = st.timings.decision;
                     t.commit = st.timings.commit;
                     if t.first_audio_out.is_some() {
                         t.first_audio_out = Some(self.engine.now_ms());

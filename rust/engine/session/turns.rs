@@ -143,6 +143,7 @@ impl Shared {
                     generation,
                     transcript: None,
                     committed_item: None,
+                    decision: None,
                 });
                 let job = SttJob {
                     session: Arc::clone(sh),
@@ -157,17 +158,17 @@ impl Shared {
             }
             TurnInput::SpeechResumed { .. } => sh.drop_speculation(&mut st),
             TurnInput::Decide { decision, audio } => {
-                // Beside the speculative STT and LLM of the same pause.
-                let job = TurnJob {
-                    session: Arc::clone(sh),
-                    decision,
-                    audio,
-                };
-                if let Err(e) = sh.engine.submit(Stage::Turn, Box::new(job)) {
-                    tracing::warn!(session = %sh.id, "end-of-turn decision refused: {e}");
-                    drop(st);
-                    sh.on_turn_verdict(decision, None);
+                // While the pause's speculative STT runs, the decision waits
+                // for it and then runs beside the LLM (one thread): on a
+                // small CPU the two would slow each other, and the turn waits
+                // for that transcript anyway (its words may hold it).
+                if let Some(spec) = st.spec.as_mut().filter(|s| s.transcript.is_none()) {
+                    spec.decision = Some((decision, audio));
+                    return;
                 }
+                st.timings.decision = Some(sh.engine.now_ms());
+                drop(st);
+                sh.decide(decision, audio);
             }
             TurnInput::SpeechStopped {
                 audio_end_ms,
@@ -230,6 +231,20 @@ impl Shared {
                     sh.out.emit_error(&e);
                 }
             }
+        }
+    }
+
+    /// Run the end-of-turn model on the turn's audio (its worker answers
+    /// through [`Self::on_turn_verdict`]).
+    pub(super) fn decide(self: &Arc<Self>, decision: u64, audio: Vec<f32>) {
+        let job = TurnJob {
+            session: Arc::clone(self),
+            decision,
+            audio,
+        };
+        if let Err(e) = self.engine.submit(Stage::Turn, Box::new(job)) {
+            tracing::warn!(session = %self.id, "end-of-turn decision refused: {e}");
+            self.on_turn_verdict(decision, None);
         }
     }
 
