@@ -20,8 +20,9 @@ espeak-ng (several voices and speeds), plus jfk.wav and three questions from
 Each utterance gets half a second of silence before it and the eagerness
 ceiling plus one second after, and a -60 dBFS noise floor. It is streamed in
 32 ms chunks through the real Silero VAD (``speech_to_speech.VadStream``, its
-soft end at ``--soft-end-ms``) and the Rust ``EndOfTurnPolicy``: at each soft
-end the policy asks for a decision, the Rust ``SmartTurn`` model decides on
+soft end at ``--soft-end-ms``, 80 as in the server) and the Rust
+``EndOfTurnPolicy``: once a pause has lasted ``--decision-silence-ms`` the
+policy asks for a decision, the Rust ``SmartTurn`` model decides on
 the turn's audio so far (from 500 ms before its speech began), and the verdict
 reaches the policy after the decision's measured wall time, on the audio
 clock: above 0.5 the turn ends after ``--complete-silence-ms``, at or below
@@ -57,6 +58,9 @@ count under ``threads``):
                                  speculation do; also by kind (_cut, _filler)
     hint_complete_holds          complete utterances the transcript held anyway
     hint_mean_end_of_turn_ms     mean_end_of_turn_ms with those holds
+    soft_ends                    soft ends before the silence rule's commit, all utterances
+                                 (each starts speculative STT and LLM in a session)
+    soft_ends_thrown_away        ... after which speech came back (the work is discarded)
 """
 
 from __future__ import annotations
@@ -256,6 +260,9 @@ class Outcome:
     # (time, complete, probability, wall ms) of every decision
     verdicts: list[tuple[int, bool, float, float]] = field(default_factory=list)
     final_first_verdict: bool | None = None
+    # soft ends (speculation started), and those speech came back after (thrown away)
+    soft_ends: int = 0
+    resumed: int = 0
 
 
 @dataclass
@@ -551,7 +558,9 @@ def run_policy(
             elif ev.type == "speech_resumed":
                 policy.speech()
                 pending = None
+                outcome.resumed += 1
             elif ev.type == "soft_end":
+                outcome.soft_ends += 1
                 assert ev.audio_ms is not None
                 final_pause = ev.audio_ms >= u.speech_end_ms - 100
                 if act(policy.pause(ev.audio_ms, now), now):
@@ -585,6 +594,7 @@ def evaluate(
         return s2s.EndOfTurnPolicy(
             model=with_model,
             eagerness=args.eagerness,
+            decision_silence_ms=args.decision_silence_ms,
             complete_silence_ms=args.complete_silence_ms,
             recheck_ms=args.recheck_ms or None,
             hold_threshold=args.hold_threshold,
@@ -634,6 +644,8 @@ def evaluate(
             [e for r in paused if (e := eot(r.smart, r.u)) is not None]
         ),
         "decisions": len(decisions),
+        "soft_ends": sum(r.rule.soft_ends for r in rows),
+        "soft_ends_thrown_away": sum(r.rule.resumed for r in rows),
         "decision_wall_ms": _mean([v[3] for r in rows for v in r.smart.verdicts]),
     }
     for kind in PAUSED_KINDS:
@@ -796,7 +808,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--audio-dir", type=Path, help="cache the generated set here")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--soft-end-ms", type=float, default=200.0)
+    parser.add_argument("--soft-end-ms", type=float, default=80.0)
+    parser.add_argument(
+        "--decision-silence-ms", type=int, default=200, help="silence before the model is asked"
+    )
     parser.add_argument("--complete-silence-ms", type=int, default=200)
     parser.add_argument("--recheck-ms", type=int, default=600, help="0: never ask again")
     parser.add_argument(
@@ -823,6 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference = reference_features()
     report: dict[str, Any] = {
         "soft_end_ms": args.soft_end_ms,
+        "decision_silence_ms": args.decision_silence_ms,
         "complete_silence_ms": args.complete_silence_ms,
         "recheck_ms": args.recheck_ms,
         "hold_threshold": args.hold_threshold,
