@@ -264,6 +264,21 @@ impl EchoCanceller {
         }
     }
 
+    /// Feed `n` samples of silence as speaker output (what a stalled
+    /// speaker played), without a buffer of zeros.
+    pub fn push_far_end_silence(&mut self, mut n: usize) {
+        while n > 0 {
+            let take = (self.frame - self.pending_len).min(n);
+            self.pending[self.pending_len..self.pending_len + take].fill(0.0);
+            self.pending_len += take;
+            n -= take;
+            if self.pending_len == self.frame {
+                self.pending_len = 0;
+                self.analyze_far_frame();
+            }
+        }
+    }
+
     fn analyze_far_frame(&mut self) {
         let Self {
             render,
@@ -396,7 +411,6 @@ pub struct FarEndClock {
     /// Capture samples since silence was last given.
     since_fill: usize,
     filled: u64,
-    stalls: u64,
 }
 
 impl FarEndClock {
@@ -415,7 +429,6 @@ impl FarEndClock {
             ended: None,
             since_fill: 0,
             filled: 0,
-            stalls: 0,
         }
     }
 
@@ -439,7 +452,6 @@ impl FarEndClock {
             self.lead = band;
             self.filled += fill.unsigned_abs();
             self.stall_filled += fill.unsigned_abs();
-            self.stalls += u64::from(!self.stalled);
             self.stalled = true;
         }
         // A stall is over (and reported) once a quarter window has passed
@@ -467,11 +479,6 @@ impl FarEndClock {
     /// long the speaker stalled beyond its usual band, in ms at `rate` (the silence given).
     pub fn take_stall_ms(&mut self, rate: u32) -> Option<u64> {
         self.ended.take().map(|n| n * 1000 / u64::from(rate.max(1)))
-    }
-
-    /// Stalls bridged so far.
-    pub fn stalls(&self) -> u64 {
-        self.stalls
     }
 
     /// Silence given to the far end so far, samples.
@@ -518,6 +525,27 @@ mod tests {
         assert_eq!(aec.far_frames(), 0);
         aec.push_far_end(&[0.1; 700]);
         assert_eq!(aec.far_frames(), 2);
+    }
+
+    #[test]
+    fn far_end_silence_is_the_same_as_feeding_zeros() {
+        // A stall's silence lands mid-frame, between two stretches of speech.
+        let speech: Vec<f32> = (0..700).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+        let mic: Vec<f32> = (0..160).map(|i| (i as f32 * 0.05).sin() * 0.1).collect();
+        let mut zeros = EchoCanceller::new(16000).unwrap();
+        let mut silence = EchoCanceller::new(16000).unwrap();
+        let (mut a, mut b) = (vec![0.0; 160], vec![0.0; 160]);
+        for _ in 0..30 {
+            zeros.push_far_end(&speech);
+            zeros.push_far_end(&[0.0; 450]);
+            silence.push_far_end(&speech);
+            silence.push_far_end_silence(450);
+            zeros.process_into(&mic, &mut a).unwrap();
+            silence.process_into(&mic, &mut b).unwrap();
+            assert_eq!(a, b);
+        }
+        assert_eq!(zeros.far_frames(), silence.far_frames());
+        assert_eq!(silence.far_frames(), 30 * 1150 / 160);
     }
 
     #[test]

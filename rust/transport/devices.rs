@@ -42,8 +42,6 @@ pub(crate) fn spawn_into(
 }
 /// Samples in one microphone frame (20 ms).
 const FRAME: usize = MIC_RATE as usize / 50;
-/// Far-end silence pushed at a time when the speaker stalled.
-static SILENCE: [f32; FRAME] = [0.0; FRAME];
 /// How far the capture may run ahead of the echo reference, beyond its
 /// usual band, before it counts as an output stall (30 ms).
 const STALL_TOLERANCE: usize = MIC_RATE as usize * 3 / 100;
@@ -138,12 +136,7 @@ impl Microphone {
         let cancelled = match self.echo.as_mut() {
             Some((aec, tap)) => {
                 let got = tap.feed(aec)?;
-                let mut gap = self.clock.gap(got, FRAME);
-                while gap > 0 {
-                    let n = gap.min(SILENCE.len());
-                    aec.push_far_end(&SILENCE[..n]);
-                    gap -= n;
-                }
+                aec.push_far_end_silence(self.clock.gap(got, FRAME));
                 if let Some(ms) = self.clock.take_stall_ms(MIC_RATE) {
                     tracing::info!(
                         "the speaker stalled for {ms} ms: the echo reference was kept in step"
