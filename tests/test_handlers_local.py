@@ -308,7 +308,7 @@ def test_llama_cpp_forced_tool_call(llm: LLMHandler) -> None:
 
 
 def test_llama_cpp_auto_tool_choice(llm: LLMHandler) -> None:
-    # With "auto" the model first picks message or function under a grammar; SmolLM2-135M
+    # With "auto" the model first picks message or function (from its logits); SmolLM2-135M
     # picks the function for a weather question, and the call must be well formed.
     events = list(
         llm.generate(
@@ -324,6 +324,55 @@ def test_llama_cpp_auto_tool_choice(llm: LLMHandler) -> None:
     for call in calls:
         assert call.name == "get_weather"
         assert isinstance(json.loads(call.arguments), dict)
+
+
+def test_llama_cpp_pick_from_the_logits_matches_the_grammar(llm: LLMHandler) -> None:
+    # The pick between message and function is read from the logits along each option's
+    # tokens; it must choose what greedy sampling under a grammar of the options chose.
+    from speech_to_speech.handlers.llm import llama_cpp
+
+    assert isinstance(llm, llama_cpp.LlamaCppLLM)
+    model: Any = llm._llm
+    time_tool = {
+        "name": "get_time",
+        "description": "The current time in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    weather = {k: WEATHER_TOOL[k] for k in ("name", "description", "parameters")}
+    picks, timed = [], {"logits": 0.0, "grammar": 0.0}
+    for question in [
+        "What's the weather like in Paris?",
+        "What time is it in Tokyo?",
+        "Tell me a joke.",
+        "Why is the sky blue?",
+    ]:
+        for tools in ([weather], [weather, time_tool]):
+            for required in (False, True):
+                chat = [
+                    {"role": "system", "content": "You are a friendly voice assistant."},
+                    {"role": "user", "content": question},
+                ]
+                prompt, _ = llm._render(llama_cpp._decision_messages(chat, tools))
+                options = [f"functions.{t['name']}:" for t in tools]
+                if not required:
+                    options.insert(0, llama_cpp._MESSAGE)
+                model.create_completion(prompt=prompt, max_tokens=1)  # the prompt in the cache
+                t0 = time.perf_counter()
+                picked = llm._pick(prompt, options)
+                t1 = time.perf_counter()
+                sampled = model.create_completion(
+                    prompt=prompt,
+                    grammar=llm._grammar("root ::= " + " | ".join(f'"{o}"' for o in options)),
+                    temperature=0.0,
+                    max_tokens=32,
+                )
+                t2 = time.perf_counter()
+                timed["logits"] += t1 - t0
+                timed["grammar"] += t2 - t1
+                picks.append((question, len(tools), required, picked))
+                assert picked == str(sampled["choices"][0]["text"]).strip(), picks[-1]
+    print(f"\npick over {len(picks)} prompts, the prompt cached, s: {timed}")
+    assert {p[3] for p in picks} >= {"functions.get_weather:", "functions.get_time:"}
 
 
 def test_llama_cpp_message_with_tools_is_never_empty(llm: LLMHandler) -> None:

@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from speech_to_speech.handlers.base import (
     Cancellation,
     LLMError,
@@ -121,10 +123,12 @@ class LlamaCppLLM(LLMHandler):
       its arguments generated under a grammar from the tool's JSON schema
       (reliable, whatever the model);
     * ``"auto"`` (or ``None`` with tools) first lets the model pick between
-      ``message:`` and ``functions.<name>:`` under a grammar, then either
-      streams a message or generates the arguments; ``"required"`` removes the
-      message option. How well it picks depends on the model: SmolLM2-135M
-      picks poorly.
+      ``message:`` and ``functions.<name>:``, then either streams a message or
+      generates the arguments; ``"required"`` removes the message option. The
+      pick is read from the logits at the prompt's end, token by token along
+      each option's own tokens while more than one is left (one decode for
+      one tool), rather than sampled under a grammar one token at a time. How
+      well it picks depends on the model: SmolLM2-135M picks poorly.
     * the pick, the message and the arguments all extend one prompt, and the
       history is written the way the model wrote it (``message: ...``), so
       llama.cpp's cache keeps the conversation from one turn to the next and
@@ -185,6 +189,7 @@ class LlamaCppLLM(LLMHandler):
         self.verbose = verbose
         self.preflight = preflight
         self._llm: Any = None
+        self._by_piece: dict[bytes, list[int]] | None = None
         self._lock = threading.Lock()
         # Generations waiting for the lock; a prefill gives way to them.
         self._waiting = 0
@@ -228,6 +233,8 @@ class LlamaCppLLM(LLMHandler):
         if self.warmup:
             for _ in self.generate([{"role": "user", "content": "Hi"}], max_tokens=1):
                 pass
+            # The vocabulary by text for the tool pick (about 0.3 s), not on a first turn.
+            self._pieces()
 
     def _sampling(self, temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
         temp = self.temperature if temperature is None else temperature
@@ -336,17 +343,10 @@ class LlamaCppLLM(LLMHandler):
         llm = self._llm
         prompt, stop = self._render(_decision_messages(_marked(chat), tools))
         if function is None:
-            options = [f'"functions.{t["name"]}:"' for t in tools]
+            options = {f"functions.{t['name']}:": t["name"] for t in tools}
             if not required:
-                options.insert(0, f'"{_MESSAGE}"')
-            picked = llm.create_completion(
-                prompt=prompt,
-                grammar=self._grammar("root ::= " + " | ".join(options)),
-                temperature=0.0,
-                max_tokens=32,
-            )
-            head = str(picked["choices"][0]["text"]).strip()
-            function = next((t["name"] for t in tools if head == f"functions.{t['name']}:"), None)
+                options = {_MESSAGE: None, **options}
+            function = options[self._pick(prompt, list(options))]
         if is_cancelled(cancel):
             return
         if function is None:
@@ -373,6 +373,65 @@ class LlamaCppLLM(LLMHandler):
         arguments = str(result["choices"][0]["text"]).strip() or "{}"
         yield ToolCall(f"call_{uuid.uuid4().hex[:24]}", function, arguments)
         yield Usage(len(prompt), int(result["usage"]["completion_tokens"]))
+
+    def _pick(self, prompt: list[int], options: list[str]) -> str:
+        """The option the model ranks first after ``prompt``, read from the logits.
+
+        The same greedy walk as sampling at temperature 0 under a grammar of the
+        options: at each step the highest-scoring token whose text starts what is
+        left of some option wins, and the options it does not fit drop out. Only a
+        step that leaves several options needs the next logits: one decode in all
+        when the first token settles it, instead of one per token of the chosen
+        option under the grammar.
+        """
+        pieces = self._pieces()
+        left = {o: o.encode("utf-8") for o in options}
+        taken: list[int] = []
+        while len(left) > 1:
+            scores = self._next_scores(prompt + taken)
+            best: tuple[float, int, bytes] | None = None
+            for rest in left.values():
+                for n in range(1, len(rest) + 1):
+                    for token in pieces.get(rest[:n], ()):
+                        if best is None or float(scores[token]) > best[0]:
+                            best = (float(scores[token]), token, rest[:n])
+            if best is None:  # no token spells any option: cannot happen with a byte vocabulary
+                break
+            taken.append(best[1])
+            piece = best[2]
+            left = {o: rest[len(piece) :] for o, rest in left.items() if rest.startswith(piece)}
+        return next(iter(left))
+
+    def _pieces(self) -> dict[bytes, list[int]]:
+        """The vocabulary by text (each token's bytes), built once."""
+        if self._by_piece is None:
+            llm = self._llm
+            index: dict[bytes, list[int]] = {}
+            for token in range(llm.n_vocab()):
+                piece = bytes(llm.detokenize([token]))
+                if piece:
+                    index.setdefault(piece, []).append(token)
+            self._by_piece = index
+        return self._by_piece
+
+    def _next_scores(self, prompt: list[int]) -> Any:
+        """The logits of the token after ``prompt`` (read through llama.cpp's cache)."""
+        from llama_cpp import LogitsProcessorList
+
+        seen: list[Any] = []
+
+        def grab(input_ids: Any, scores: Any) -> Any:
+            if not seen:
+                seen.append(np.array(scores, dtype=np.float32, copy=True))
+            return scores
+
+        self._llm.create_completion(
+            prompt=prompt,
+            max_tokens=1,
+            temperature=0.0,
+            logits_processor=LogitsProcessorList([grab]),
+        )
+        return seen[0]
 
     def _no_empty_reply(self, start: int) -> Any:
         """A logits processor that keeps the end of turn from ending a reply that has no
