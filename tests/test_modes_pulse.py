@@ -386,8 +386,11 @@ def test_echo_cancellation_holds_through_output_stalls(pulse: str, tmp_path: Pat
     stall and let the echo through for up to a second: in three runs of this
     test the agent interrupted itself once each time, and the barge-in guard
     dropped 1 to 4 more bursts of echo (256-384 ms). The microphone now gives the far
-    end the silence the speaker played during the stall (`FarEndClock`), the
-    delay holds, and the agent finishes both answers.
+    end the silence the speaker played during the stall (`FarEndClock`). A stall
+    here also moves the echo's delay (AEC3's estimate falls by 20-30 ms at each
+    one) and re-finding it let bursts of echo of up to 1.25 s through, which
+    interrupted the agent in 2 of 12 runs; for 3 s after a stall the barge-in
+    minimum is 2 s, and the agent finishes both answers.
     """
     env = _env(pulse)
     log = tmp_path / "local.log"

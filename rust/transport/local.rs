@@ -59,6 +59,11 @@ impl Default for LocalConfig {
 /// The default of [`LocalConfig::barge_in_min_ms`]: half a second of speech,
 /// as the `LiveKit` agents ask by default before an interruption counts.
 pub const DEFAULT_BARGE_IN_MIN_MS: f64 = 500.0;
+/// The barge-in minimum for three seconds after the speaker stalls, while
+/// echo cancellation re-finds the echo's delay: bursts of echo of up to
+/// 1.25 s came through then (PulseAudio, a suspended sink; see
+/// `Microphone::echo_unsettled`).
+const UNSETTLED_GUARD_MS: f64 = 2000.0;
 
 /// Why local mode stopped by itself (a device failed), if it did.
 type Failure = Arc<Mutex<Option<String>>>;
@@ -158,15 +163,26 @@ impl LocalMode {
             .name("s2s-local-mic".into())
             .spawn(move || {
                 let (guard_ms, audible) = guard;
-                let mut guarded = false;
+                let mut guarded: f64 = 0.0;
                 while !stop.load(Ordering::Acquire) {
+                    let unsettled = mic.echo_unsettled();
                     match mic.next_frame(Duration::from_millis(100)) {
                         Ok(Some(frame)) => {
                             // The answer is audible (and for its echo's tail
-                            // after): only sustained speech barges in.
-                            let now = guard_ms > 0.0 && audible.load(Ordering::Acquire);
-                            if now != guarded {
-                                session.set_speech_guard_ms(if now { guard_ms } else { 0.0 });
+                            // after): only sustained speech barges in, and
+                            // longer while the echo canceller re-finds the
+                            // echo after the speaker stalled.
+                            let now = if guard_ms > 0.0 && audible.load(Ordering::Acquire) {
+                                if unsettled {
+                                    guard_ms.max(UNSETTLED_GUARD_MS)
+                                } else {
+                                    guard_ms
+                                }
+                            } else {
+                                0.0
+                            };
+                            if now.to_bits() != guarded.to_bits() {
+                                session.set_speech_guard_ms(now);
                                 guarded = now;
                             }
                             if let Err(e) = session.feed_audio(frame) {
