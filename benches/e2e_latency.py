@@ -26,6 +26,11 @@ floor counts the 200 ms of silence a "complete" verdict waits) and with the
 silence rule alone (`--turn_detector silence`, 500 ms). The top-level keys are
 Smart Turn's; `silence_*` keys and `by_turn_detector` hold the rest.
 
+When the server ends a turn at a pause and the user goes on ("Stop. | Wait a
+second, ..."), it cancels that answer (`turn_detected`); the turn is then timed
+from the end of the whole utterance to the answer to it, and `early_commits`
+counts the cancelled answers.
+
 `--tools-turns N` adds a conversation that declares one function tool, as the
 `openai-agents` Realtime runner always does, answering each function call
 with a result like an agent would; `tools_first_token_p50_ms` (commit to the
@@ -162,6 +167,9 @@ class Turn:
     transcript: str = ""
     server: dict[str, Any] = field(default_factory=dict)
     tool_calls: int = 0
+    # Responses cancelled because the user went on after a pause the server took
+    # for the end of the turn ("Stop. | Wait a second, ...").
+    early_commits: int = 0
 
     def ms(self, t: float | None) -> float | None:
         return None if t is None else (t - self.speech_end) * 1000
@@ -250,6 +258,15 @@ async def conversation(
                     # The first response of the turn is the one the user waits for.
                     turn.server = turn.server or ev.get("timings", {})
                 elif kind == "response.done":
+                    details = ev["response"].get("status_details") or {}
+                    if details.get("reason") == "turn_detected":
+                        # The user went on speaking: the answer that counts is the
+                        # one to the whole utterance, timed from its end.
+                        turn.early_commits += 1
+                        turn.speech_stopped = turn.transcribed = None
+                        turn.response_created = turn.first_audio = None
+                        turn.server = {}
+                        continue
                     calls = [o for o in ev["response"]["output"] if o["type"] == "function_call"]
                     if calls and turn.tool_calls < 2:
                         # Answer like an agent: the function's result, then a new response.
@@ -454,6 +471,7 @@ def summarize(
             ),
         },
         "speculative_turns": sum(bool(t.server.get("speculative")) for t in turns),
+        "early_commits": sum(t.early_commits for t in turns),
         "first_token_p50_ms": p50(
             [_server_ms(t, "commit_ms", "llm_first_token_ms") for t in turns]
         ),
