@@ -485,6 +485,13 @@ impl FarEndClock {
     pub fn filled(&self) -> u64 {
         self.filled
     }
+
+    /// Capture samples since silence was last given (`None`: the speaker
+    /// never stalled). A stall may have moved the echo's delay too, and
+    /// AEC3 takes up to a second to find it again.
+    pub fn since_stall(&self) -> Option<usize> {
+        (self.filled > 0).then_some(self.since_fill)
+    }
 }
 
 #[cfg(test)]
@@ -594,6 +601,24 @@ mod tests {
             }
         }
         (clock.filled() / MS as u64, reported)
+    }
+
+    #[test]
+    fn the_time_since_a_stall_is_counted_in_capture_samples() {
+        let mut clock = FarEndClock::new(16_000, 480);
+        // Two windows of a steady speaker: 20 ms of reference per 20 ms frame.
+        for _ in 0..100 {
+            assert_eq!(clock.gap(320, 320), 0);
+        }
+        assert_eq!(clock.since_stall(), None);
+        // The reference stops for 200 ms: from the third frame on, silence is given.
+        let given: usize = (0..10).map(|_| clock.gap(0, 320)).sum();
+        assert_eq!(given, 10 * 320);
+        assert_eq!(clock.since_stall(), Some(0));
+        for _ in 0..50 {
+            assert_eq!(clock.gap(320, 320), 0);
+        }
+        assert_eq!(clock.since_stall(), Some(50 * 320));
     }
 
     #[test]

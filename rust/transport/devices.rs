@@ -49,12 +49,12 @@ const STALL_TOLERANCE: usize = MIC_RATE as usize * 3 / 100;
 /// (`--block_mic_during_playback`): the room's echo and the device latency.
 const BLOCK_TAIL: Duration = Duration::from_millis(300);
 /// How long after the speaker stalls the echo path counts as unsettled (in
-/// microphone frames: 3 s). A stall can move the echo's delay as well as
+/// microphone samples: 3 s). A stall can move the echo's delay as well as
 /// stop it: through PulseAudio, AEC3's delay estimate fell by 20 to 30 ms
 /// at each 150 ms suspension of the sink, and finding the new delay took up
 /// to a second, with bursts of echo of up to 1.25 s coming through from
 /// then (eight runs of the output-stall test in `tests/test_modes_pulse.py`).
-const UNSETTLED_FRAMES: u32 = 150;
+const UNSETTLED: usize = MIC_RATE as usize * 3;
 
 /// Errors from starting local mode or a client.
 #[derive(Debug, Error)]
@@ -92,8 +92,6 @@ pub(crate) struct Microphone {
     blocked_by: Option<Arc<AtomicBool>>,
     /// Keeps the echo reference in step when the speaker stalls.
     clock: FarEndClock,
-    /// Frames since the speaker last stalled (`None`: never).
-    since_stall: Option<u32>,
 }
 
 impl Microphone {
@@ -124,7 +122,6 @@ impl Microphone {
             clean: vec![0.0; FRAME],
             blocked_by,
             clock: FarEndClock::new(MIC_RATE as usize, STALL_TOLERANCE),
-            since_stall: None,
         })
     }
 
@@ -146,13 +143,7 @@ impl Microphone {
         let cancelled = match self.echo.as_mut() {
             Some((aec, tap)) => {
                 let got = tap.feed(aec)?;
-                let gap = self.clock.gap(got, FRAME);
-                aec.push_far_end_silence(gap);
-                self.since_stall = if gap > 0 {
-                    Some(0)
-                } else {
-                    self.since_stall.map(|n| n.saturating_add(1))
-                };
+                aec.push_far_end_silence(self.clock.gap(got, FRAME));
                 if let Some(ms) = self.clock.take_stall_ms(MIC_RATE) {
                     tracing::info!(
                         "the speaker stalled for {ms} ms: the echo reference was kept in step"
@@ -178,7 +169,7 @@ impl Microphone {
     /// Whether the speaker stalled in the last three seconds: the echo
     /// canceller may still be looking for the echo's new delay.
     pub(crate) fn echo_unsettled(&self) -> bool {
-        self.since_stall.is_some_and(|n| n < UNSETTLED_FRAMES)
+        self.clock.since_stall().is_some_and(|n| n < UNSETTLED)
     }
 
     /// Stop capturing.
