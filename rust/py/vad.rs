@@ -378,7 +378,7 @@ impl PyVadStream {
         min_silence_ms = 500.0,
         speech_pad_ms = 300.0,
         max_speech_ms = None,
-        soft_end_ms = Some(80.0),
+        soft_end_ms = Some(vad::DEFAULT_SOFT_END_MS),
     ))]
     #[pyo3(
         text_signature = "(*, model_path=None, model=None, sample_rate=16000, threshold=0.5, \

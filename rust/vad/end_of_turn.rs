@@ -717,22 +717,31 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        let bad = EndOfTurnConfig {
-            max_wait_ms: 100,
-            ..EndOfTurnConfig::default()
-        };
-        assert!(matches!(
-            EndOfTurnPolicy::new(bad, true),
-            Err(VadError::InvalidConfig(m)) if m.contains("max_wait_ms")
-        ));
-        let bad = EndOfTurnConfig {
-            decision_silence_ms: 500,
-            ..EndOfTurnConfig::default()
-        };
-        assert!(matches!(
-            EndOfTurnPolicy::new(bad, true),
-            Err(VadError::InvalidConfig(m)) if m.contains("decision_silence_ms")
-        ));
+        let named = [
+            (
+                EndOfTurnConfig {
+                    max_wait_ms: 100,
+                    ..EndOfTurnConfig::default()
+                },
+                "max_wait_ms",
+            ),
+            (
+                EndOfTurnConfig {
+                    decision_silence_ms: 500,
+                    ..EndOfTurnConfig::default()
+                },
+                "decision_silence_ms",
+            ),
+        ];
+        for (bad, name) in named {
+            assert!(
+                matches!(
+                    EndOfTurnPolicy::new(bad, true),
+                    Err(VadError::InvalidConfig(m)) if m.contains(name)
+                ),
+                "{name}"
+            );
+        }
         let bad = EndOfTurnConfig {
             recheck_ms: Some(0),
             ..EndOfTurnConfig::default()
