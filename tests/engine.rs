@@ -562,18 +562,8 @@ fn tool_call_then_output_then_answer() {
             ..SessionConfig::default()
         })
         .unwrap();
-    s.add_item(
-        Item {
-            id: "item_q".into(),
-            kind: ItemKind::Message {
-                role: speech_to_speech::engine::conversation::Role::User,
-                content: vec![Content::InputText("What is the weather?".into())],
-            },
-            status: ItemStatus::Completed,
-        },
-        None,
-    )
-    .unwrap();
+    s.add_item(user_text("item_q", "What is the weather?"), None)
+        .unwrap();
     s.create_response(ResponseOptions::default()).unwrap();
     let ev = until_done(&s);
     let call = ev
@@ -840,6 +830,14 @@ impl<B> Watched<B> {
 }
 
 impl speech_to_speech::engine::LlmBackend for Watched<ScriptedLlm> {
+    fn prefill(
+        &self,
+        request: &speech_to_speech::engine::backend::LlmRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        self.inner.prefill(request, cancel)
+    }
+
     fn generate(
         &self,
         request: &speech_to_speech::engine::backend::LlmRequest,
@@ -961,6 +959,39 @@ fn speculative_engine(
     (e, llm, llm_watch, tts_watch)
 }
 
+/// A spoken turn with a pause in it: speculation starts at the soft end, the
+/// LLM is under way, then the turn ends.
+fn speculated_turn(s: &Session, level: f32, llm_watch: &Watch) {
+    s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
+    pause_then_end(s, level, llm_watch);
+}
+
+/// The rest of [`speculated_turn`] after the start of speech.
+fn pause_then_end(s: &Session, level: f32, llm_watch: &Watch) {
+    s.turn_event(TurnInput::SoftEnd {
+        audio_ms: 900,
+        audio: speech(level),
+    });
+    llm_watch.started();
+    s.turn_event(TurnInput::SpeechStopped {
+        audio_end_ms: 1200,
+        audio: speech(level),
+        hold_until_ms: None,
+    });
+}
+
+/// A completed user text message.
+fn user_text(id: &str, text: &str) -> Item {
+    Item {
+        id: id.into(),
+        kind: ItemKind::Message {
+            role: speech_to_speech::engine::conversation::Role::User,
+            content: vec![Content::InputText(text.into())],
+        },
+        status: ItemStatus::Completed,
+    }
+}
+
 fn drain(s: &Session) -> Vec<EngineEvent> {
     std::iter::from_fn(|| s.try_next_event()).collect()
 }
@@ -1040,17 +1071,7 @@ fn a_commit_racing_a_speculative_answer_keeps_question_before_answer() {
         ScriptedTts::default(),
     );
     let s = e.create_session(config("")).unwrap();
-    s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
-    s.turn_event(TurnInput::SoftEnd {
-        audio_ms: 900,
-        audio: speech(0.4),
-    });
-    llm_watch.started();
-    s.turn_event(TurnInput::SpeechStopped {
-        audio_end_ms: 1200,
-        audio: speech(0.4),
-        hold_until_ms: None,
-    });
+    speculated_turn(&s, 0.4, &llm_watch);
     let ev = until_done(&s);
     assert_eq!(
         conversation(&s)
@@ -1126,17 +1147,7 @@ fn three_spoken_turns_in_a_row_keep_the_conversation_in_order() {
     let s = e.create_session(config("Sys.")).unwrap();
     let mut all = Vec::new();
     for level in [0.1f32, 0.2, 0.3] {
-        s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
-        s.turn_event(TurnInput::SoftEnd {
-            audio_ms: 900,
-            audio: speech(level),
-        });
-        llm_watch.started();
-        s.turn_event(TurnInput::SpeechStopped {
-            audio_end_ms: 1200,
-            audio: speech(level),
-            hold_until_ms: None,
-        });
+        speculated_turn(&s, level, &llm_watch);
         all.extend(until_done(&s));
         assert_client_view_matches(&s, &all);
     }
@@ -1163,4 +1174,119 @@ fn three_spoken_turns_in_a_row_keep_the_conversation_in_order() {
         expect.push(((*r).to_owned(), t.clone()));
     }
     assert_eq!(llm.last_chat(), expect);
+}
+
+#[test]
+fn a_speculative_answer_begins_with_the_history_read_ahead() {
+    // A window of 2 items and an odd number of them (a question that was
+    // never answered): the window the prefill read ahead must be the one the
+    // speculative answer is asked with, or the LLM reads the history again.
+    let (e, llm, llm_watch, _tts) =
+        speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
+    let s = e
+        .create_session(SessionConfig {
+            instructions: "Sys.".into(),
+            chat_size: 2,
+            ..SessionConfig::default()
+        })
+        .unwrap();
+    spoken_turn(&s, 0.1);
+    until_done(&s);
+    s.add_item(user_text("item_unanswered", "Never mind."), None)
+        .unwrap();
+    llm_watch.all_returned();
+    s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
+    // The read-ahead is best effort (a response that starts first makes a
+    // queued one stale): wait for it, as the user's speech would.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while llm.inner.prefills.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the history was never read ahead"
+        );
+        std::thread::yield_now();
+    }
+    pause_then_end(&s, 0.2, &llm_watch);
+    until_done(&s);
+    let read_ahead: Vec<(String, String)> = llm
+        .inner
+        .prefills
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .iter()
+        .map(|m| (m.role.to_owned(), m.content.clone()))
+        .collect();
+    assert_eq!(
+        read_ahead,
+        [
+            ("system".to_owned(), "Sys.".to_owned()),
+            ("user".to_owned(), "Never mind.".to_owned())
+        ]
+    );
+    let asked = llm.last_chat();
+    assert_eq!(asked[..read_ahead.len()], read_ahead[..], "{asked:?}");
+    assert_eq!(asked.last().unwrap().1, "level 20");
+}
+
+/// A TTS that records the text of every synthesis.
+struct Recording(ScriptedTts, Arc<std::sync::Mutex<Vec<String>>>);
+impl speech_to_speech::engine::TtsBackend for Recording {
+    fn synthesize(
+        &self,
+        request: &speech_to_speech::engine::backend::TtsRequest,
+        cancel: &speech_to_speech::engine::backend::Cancel,
+        emit: &mut dyn FnMut(speech_to_speech::engine::backend::TtsChunk),
+    ) -> Result<(), speech_to_speech::engine::backend::StageError> {
+        self.1.lock().unwrap().push(request.text.clone());
+        self.0.synthesize(request, cancel, emit)
+    }
+}
+
+#[test]
+fn a_long_first_sentence_goes_to_tts_in_two_parts() {
+    let said = "the capital of France is a beautiful old city";
+    let reply = format!("You said: {said}. That is all I know.");
+    for (max_words, want) in [
+        (
+            speech_to_speech::engine::segmenter::DEFAULT_FIRST_MAX_WORDS,
+            vec![
+                "You said: the capital of France",
+                "is a beautiful old city.",
+                "That is all I know.",
+            ],
+        ),
+        (
+            0,
+            vec![
+                "You said: the capital of France is a beautiful old city.",
+                "That is all I know.",
+            ],
+        ),
+    ] {
+        let texts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let e = Engine::new(
+            Arc::new(ScriptedStt::new(Vec::new(), Duration::ZERO)),
+            Arc::new(ScriptedLlm::default()),
+            Arc::new(Recording(ScriptedTts::default(), Arc::clone(&texts))),
+            EngineConfig {
+                first_clause_max_words: max_words,
+                ..EngineConfig::default()
+            },
+        )
+        .unwrap();
+        let s = e.create_session(config("")).unwrap();
+        s.add_item(user_text("item_q", said), None).unwrap();
+        s.create_response(ResponseOptions::default()).unwrap();
+        let ev = until_done(&s);
+        assert_eq!(done_status(&ev), (ResponseStatus::Completed, None));
+        // The client hears and reads the whole answer either way.
+        assert_eq!(transcript(&ev), reply);
+        assert_eq!(
+            *texts.lock().unwrap(),
+            want,
+            "first_clause_max_words {max_words}"
+        );
+    }
 }

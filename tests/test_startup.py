@@ -99,7 +99,7 @@ def test_engine_flags_reach_the_engine() -> None:
 
     args = _args(
         "--stt_workers", "2", "--llm_workers", "3", "--tts_workers", "2",
-        "--max_sessions", "7", "--first_audio_priority", "off",
+        "--max_sessions", "7", "--first_audio_priority", "off", "--first_clause_max_words", "9",
         "--turn_detector", "silence",
         "--stt_timeout_s", "5", "--llm_timeout_s", "12.5", "--tts_timeout_s", "8",
     )  # fmt: skip
@@ -115,6 +115,7 @@ def test_engine_flags_reach_the_engine() -> None:
         "tts_workers": 2,
         "max_sessions": 7,
         "first_audio_priority": False,
+        "first_clause_max_words": 9,
         "turn_model": False,
         "stt_timeout_s": 5.0,
         "llm_timeout_s": 12.5,

@@ -126,7 +126,7 @@ def init_logging(level: str | None = None) -> bool: ...
 def shutdown_workers() -> None: ...
 
 #: Every default the core starts from: host, port, max_message_bytes,
-#: max_sessions, workers, first_audio_priority, and ``session`` (a session's
+#: max_sessions, workers, first_audio_priority, first_clause_max_words, and ``session`` (a session's
 #: settings in the protocol's names).
 DEFAULTS: dict[str, Any]
 
@@ -164,6 +164,7 @@ class Engine:
         tts_workers: int = 1,
         max_sessions: int = ...,  # DEFAULTS["max_sessions"]
         first_audio_priority: bool = True,
+        first_clause_max_words: int = ...,  # DEFAULTS["first_clause_max_words"]
         turn_model: SmartTurn | None = None,
         stt_timeout_s: float | None = ...,  # DEFAULTS["stage_timeout_s"]
         llm_timeout_s: float | None = ...,

@@ -560,3 +560,12 @@ def _engine_flags(g: argparse._ArgumentGroup) -> None:
         "the CPU (the LLM runs far ahead of speech anyway); off for a remote or GPU LLM",
         DEFAULTS["first_audio_priority"],
     )
+    add(
+        g,
+        "first_clause_max_words",
+        type=number(int, 0, 1000),
+        default=DEFAULTS["first_clause_max_words"],
+        help="words after which an answer's first clause goes to TTS before its sentence "
+        "ends, at a word a phrase may end on (not 'the', 'of', 'is'...): the first sound "
+        "waits for a few tokens, not a whole sentence; 0 cuts at punctuation only",
+    )

@@ -58,6 +58,7 @@ def engine_from_args(
         tts_workers=args.tts_workers,
         max_sessions=args.max_sessions,
         first_audio_priority=args.first_audio_priority == "on",
+        first_clause_max_words=args.first_clause_max_words,
         stt_timeout_s=args.stt_timeout_s,
         llm_timeout_s=args.llm_timeout_s,
         tts_timeout_s=args.tts_timeout_s,

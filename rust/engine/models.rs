@@ -93,6 +93,10 @@ pub struct EngineConfig {
     /// Hold a response's LLM between tokens while its first clause is
     /// synthesised (see [`backend::Gate`]).
     pub first_audio_priority: bool,
+    /// Words after which a response's first clause may go to TTS before its
+    /// sentence ends, where a phrase may end (0: at punctuation only; see
+    /// [`SegmenterConfig::first_max_words`](crate::engine::segmenter::SegmenterConfig)).
+    pub first_clause_max_words: usize,
     /// A transcription with no output for this long fails (`None`: never).
     pub stt_timeout: Option<Duration>,
     /// An LLM call with no output (first token, or the next) for this long
@@ -121,6 +125,7 @@ impl Default for EngineConfig {
             session_event_capacity: 1024,
             max_sessions: DEFAULT_MAX_SESSIONS,
             first_audio_priority: true,
+            first_clause_max_words: crate::engine::segmenter::DEFAULT_FIRST_MAX_WORDS,
             stt_timeout: Some(DEFAULT_STAGE_TIMEOUT),
             llm_timeout: Some(DEFAULT_STAGE_TIMEOUT),
             tts_timeout: Some(DEFAULT_STAGE_TIMEOUT),

@@ -3,6 +3,9 @@
 //! The first clause goes to TTS as soon as it is speakable, so the first audio
 //! does not wait for a whole answer: a sentence end always closes a clause; a
 //! comma, semicolon, colon or dash closes one once enough words have come.
+//! A long first sentence may be cut sooner still, after a few words, where a
+//! phrase may end (not after "the", "of", "and", "is"...), so that the first
+//! sound waits for a handful of tokens rather than a whole sentence.
 
 /// When a clause is ready to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +17,15 @@ pub struct SegmenterConfig {
     /// Words the first clause needs before a comma may end it (lower, for a
     /// fast first sound).
     pub first_min_words_at_comma: usize,
+    /// Words after which whitespace ends the first clause where a phrase may
+    /// end (the word before it does not call for more); 0 never cuts it.
+    pub first_max_words: usize,
 }
+
+/// The first-clause cap a response uses: five words, about 1.5 s of speech.
+/// Fewer make the first chunk too short to sound natural; more wait longer
+/// for the LLM before the first sound.
+pub const DEFAULT_FIRST_MAX_WORDS: usize = 5;
 
 impl Default for SegmenterConfig {
     fn default() -> Self {
@@ -22,6 +33,7 @@ impl Default for SegmenterConfig {
             min_words_at_comma: 6,
             max_words: 40,
             first_min_words_at_comma: 3,
+            first_max_words: 0,
         }
     }
 }
@@ -42,6 +54,53 @@ fn is_soft_break(c: char) -> bool {
     matches!(c, ',' | ';' | ':' | '—' | '，' | '；')
 }
 
+const DETERMINERS: &[&str] = &[
+    "a", "an", "the", "this", "that", "these", "those", "my", "your", "his", "her", "its", "our",
+    "their", "some", "any", "no", "every", "each", "all", "both", "few", "many", "much", "more",
+    "most", "other", "another", "such", "what", "which", "whose",
+];
+const PREPOSITIONS: &[&str] = &[
+    "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "about", "as",
+    "like", "than", "over", "under", "between", "through", "during", "without", "within", "around",
+    "after", "before", "near", "per", "via", "toward", "towards", "upon", "across", "behind",
+    "beyond", "along", "among", "against",
+];
+const CONJUNCTIONS: &[&str] = &[
+    "and", "or", "but", "nor", "so", "yet", "if", "because", "since", "while", "although",
+    "though", "unless", "until", "when", "where", "whether", "how", "why", "who", "whom",
+];
+const AUXILIARIES: &[&str] = &[
+    "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "have", "has",
+    "had", "can", "could", "will", "would", "shall", "should", "may", "might", "must", "it's",
+    "that's", "there's", "here's", "what's", "i'm", "you're", "we're", "they're", "he's", "she's",
+    "i've", "you've", "we've", "they've", "i'll", "you'll", "we'll", "they'll", "i'd", "you'd",
+    "we'd", "they'd", "let's", "don't", "doesn't", "didn't", "can't", "won't", "isn't", "aren't",
+    "not",
+];
+const SUBJECTS_AND_ADVERBS: &[&str] = &[
+    "i", "you", "we", "they", "he", "she", "it", "there", "here", "very", "quite", "really",
+    "just", "also", "too", "rather", "pretty", "even", "only", "never", "always",
+];
+
+/// Whether a clause ending in `word` would leave the listener hanging: a
+/// determiner, preposition, conjunction, auxiliary, pronoun or degree adverb
+/// calls for what follows it ("the", "of", "and", "is", "I", "very").
+fn needs_more(word: &str) -> bool {
+    let lower = word
+        .trim_matches(|c: char| !c.is_alphanumeric() && c != '\'' && c != '’')
+        .replace('’', "'")
+        .to_lowercase();
+    [
+        DETERMINERS,
+        PREPOSITIONS,
+        CONJUNCTIONS,
+        AUXILIARIES,
+        SUBJECTS_AND_ADVERBS,
+    ]
+    .iter()
+    .any(|list| list.contains(&lower.as_str()))
+}
+
 impl Segmenter {
     /// A segmenter with the given thresholds.
     pub fn new(config: SegmenterConfig) -> Self {
@@ -50,6 +109,15 @@ impl Segmenter {
             buf: String::new(),
             emitted: 0,
         }
+    }
+
+    /// A response's segmenter: the default thresholds, the first clause cut
+    /// after `first_max_words` where a phrase may end (0: never).
+    pub fn for_response(first_max_words: usize) -> Self {
+        Self::new(SegmenterConfig {
+            first_max_words,
+            ..SegmenterConfig::default()
+        })
     }
 
     /// Add a text delta; return the clauses it completed, in order.
@@ -113,8 +181,14 @@ impl Segmenter {
         } else {
             self.config.min_words_at_comma
         };
+        let first_max = if self.emitted == 0 {
+            self.config.first_max_words
+        } else {
+            0
+        };
         let mut words = 0;
         let mut in_word = false;
+        let mut word_start = 0;
         let mut chars = self.buf.char_indices().peekable();
         while let Some((i, c)) = chars.next() {
             if c.is_whitespace() {
@@ -123,9 +197,16 @@ impl Segmenter {
                     if words >= self.config.max_words {
                         return Some(i);
                     }
+                    if first_max > 0 && words >= first_max && !needs_more(&self.buf[word_start..i])
+                    {
+                        return Some(i);
+                    }
                 }
                 in_word = false;
                 continue;
+            }
+            if !in_word {
+                word_start = i;
             }
             in_word = true;
             let next = chars.peek().map(|&(_, n)| n);
@@ -227,6 +308,38 @@ mod tests {
         let out = run(&[&text]);
         assert!(out.len() >= 2);
         assert!(out.iter().all(|c| c.split_whitespace().count() <= 40));
+    }
+
+    #[test]
+    fn a_long_first_sentence_is_cut_where_a_phrase_may_end() {
+        let config = SegmenterConfig {
+            first_max_words: DEFAULT_FIRST_MAX_WORDS,
+            ..SegmenterConfig::default()
+        };
+        let text = "The capital of France is a beautiful old city on the Seine. \
+                    It has many museums and a great many visitors every single year of the decade.";
+        let mut s = Segmenter::new(config);
+        let mut out: Vec<String> = text.split_inclusive(' ').flat_map(|d| s.push(d)).collect();
+        out.extend(s.finish());
+        assert_eq!(
+            out,
+            vec![
+                // Five words would end at "is"; the cut waits for "beautiful".
+                "The capital of France is a beautiful",
+                "old city on the Seine.",
+                // Only the first clause is cut short.
+                "It has many museums and a great many visitors every single year of the decade.",
+            ]
+        );
+        // A short first sentence is unchanged, and the default never cuts.
+        let mut s = Segmenter::new(config);
+        assert_eq!(s.push("Sure thing. "), vec!["Sure thing."]);
+        assert_eq!(
+            run(&["The capital of France is a beautiful old city on the Seine."]),
+            vec!["The capital of France is a beautiful old city on the Seine."]
+        );
+        assert!(needs_more("the") && needs_more("It's") && needs_more("I") && needs_more("of,"));
+        assert!(!needs_more("Paris") && !needs_more("beautiful") && !needs_more("café"));
     }
 
     #[test]

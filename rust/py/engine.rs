@@ -21,6 +21,7 @@ use crate::engine::backend::{
 use crate::engine::conversation::{Content, Item, ItemKind, ItemStatus, Role};
 use crate::engine::events::{EngineEvent, StopReason};
 use crate::engine::scripted::{ScriptedLlm, ScriptedStt, ScriptedTts};
+use crate::engine::segmenter::DEFAULT_FIRST_MAX_WORDS;
 use crate::engine::{
     DEFAULT_MAX_SESSIONS, Engine, EngineConfig, ResponseOptions, Session, SessionConfig,
 };
@@ -378,7 +379,7 @@ impl PyEngine {
     /// scripted test backends) in worker pools.
     #[new]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python signature")]
-    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=DEFAULT_MAX_SESSIONS, first_audio_priority=true, turn_model=None, stt_timeout_s=Some(DEFAULT_TIMEOUT_S), llm_timeout_s=Some(DEFAULT_TIMEOUT_S), tts_timeout_s=Some(DEFAULT_TIMEOUT_S), scripted_pace_ms=0.0))]
+    #[pyo3(signature = (*, stt, llm, tts, vad=None, stt_workers=1, llm_workers=1, tts_workers=1, max_sessions=DEFAULT_MAX_SESSIONS, first_audio_priority=true, first_clause_max_words=DEFAULT_FIRST_MAX_WORDS, turn_model=None, stt_timeout_s=Some(DEFAULT_TIMEOUT_S), llm_timeout_s=Some(DEFAULT_TIMEOUT_S), tts_timeout_s=Some(DEFAULT_TIMEOUT_S), scripted_pace_ms=0.0))]
     fn new(
         stt: &Bound<'_, PyAny>,
         llm: &Bound<'_, PyAny>,
@@ -389,6 +390,7 @@ impl PyEngine {
         tts_workers: usize,
         max_sessions: usize,
         first_audio_priority: bool,
+        first_clause_max_words: usize,
         turn_model: Option<PyRef<'_, PySmartTurn>>,
         stt_timeout_s: Option<f64>,
         llm_timeout_s: Option<f64>,
@@ -429,6 +431,7 @@ impl PyEngine {
             tts_workers,
             max_sessions,
             first_audio_priority,
+            first_clause_max_words,
             stt_timeout: timeout("stt_timeout_s", stt_timeout_s)?,
             llm_timeout: timeout("llm_timeout_s", llm_timeout_s)?,
             tts_timeout: timeout("tts_timeout_s", tts_timeout_s)?,
@@ -524,6 +527,7 @@ impl PyEngine {
         d.set_item("tts_workers", c.tts_workers)?;
         d.set_item("max_sessions", c.max_sessions)?;
         d.set_item("first_audio_priority", c.first_audio_priority)?;
+        d.set_item("first_clause_max_words", c.first_clause_max_words)?;
         d.set_item("turn_model", self.0.has_turn_model())?;
         for (name, t) in [
             ("stt_timeout_s", c.stt_timeout),

@@ -365,6 +365,7 @@ pub(crate) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         "llm_workers": engine.llm_workers,
         "tts_workers": engine.tts_workers,
         "first_audio_priority": engine.first_audio_priority,
+        "first_clause_max_words": engine.first_clause_max_words,
         "session": SessionDefaults::default().to_json(),
         "socket": {
             "send_port": crate::transport::socket::DEFAULT_SEND_PORT,

@@ -89,6 +89,10 @@ impl Shared {
                 }
                 c.chat_messages(instructions, 0)
             }
+            // Its user turn not yet added: the window the prefill read ahead.
+            None if pending_user_text.is_some() => {
+                st.conversation.chat_prefix(instructions, cfg.chat_size)
+            }
             None => st.conversation.chat_messages(instructions, cfg.chat_size),
         };
         if let Some(text) = pending_user_text {
@@ -117,7 +121,7 @@ impl Shared {
             message: None,
             outputs: Vec::new(),
             text: String::new(),
-            segmenter: Segmenter::default(),
+            segmenter: Segmenter::for_response(self.engine.config().first_clause_max_words),
             speech: SpeechOut::new(cfg.output_rate),
             llm_done: false,
             later_calls: Vec::new(),
