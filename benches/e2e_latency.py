@@ -31,6 +31,11 @@ second, ..."), it cancels that answer (`turn_detected`); the turn is then timed
 from the end of the whole utterance to the answer to it, and `early_commits`
 counts the cancelled answers.
 
+Playback is modelled as a client that plays each audio delta as it arrives:
+`turns_with_stall` counts answers whose audio ran dry for more than 20 ms
+after it began, and `stall_ms_total` adds up those gaps. A first clause sent
+to TTS sooner must not leave a hole before the next one.
+
 `--tools-turns N` adds a conversation that declares one function tool, as the
 `openai-agents` Realtime runner always does, answering each function call
 with a result like an agent would; `tools_first_token_p50_ms` (commit to the
@@ -67,6 +72,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 UTTERANCES = ["q_capital_france.wav", "q_ocean_fact.wav", "q_book.wav", "interrupt_wait.wav"]
 RATE = 24_000
 CHUNK = RATE // 50  # 20 ms
+# A gap in the answer's audio longer than this, once playback has begun, is a
+# stall a listener hears: the client plays each delta as it arrives, at once.
+STALL_MS = 20.0
 
 
 def speech_end_s(audio: np.ndarray[Any, np.dtype[np.float32]], rate: int) -> float:
@@ -170,6 +178,10 @@ class Turn:
     # Responses cancelled because the user went on after a pause the server took
     # for the end of the turn ("Stop. | Wait a second, ...").
     early_commits: int = 0
+    # Seconds of answer audio received, and the silence a client playing it as
+    # it arrives would have heard inside it, waiting for the next delta.
+    audio_s: float = 0.0
+    stall_ms: float = 0.0
 
     def ms(self, t: float | None) -> float | None:
         return None if t is None else (t - self.speech_end) * 1000
@@ -190,6 +202,11 @@ WEATHER_TOOL = {
 def function_output(call_id: str) -> dict[str, Any]:
     item = {"type": "function_call_output", "call_id": call_id, "output": "Sunny, 21 C"}
     return {"type": "conversation.item.create", "item": item}
+
+
+def _delta_seconds(ev: dict[str, Any]) -> float:
+    """Seconds of 16-bit audio at RATE in an output audio delta."""
+    return len(base64.b64decode(ev.get("delta", ""))) / 2 / RATE
 
 
 def _pcm(samples: np.ndarray[Any, np.dtype[np.float32]]) -> str:
@@ -236,6 +253,8 @@ async def conversation(
         )
         current: list[Turn | None] = [None]
         finished = asyncio.Event()
+        # When the audio received so far finishes playing.
+        play_end = [0.0]
 
         async def reader() -> None:
             async for raw in ws:
@@ -252,8 +271,15 @@ async def conversation(
                     turn.transcript = ev.get("transcript", "")
                 elif kind == "response.created" and turn.response_created is None:
                     turn.response_created = now
-                elif kind == "response.output_audio.delta" and turn.first_audio is None:
-                    turn.first_audio = now
+                elif kind == "response.output_audio.delta":
+                    seconds = _delta_seconds(ev)
+                    if turn.first_audio is None:
+                        turn.first_audio = now
+                        play_end[0] = now
+                    elif now > play_end[0] + STALL_MS / 1000:
+                        turn.stall_ms += (now - play_end[0]) * 1000
+                    play_end[0] = max(play_end[0], now) + seconds
+                    turn.audio_s += seconds
                 elif kind == "speech_to_speech.turn.timings":
                     # The first response of the turn is the one the user waits for.
                     turn.server = turn.server or ev.get("timings", {})
@@ -266,6 +292,7 @@ async def conversation(
                         turn.speech_stopped = turn.transcribed = None
                         turn.response_created = turn.first_audio = None
                         turn.server = {}
+                        turn.audio_s = turn.stall_ms = 0.0
                         continue
                     calls = [o for o in ev["response"]["output"] if o["type"] == "function_call"]
                     if calls and turn.tool_calls < 2:
@@ -472,6 +499,9 @@ def summarize(
         },
         "speculative_turns": sum(bool(t.server.get("speculative")) for t in turns),
         "early_commits": sum(t.early_commits for t in turns),
+        # Playback as a client hears it: answers whose audio ran dry mid-answer.
+        "turns_with_stall": sum(t.stall_ms > 0 for t in turns),
+        "stall_ms_total": round(sum(t.stall_ms for t in turns), 1),
         "first_token_p50_ms": p50(
             [_server_ms(t, "commit_ms", "llm_first_token_ms") for t in turns]
         ),
