@@ -219,6 +219,14 @@ fn speech_start_prefills_the_history_the_answer_begins_with() {
     spoken_turn(&s, 0.6);
     until_done(&s);
     assert_eq!(llm.prefills.lock().unwrap().len(), 3);
+
+    // Once that conversation has closed, nothing of it is left to evict: the
+    // next one reads ahead at once.
+    s.close();
+    let s = e.create_session(SessionConfig::default()).unwrap();
+    spoken_turn(&s, 0.7);
+    until_done(&s);
+    assert_eq!(llm.prefills.lock().unwrap().len(), 4);
 }
 
 /// What the LLM and the first synthesis did, in order, for the gate test.

@@ -379,6 +379,18 @@ impl Engine {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((key, Instant::now()));
     }
 
+    /// A closed session's use of the LLM no longer keeps others from
+    /// reading ahead: nothing of it is left to evict.
+    pub(crate) fn forget_llm_use(&self, key: usize) {
+        let mut last = self
+            .llm_last_use
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|(who, _)| who == key) {
+            *last = None;
+        }
+    }
+
     /// Whether a session other than `key` used the LLM within `window`: then
     /// a prefill for `key` would likely be evicted before its answer.
     pub(crate) fn llm_busy_with_another(&self, key: usize, window: std::time::Duration) -> bool {

@@ -274,6 +274,7 @@ impl Session {
         self.0.resp_gen.fetch_add(1, Ordering::AcqRel);
         self.0.spec_gen.fetch_add(1, Ordering::AcqRel);
         lock(&self.0.state).response = None;
+        self.0.engine.forget_llm_use(self.0.key());
         self.0.engine.session_closed();
     }
 
