@@ -20,7 +20,7 @@ espeak-ng (several voices and speeds), plus jfk.wav and three questions from
 Each utterance gets half a second of silence before it and the eagerness
 ceiling plus one second after, and a -60 dBFS noise floor. It is streamed in
 32 ms chunks through the real Silero VAD (``speech_to_speech.VadStream``, its
-soft end at ``--soft-end-ms``, 80 as in the server) and the Rust
+soft end at ``--soft-end-ms``, the server's default) and the Rust
 ``EndOfTurnPolicy``: once a pause has lasted ``--decision-silence-ms`` the
 policy asks for a decision, the Rust ``SmartTurn`` model decides on
 the turn's audio so far (from 500 ms before its speech began), and the verdict
@@ -808,7 +808,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--audio-dir", type=Path, help="cache the generated set here")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--soft-end-ms", type=float, default=80.0)
+    parser.add_argument(
+        "--soft-end-ms",
+        type=float,
+        default=s2s.DEFAULTS["session"]["speech_to_speech"]["soft_end_ms"],
+    )
     parser.add_argument(
         "--decision-silence-ms", type=int, default=200, help="silence before the model is asked"
     )

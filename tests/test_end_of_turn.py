@@ -137,7 +137,7 @@ def test_the_decision_waits_for_the_speculative_transcript() -> None:
     assert None not in (soft_end, stt_done, decision, commit), timings
     assert stt_done - soft_end >= 240, timings  # the transcript of the soft end
     assert stt_done <= decision <= commit, timings
-    assert commit - soft_end < 500, timings  # 80 + 500 would be the rule
+    assert commit - soft_end < 500, timings  # 50 + 500 would be the rule
     assert stt.calls == 1, "the committed turn used the speculative transcript"
 
 

@@ -214,7 +214,7 @@ def test_two_utterances_give_two_turns(model: s2s.SileroVad, snr_db: float | Non
         assert abs(end - want_end) <= 100, (found, bounds)
 
     # Each turn: speech_started, soft_end, speech_stopped, utterance, in order;
-    # the 80 ms soft end may also come at a short gap inside the speech, and
+    # the default soft end (50 ms) may also come at a short gap inside the speech, and
     # then the speech resumes.
     kinds = " ".join(e.type for e in events)
     turn = r"speech_started (soft_end speech_resumed )*soft_end speech_stopped utterance"

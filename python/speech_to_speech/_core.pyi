@@ -320,7 +320,7 @@ class VadStream:
         min_silence_ms: float = 500.0,
         speech_pad_ms: float = 300.0,
         max_speech_ms: float | None = None,
-        soft_end_ms: float | None = 80.0,
+        soft_end_ms: float | None = 50.0,
     ) -> VadStream: ...
     @property
     def model(self) -> SileroVad: ...

@@ -383,7 +383,7 @@ impl PyVadStream {
     #[pyo3(
         text_signature = "(*, model_path=None, model=None, sample_rate=16000, threshold=0.5, \
                           neg_threshold=None, min_speech_ms=250.0, min_silence_ms=500.0, \
-                          speech_pad_ms=300.0, max_speech_ms=None, soft_end_ms=80.0)"
+                          speech_pad_ms=300.0, max_speech_ms=None, soft_end_ms=50.0)"
     )]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python constructor")]
     fn new(

@@ -14,13 +14,14 @@ use super::rate::SampleRate;
 
 /// Silence after which the soft end comes by default (ms): the speculative
 /// STT and LLM start there, so every millisecond of it is on the path to the
-/// answer. Through the server (`benches/e2e_latency.py`, three alternating
-/// runs of 20 turns each), 80 ms answered at 890 against 994 ms p50 with
-/// Smart Turn and 851 against 1006 ms with the silence rule; it throws away
-/// more speculation on the short gaps inside sentences (41 against 22 soft
-/// ends followed by more speech, over the 87 utterances of
-/// `benches/turn_detection.py`).
-pub const DEFAULT_SOFT_END_MS: f64 = 80.0;
+/// answer. Through the server (`benches/e2e_latency.py`, alternating runs of
+/// 20 turns each), 80 ms answered at 890 against 994 ms p50 for 200 ms with
+/// Smart Turn, and 50 ms at 583 against 629 ms for 80 (four runs each,
+/// pooled; faster in each of the four pairs). It throws away more
+/// speculation on the short gaps inside sentences (soft ends followed by
+/// more speech over the 87 utterances of `benches/turn_detection.py`: 22 at
+/// 200 ms, 41 at 80, 45 at 50).
+pub const DEFAULT_SOFT_END_MS: f64 = 50.0;
 
 /// Turn-detection settings. Durations are in milliseconds of input audio.
 #[derive(Debug, Clone, PartialEq)]
