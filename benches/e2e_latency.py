@@ -27,9 +27,10 @@ silence rule alone (`--turn_detector silence`, 500 ms). The top-level keys are
 Smart Turn's; `silence_*` keys and `by_turn_detector` hold the rest.
 
 When the server ends a turn at a pause and the user goes on ("Stop. | Wait a
-second, ..."), it cancels that answer (`turn_detected`); the turn is then timed
-from the end of the whole utterance to the answer to it, and `early_commits`
-counts the cancelled answers.
+second, ..."), it cancels that answer (`turn_detected`), or the answer, a short
+one, is done before the user goes on; the turn is then timed from the end of
+the whole utterance to the answer to it, and `early_commits` counts the answers
+to a part of the utterance.
 
 Playback is modelled as a client that plays each audio delta as it arrives:
 `turns_with_stall` counts answers whose audio ran dry for more than 20 ms
@@ -285,9 +286,11 @@ async def conversation(
                     turn.server = turn.server or ev.get("timings", {})
                 elif kind == "response.done":
                     details = ev["response"].get("status_details") or {}
-                    if details.get("reason") == "turn_detected":
-                        # The user went on speaking: the answer that counts is the
-                        # one to the whole utterance, timed from its end.
+                    if details.get("reason") == "turn_detected" or now < turn.speech_end:
+                        # The user went on speaking (the answer cancelled, or done
+                        # already, as a short one to "Stop." can be, while the rest
+                        # of the utterance is still to come): the answer that
+                        # counts is the one to the whole utterance, timed from its end.
                         turn.early_commits += 1
                         turn.speech_stopped = turn.transcribed = None
                         turn.response_created = turn.first_audio = None
@@ -334,11 +337,10 @@ async def conversation(
             turn = Turn(conversation=index, utterance=name)
             current[0] = turn
             finished.clear()
-            start = sent
-            await send(audio)
-            # The user stopped speaking where the voice in the clip ends, not
+            # The user stops speaking where the voice in the clip ends, not
             # where the clip's own trailing silence ends.
-            turn.speech_end = clock + start / RATE + speech_end_s(audio, RATE)
+            turn.speech_end = clock + sent / RATE + speech_end_s(audio, RATE)
+            await send(audio)
             # Keep the microphone open: silence until the answer is done.
             deadline = time.perf_counter() + 60
             while not finished.is_set() and time.perf_counter() < deadline:
