@@ -126,8 +126,8 @@ def init_logging(level: str | None = None) -> bool: ...
 def shutdown_workers() -> None: ...
 
 #: Every default the core starts from: host, port, max_message_bytes,
-#: max_sessions, workers, first_audio_priority, first_clause_max_words, and ``session`` (a session's
-#: settings in the protocol's names).
+#: max_sessions, workers, first_audio_priority, first_clause_max_words, and
+#: ``session`` (a session's settings in the protocol's names).
 DEFAULTS: dict[str, Any]
 
 # --- engine ---

@@ -465,7 +465,7 @@ mod tests {
 
     #[test]
     fn an_early_soft_end_asks_the_model_at_the_decision_silence() {
-        // The VAD's soft end at 80 ms of silence (as here) starts the speculation; the
+        // A soft end at 80 ms of silence (as here) starts the speculation; the
         // model is asked only at 200 ms.
         let mut p = policy(true);
         p.speech();
