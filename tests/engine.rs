@@ -161,6 +161,16 @@ fn a_full_turn_in_order() {
     assert_eq!(items[1].status, ItemStatus::Completed);
 }
 
+/// A session with prefill on and a history window of 2 items.
+fn windowed_session(e: &Arc<Engine>, instructions: &str) -> Session {
+    e.create_session(SessionConfig {
+        instructions: instructions.into(),
+        chat_size: 2,
+        ..SessionConfig::default()
+    })
+    .unwrap()
+}
+
 #[test]
 fn speech_start_prefills_the_history_the_answer_begins_with() {
     let llm = Arc::new(ScriptedLlm::default());
@@ -171,13 +181,7 @@ fn speech_start_prefills_the_history_the_answer_begins_with() {
         EngineConfig::default(),
     )
     .unwrap();
-    let s = e
-        .create_session(SessionConfig {
-            instructions: "Be brief.".into(),
-            chat_size: 2,
-            ..SessionConfig::default()
-        })
-        .unwrap();
+    let s = windowed_session(&e, "Be brief.");
     for level in [0.1, 0.2, 0.3] {
         spoken_turn(&s, level);
         until_done(&s);
@@ -1191,13 +1195,7 @@ fn a_speculative_answer_begins_with_the_history_read_ahead() {
     // speculative answer is asked with, or the LLM reads the history again.
     let (e, llm, llm_watch, _tts) =
         speculative_engine(ScriptedLlm::default(), ScriptedTts::default());
-    let s = e
-        .create_session(SessionConfig {
-            instructions: "Sys.".into(),
-            chat_size: 2,
-            ..SessionConfig::default()
-        })
-        .unwrap();
+    let s = windowed_session(&e, "Sys.");
     spoken_turn(&s, 0.1);
     until_done(&s);
     s.add_item(user_text("item_unanswered", "Never mind."), None)
