@@ -817,7 +817,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--decision-silence-ms", type=int, default=200, help="silence before the model is asked"
     )
     parser.add_argument("--complete-silence-ms", type=int, default=200)
-    parser.add_argument("--recheck-ms", type=int, default=600, help="0: never ask again")
+    parser.add_argument(
+        "--recheck-ms",
+        type=int,
+        default=s2s.EndOfTurnPolicy().recheck_ms,
+        help="0: never ask again",
+    )
     parser.add_argument(
         "--hold-threshold",
         type=float,
