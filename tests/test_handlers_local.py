@@ -423,6 +423,36 @@ def test_llama_cpp_cancel_between_tokens(llm: LLMHandler) -> None:
     )
 
 
+class _SetAfter:
+    """A cancellation that is set from its ``checks + 1``-th look on."""
+
+    def __init__(self, checks: int) -> None:
+        self.left = checks
+
+    def is_set(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+def test_llama_cpp_cancel_while_function_arguments_generate(llm: LLMHandler) -> None:
+    # A forced call looks twice before its arguments (on entry and after the
+    # pick); set from the third look on, the arguments' first token: no call.
+    question = [{"role": "user", "content": "What's the weather like in Paris?"}]
+    forced = {"type": "function", "name": "get_weather"}
+    events = list(
+        llm.generate(question, tools=[WEATHER_TOOL], tool_choice=forced, cancel=_SetAfter(2))
+    )
+    assert not [e for e in events if isinstance(e, ToolCall)], events
+    # Not set: the same call completes, and the handler is usable afterwards.
+    events = list(llm.generate(question, tools=[WEATHER_TOOL], tool_choice=forced))
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert len(calls) == 1 and isinstance(json.loads(calls[0].arguments).get("location"), str)
+    assert isinstance(events[-1], Usage) and events[-1].output_tokens > 0
+    # Arguments cut off at the token limit are not valid JSON: an error, no call.
+    with pytest.raises(LLMError, match="max_tokens=3"):
+        list(llm.generate(question, tools=[WEATHER_TOOL], tool_choice=forced, max_tokens=3))
+
+
 def test_llama_cpp_prompt_over_context_raises_llm_error() -> None:
     small = create_handler("llm", "llama-cpp", n_ctx=64, warmup=False)
     with pytest.raises(LLMError, match="llama-cpp"):
