@@ -1201,11 +1201,13 @@ fn a_speculative_answer_begins_with_the_history_read_ahead() {
     s.add_item(user_text("item_unanswered", "Never mind."), None)
         .unwrap();
     llm_watch.all_returned();
-    s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
     // The read-ahead is best effort (a response that starts first makes a
-    // queued one stale): wait for it, as the user's speech would.
+    // queued one stale, as the first turn's may have been): wait for this
+    // one, as the user's speech would.
+    let before = llm.inner.prefills.lock().unwrap().len();
+    s.turn_event(TurnInput::SpeechStarted { audio_start_ms: 0 });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while llm.inner.prefills.lock().unwrap().len() < 2 {
+    while llm.inner.prefills.lock().unwrap().len() <= before {
         assert!(
             Instant::now() < deadline,
             "the history was never read ahead"
