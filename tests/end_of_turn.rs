@@ -152,7 +152,7 @@ fn a_complete_turn_ends_before_the_silence_rule_would() {
 #[test]
 fn an_unfinished_turn_waits_past_the_silence_rule_and_goes_on() {
     // The first pause is judged unfinished (twice: at the soft end and at the
-    // recheck 300 ms later); after more speech the turn is complete.
+    // recheck 600 ms later); after more speech the turn is complete.
     let (s, model) = session(Some(0.05));
     silence(&s, 300);
     let words = speech("jfk.wav");

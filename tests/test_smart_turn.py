@@ -163,7 +163,7 @@ def test_policy_settings() -> None:
         200,
         500,
         4000,
-        300,
+        600,
         True,
     )
     assert (p.complete_threshold, p.hold_threshold) == pytest.approx((0.5, 0.1))

@@ -381,7 +381,7 @@ class EndOfTurnPolicy:
         complete_silence_ms: int = 200,
         silence_ms: int = 500,
         max_wait_ms: int | None = None,
-        recheck_ms: int | None = 300,
+        recheck_ms: int | None = 600,
         complete_threshold: float = 0.5,
         hold_threshold: float = 0.1,
     ) -> EndOfTurnPolicy: ...

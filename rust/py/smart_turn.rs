@@ -233,7 +233,7 @@ impl PyEndOfTurnPolicy {
     #[pyo3(
         text_signature = "(*, model=True, eagerness='auto', decision_silence_ms=200, \
                           complete_silence_ms=200, \
-                          silence_ms=500, max_wait_ms=None, recheck_ms=300, \
+                          silence_ms=500, max_wait_ms=None, recheck_ms=600, \
                           complete_threshold=0.5, hold_threshold=0.1)"
     )]
     #[expect(clippy::too_many_arguments, reason = "keyword-only Python constructor")]
